@@ -1,0 +1,1 @@
+//! Scheduler driver (to be written).

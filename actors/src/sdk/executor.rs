@@ -1,0 +1,1 @@
+//! Executor driver (to be written).

@@ -1,0 +1,2 @@
+//! DRF allocator (to be written).
+pub struct DrfAllocator;

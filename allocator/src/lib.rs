@@ -1,0 +1,100 @@
+//! The allocation module: decides which framework is offered which agent's free resources.
+//!
+//! The master never knows which policy runs. It reports events (`AllocatorEvent`) and receives
+//! decisions (`Allocation`s). A policy is an `Allocator` (a pure core: no IO, no clock); the
+//! `AllocatorActor` shell hosts any `Box<dyn Allocator>`, coalesces bursts of events into one
+//! allocation run, and also runs one every `allocation_interval_ms`.
+
+pub mod actor;
+pub mod drf;
+pub mod sorter;
+
+use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
+use std::collections::BTreeMap;
+
+/// What the master tells the allocator. The allocator's view of "allocated" (offered or used)
+/// resources is kept consistent by these events alone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AllocatorEvent {
+    AddAgent {
+        agent_id: AgentId,
+        hostname: String,
+        total: Resources,
+        attributes: Attributes,
+        /// Already in use on the agent (re-registration), per framework.
+        used: BTreeMap<FrameworkId, Resources>,
+    },
+    RemoveAgent {
+        agent_id: AgentId,
+    },
+    /// A new or re-subscribed framework. `used`: what it already holds, per agent.
+    AddFramework {
+        framework_id: FrameworkId,
+        info: FrameworkInfo,
+        used: BTreeMap<AgentId, Resources>,
+        active: bool,
+    },
+    /// The framework is gone; everything it held must already have been recovered or is
+    /// recovered by this event.
+    RemoveFramework {
+        framework_id: FrameworkId,
+    },
+    /// Scheduler connected / disconnected (an inactive framework gets no offers but keeps tasks).
+    ActivateFramework {
+        framework_id: FrameworkId,
+    },
+    DeactivateFramework {
+        framework_id: FrameworkId,
+    },
+    /// Resources given back: a declined/rescinded/timed-out offer, or the leftovers of an accept,
+    /// or a finished task. `refuse_ms`: do not offer this agent to this framework for that long.
+    Recover {
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        resources: Resources,
+        refuse_ms: Option<u64>,
+    },
+    /// Clear all decline filters of the framework and resume offers.
+    Revive {
+        framework_id: FrameworkId,
+    },
+    /// Stop offering to the framework until it revives.
+    Suppress {
+        framework_id: FrameworkId,
+    },
+}
+
+/// A decision: offer `resources` of `agent_id` to `framework_id`. The allocator counts them as
+/// allocated to the framework from this moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub framework_id: FrameworkId,
+    pub agent_id: AgentId,
+    pub resources: Resources,
+}
+
+/// Per-framework view for operators (`/state`, `/metrics`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ShareReport {
+    pub framework_id: FrameworkId,
+    pub role: String,
+    pub allocated: String,
+    pub dominant_share: f64,
+}
+
+/// A policy. Implementations must be deterministic (iterate in a fixed order, seed any RNG).
+pub trait Allocator: Send + 'static {
+    /// Short name (`drf`), as the operator selects it.
+    fn name(&self) -> &'static str;
+    /// Applies one event. Invalid events (unknown ids, resources not held) are logged and ignored.
+    fn handle(&mut self, now: Time, event: AllocatorEvent);
+    /// Decides offers for all currently free resources. At most `max_per_framework` allocations
+    /// per framework per call.
+    fn allocate(&mut self, now: Time) -> Vec<Allocation>;
+    /// Earliest time a filter expires (the shell wakes the allocator then), if any.
+    fn next_wakeup(&self) -> Option<Time>;
+    fn shares(&self) -> Vec<ShareReport>;
+}
+
+pub use actor::{Allocations, AllocatorActor, AllocatorConfig};
+pub use drf::DrfAllocator;

@@ -1,0 +1,1 @@
+//! Sorters (to be written).
