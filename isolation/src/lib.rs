@@ -42,6 +42,8 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// * After an agent restart, the agent feeds the [`ContainerCheckpoint`]s it persisted to
 ///   [`recover`]; the recovered ids then behave like launched ones (`wait`, `kill`, `usage`).
 ///   Implementations with their own state root (libcontainer) may ignore most checkpoint fields.
+/// * The returned futures need a Tokio runtime with timers (actix provides one); `launch` and
+///   the other synchronous methods need no runtime and return quickly.
 ///
 /// [`destroy`]: Containerizer::destroy
 /// [`recover`]: Containerizer::recover

@@ -3,6 +3,11 @@
 //!
 //! Limitations, inherent to plain processes: a task that starts its own session (`setsid`,
 //! daemons) leaves the container's group and escapes `kill`; memory and CPU are not capped.
+//!
+//! Each container's main process is reaped by its own watcher thread with `waitid(P_PID)`; the
+//! rest of the agent must not reap with `waitpid(-1)`, or exit statuses are lost. Processes
+//! orphaned by a container are reparented to init (or to a subreaper, which then has to reap
+//! them itself).
 
 mod container;
 mod spawn;
@@ -216,12 +221,12 @@ struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
+    /// Registers the container and releases the reservation in one step, so the id is never
+    /// counted twice against `max_containers`. (The later drop finds nothing to release.)
     fn commit(self, container: Arc<Container>) {
-        self.owner
-            .lock()
-            .containers
-            .insert(self.id.clone(), container);
-        // Drop releases the reservation now that the container is registered.
+        let mut registry = self.owner.lock();
+        registry.reserved.remove(&self.id);
+        registry.containers.insert(self.id.clone(), container);
     }
 }
 
