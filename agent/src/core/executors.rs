@@ -265,7 +265,7 @@ impl AgentCore {
         if !due || registered || exec.termination.is_some() {
             return; // stale timer: it registered, or a newer deadline applies
         }
-        exec.termination = Some(super::executors::Termination::RegisterTimeout);
+        exec.termination = Some(Termination::RegisterTimeout);
         exec.register_deadline = None;
         let queued = std::mem::take(&mut exec.queued);
         self.counters.executor_register_timeouts += 1;

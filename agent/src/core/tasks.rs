@@ -224,7 +224,7 @@ impl AgentCore {
         self.frameworks.insert(fw.clone(), framework.clone());
         let executor_id = admitted.executor.executor_id.clone();
         let task_id = task.task_id.clone();
-        let record = super::tasks::TaskRecord::new(task.clone(), executor_id.clone());
+        let record = TaskRecord::new(task.clone(), executor_id.clone());
         self.tasks.insert((fw.clone(), task_id.clone()), record);
         if admitted.new_executor {
             return self.launch_executor(now, &fw, admitted.executor, admitted.need, task_id, out);
