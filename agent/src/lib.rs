@@ -1,8 +1,10 @@
 //! agora-agent: the agent node. `core` holds the pure logic (no IO); `detect` finds the
 //! machine's resources for the shell.
 
+pub mod actor;
 pub mod core;
 pub mod detect;
+pub mod http;
 
 pub use self::core::{
     Action, AgentConfig, AgentCore, AgentCounters, AgentState, AgentTimer, ConfigError, Input,

@@ -1,0 +1,260 @@
+//! The agent's actix shell: one link to the master, a listener for its executors, and the
+//! containerizer. Inputs go to `AgentCore`; its actions are performed here.
+
+use crate::core::{Action, AgentConfig, AgentCore, AgentState, Input, LaunchSpec};
+use actix::prelude::*;
+use agora_actors::time::MonoClock;
+use agora_actors::transport::{Backoff, ConnHandle, ConnId, Link, NetEvent, Transport, TransportError};
+use agora_actors::{ContainerId, Hello, NodeKind};
+use agora_isolation::{ContainerConfig, Containerizer, Limits};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct AgentActor {
+    core: AgentCore,
+    clock: MonoClock,
+    master: Option<Box<dyn Link>>,
+    master_conn: Option<ConnId>,
+    executors: HashMap<ConnId, ConnHandle>,
+    containerizer: Arc<dyn Containerizer>,
+}
+
+/// A container's main process ended (sent by the waiter future to the actor).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Exited {
+    container_id: ContainerId,
+    result: Result<agora_isolation::Termination, String>,
+}
+
+impl AgentActor {
+    fn deliver(&mut self, input: Input, ctx: &mut Context<Self>) {
+        let actions = self.core.handle(self.clock.now(), input);
+        self.perform(actions, ctx);
+    }
+
+    fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        for action in actions {
+            match action {
+                Action::SendMaster(msg) => {
+                    if let Some(link) = &self.master {
+                        if let Err(e) = link.send(msg) {
+                            tracing::debug!(error = %e, "message to master not sent (retried by its owner)");
+                        }
+                    }
+                }
+                Action::SendExecutor { conn, msg } => match self.executors.get(&conn) {
+                    Some(h) => {
+                        if let Err(e) = h.send(msg) {
+                            tracing::warn!(conn, error = %e, "send to executor failed");
+                        }
+                    }
+                    None => tracing::debug!(conn, "executor connection gone; message dropped"),
+                },
+                Action::CloseExecutor { conn } => {
+                    if let Some(h) = self.executors.get(&conn) {
+                        h.close(None);
+                    }
+                }
+                Action::Launch(spec) => self.launch(spec, ctx),
+                Action::Kill { container_id, grace_ms } => {
+                    let fut = self.containerizer.kill(container_id.as_str(), Duration::from_millis(grace_ms));
+                    let id = container_id.clone();
+                    actix_rt::spawn(async move {
+                        if let Err(e) = fut.await {
+                            tracing::warn!(container = %id, error = %e, "kill failed");
+                        }
+                    });
+                }
+                Action::SetTimer { timer, at } => {
+                    ctx.run_later(self.clock.until(at), move |act, ctx| act.deliver(Input::Timer(timer), ctx));
+                }
+            }
+        }
+    }
+
+    fn launch(&mut self, spec: LaunchSpec, ctx: &mut Context<Self>) {
+        let config = ContainerConfig {
+            id: spec.container_id.to_string(),
+            sandbox: PathBuf::from(&spec.sandbox),
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            limits: limits_of(&spec.resources),
+            user: None,
+        };
+        let container_id = spec.container_id.clone();
+        match self.containerizer.launch(config) {
+            Ok(launched) => {
+                tracing::info!(container = %container_id, pid = launched.pid, executor = %spec.executor_id, "container launched");
+                let sandbox = launched.sandbox.display().to_string();
+                self.deliver(Input::ContainerLaunched { container_id: container_id.clone(), pid: launched.pid, sandbox }, ctx);
+                let wait = self.containerizer.wait(container_id.as_str());
+                let me = ctx.address();
+                actix_rt::spawn(async move {
+                    let result = wait.await.map_err(|e| e.to_string());
+                    me.do_send(Exited { container_id, result });
+                });
+            }
+            Err(e) => {
+                tracing::warn!(container = %container_id, error = %e, "container launch failed");
+                self.deliver(Input::ContainerLaunchFailed { container_id, error: e.to_string() }, ctx);
+            }
+        }
+    }
+}
+
+/// Container limits from a resource bag (`cpus`, `mem` MB, `disk` MB).
+pub fn limits_of(r: &agora_actors::Resources) -> Limits {
+    Limits {
+        cpus_milli: r.scalar_total("cpus").0,
+        mem_mb: (r.scalar_total("mem").0 / 1000).max(0) as u64,
+        disk_mb: (r.scalar_total("disk").0 / 1000).max(0) as u64,
+    }
+}
+
+impl Actor for AgentActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1 << 20);
+        let actions = self.core.start(self.clock.now());
+        self.perform(actions, ctx);
+    }
+}
+
+impl Handler<NetEvent> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, ev: NetEvent, ctx: &mut Context<Self>) {
+        match ev {
+            NetEvent::Connected { conn, peer, handle } => match peer.node_kind {
+                NodeKind::Master => {
+                    tracing::info!(master = %handle.peer_addr, "connected to master");
+                    self.master_conn = Some(conn);
+                    self.deliver(Input::MasterConnected, ctx);
+                }
+                NodeKind::Executor => {
+                    self.executors.insert(conn, handle);
+                    self.deliver(Input::ExecutorConnected { conn, peer }, ctx);
+                }
+                other => {
+                    tracing::warn!(conn, kind = ?other, peer = %handle.peer_addr, "unexpected peer kind; closing");
+                    handle.close(Some(agora_actors::Message::fatal(
+                        agora_actors::ErrorCode::Forbidden,
+                        format!("an agent accepts only executors, not {other:?}"),
+                    )));
+                }
+            },
+            NetEvent::Frame { conn, msg } => {
+                if self.master_conn == Some(conn) {
+                    self.deliver(Input::FromMaster(msg), ctx);
+                } else if self.executors.contains_key(&conn) {
+                    self.deliver(Input::FromExecutor { conn, msg }, ctx);
+                }
+            }
+            NetEvent::Closed { conn, reason } => {
+                if self.master_conn == Some(conn) {
+                    tracing::warn!(%reason, "lost the master; redialing");
+                    self.master_conn = None;
+                    self.deliver(Input::MasterDisconnected, ctx);
+                } else if self.executors.remove(&conn).is_some() {
+                    self.deliver(Input::ExecutorDisconnected { conn }, ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Exited> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: Exited, ctx: &mut Context<Self>) {
+        let input = match msg.result {
+            Ok(t) => Input::ContainerExited {
+                container_id: msg.container_id.clone(),
+                exit_code: t.exit_code,
+                signal: t.signal,
+                reason: t.reason,
+                message: t.message,
+            },
+            Err(e) => Input::ContainerExited {
+                container_id: msg.container_id.clone(),
+                exit_code: None,
+                signal: None,
+                reason: Some("executor_terminated".into()),
+                message: format!("lost track of the container: {e}"),
+            },
+        };
+        if let Err(e) = self.containerizer.destroy(msg.container_id.as_str()) {
+            tracing::warn!(container = %msg.container_id, error = %e, "destroy failed");
+        }
+        self.deliver(input, ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "AgentState")]
+pub struct GetAgentState;
+
+impl Handler<GetAgentState> for AgentActor {
+    type Result = MessageResult<GetAgentState>;
+    fn handle(&mut self, _: GetAgentState, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.state())
+    }
+}
+
+/// Per-container usage for the agent's HTTP API.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Result<agora_isolation::Usage, String>)>")]
+pub struct GetUsage;
+
+impl Handler<GetUsage> for AgentActor {
+    type Result = MessageResult<GetUsage>;
+    fn handle(&mut self, _: GetUsage, _: &mut Context<Self>) -> Self::Result {
+        let ids = self.containerizer.containers();
+        MessageResult(ids.into_iter().map(|id| {
+            let u = self.containerizer.usage(&id).map_err(|e| e.to_string());
+            (id, u)
+        }).collect())
+    }
+}
+
+pub struct AgentOptions {
+    pub config: AgentConfig,
+    pub listen: String,
+    pub masters: Vec<String>,
+    pub epoch: u64,
+}
+
+#[derive(Clone)]
+pub struct AgentHandle {
+    pub addr: Addr<AgentActor>,
+    pub bound: String,
+}
+
+/// Starts the agent on the current actix system: listens for executors, dials the master.
+pub async fn start_agent(
+    mut opts: AgentOptions,
+    transport: Arc<dyn Transport>,
+    containerizer: Arc<dyn Containerizer>,
+) -> Result<AgentHandle, TransportError> {
+    let cluster = opts.config.cluster.clone();
+    let ctx = Context::<AgentActor>::new();
+    let addr = ctx.address();
+    let hello = Hello::new(&cluster, NodeKind::Agent, &opts.listen);
+    let bound = transport.listen(&opts.listen, hello.clone(), addr.clone().recipient()).await?;
+    // Executors must reach the address actually bound (port 0 resolved).
+    opts.config.endpoint = bound.clone();
+    let hello = Hello::new(&cluster, NodeKind::Agent, &bound);
+    let link = transport.connect(opts.masters.clone(), hello, Backoff::default(), addr.clone().recipient());
+    let actor = AgentActor {
+        core: AgentCore::new(opts.config, opts.epoch),
+        clock: MonoClock::new(),
+        master: Some(link),
+        master_conn: None,
+        executors: HashMap::new(),
+        containerizer,
+    };
+    ctx.run(actor);
+    tracing::info!(%bound, "agent listening for executors");
+    Ok(AgentHandle { addr, bound })
+}

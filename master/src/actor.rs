@@ -1,0 +1,191 @@
+//! The master's actix shell: delivers network events, timers and allocator decisions to the
+//! `MasterCore` and performs the actions it returns. No decisions are made here.
+
+use crate::core::{Action, Input, MasterConfig, MasterCore, MasterState};
+use actix::prelude::*;
+use agora_actors::time::MonoClock;
+use agora_actors::transport::{ConnHandle, ConnId, NetEvent, Transport, TransportError};
+use agora_actors::{Hello, NodeKind};
+use agora_allocator::{Allocations, AllocatorActor, AllocatorConfig, AllocatorEvent, ShareReport};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Figures the shell itself measures (the core has no clock).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ShellFigures {
+    pub allocation_runs: u64,
+    pub allocation_last_micros: u64,
+    pub allocation_total_micros: u64,
+    pub send_failures: u64,
+}
+
+pub struct MasterActor {
+    core: MasterCore,
+    clock: MonoClock,
+    conns: HashMap<ConnId, ConnHandle>,
+    allocator: Option<Addr<AllocatorActor>>,
+    figures: ShellFigures,
+}
+
+impl MasterActor {
+    fn deliver(&mut self, input: Input, ctx: &mut Context<Self>) {
+        let actions = self.core.handle(self.clock.now(), input);
+        self.perform(actions, ctx);
+    }
+
+    fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        for action in actions {
+            match action {
+                Action::Send { conn, msg } => self.send(conn, msg),
+                Action::Close { conn, last } => {
+                    if let Some(h) = self.conns.get(&conn) {
+                        h.close(last);
+                    }
+                }
+                Action::SetTimer { timer, at } => {
+                    ctx.run_later(self.clock.until(at), move |act, ctx| act.deliver(Input::Timer(timer), ctx));
+                }
+                Action::Allocator(event) => match &self.allocator {
+                    Some(a) => a.do_send(event),
+                    None => tracing::error!("allocator not running; event dropped"),
+                },
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: agora_actors::Message) {
+        let Some(h) = self.conns.get(&conn) else {
+            tracing::debug!(conn, kind = msg.kind(), "send to a closed connection dropped");
+            return;
+        };
+        if let Err(e) = h.send(msg) {
+            self.figures.send_failures += 1;
+            tracing::warn!(conn, peer = %h.peer_addr, error = %e, "send failed");
+        }
+    }
+}
+
+impl Actor for MasterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The mailbox must not bound a burst of agent/scheduler traffic below the transport's
+        // own per-connection limits.
+        ctx.set_mailbox_capacity(1 << 20);
+        let actions = self.core.start(self.clock.now());
+        self.perform(actions, ctx);
+    }
+}
+
+impl Handler<NetEvent> for MasterActor {
+    type Result = ();
+    fn handle(&mut self, ev: NetEvent, ctx: &mut Context<Self>) {
+        match ev {
+            NetEvent::Connected { conn, peer, handle } => {
+                tracing::debug!(conn, peer = %handle.peer_addr, kind = ?peer.node_kind, "connected");
+                self.conns.insert(conn, handle);
+                self.deliver(Input::Connected { conn, peer }, ctx);
+            }
+            NetEvent::Frame { conn, msg } => self.deliver(Input::Message { conn, msg }, ctx),
+            NetEvent::Closed { conn, reason } => {
+                tracing::debug!(conn, %reason, "connection closed");
+                if self.conns.remove(&conn).is_some() {
+                    self.deliver(Input::Disconnected { conn }, ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Allocations> for MasterActor {
+    type Result = ();
+    fn handle(&mut self, msg: Allocations, ctx: &mut Context<Self>) {
+        self.figures.allocation_runs += 1;
+        self.figures.allocation_last_micros = msg.run_micros;
+        self.figures.allocation_total_micros += msg.run_micros;
+        self.deliver(Input::Allocations(msg.allocations), ctx);
+    }
+}
+
+/// Everything an operator view needs, taken in one message so it is consistent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Snapshot {
+    pub state: MasterState,
+    pub counters: serde_json::Value,
+    pub figures: ShellFigures,
+    pub allocator: String,
+    pub shares: Vec<ShareReport>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Snapshot")]
+pub struct GetSnapshot;
+
+impl Handler<GetSnapshot> for MasterActor {
+    type Result = ResponseActFuture<Self, Snapshot>;
+    fn handle(&mut self, _: GetSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.core.state();
+        let counters = serde_json::to_value(self.core.counters()).unwrap_or_default();
+        let figures = self.figures.clone();
+        let alloc = self.allocator.clone();
+        Box::pin(
+            async move {
+                match alloc {
+                    Some(a) => a.send(agora_allocator::GetShares).await.ok(),
+                    None => None,
+                }
+            }
+            .into_actor(self)
+            .map(move |shares, _act, _ctx| {
+                let (allocator, shares) = match shares {
+                    Some(s) => (s.allocator.to_string(), s.shares),
+                    None => ("none".to_string(), vec![]),
+                };
+                Snapshot { state, counters, figures, allocator, shares }
+            }),
+        )
+    }
+}
+
+/// What `start_master` needs.
+pub struct MasterOptions {
+    pub listen: String,
+    pub config: MasterConfig,
+    pub allocator: Box<dyn agora_allocator::Allocator>,
+    pub allocator_config: AllocatorConfig,
+    /// Distinguishes id generations across restarts (e.g. start time in seconds).
+    pub epoch: u64,
+}
+
+/// A running master: its actor and the address its transport listens on.
+#[derive(Clone)]
+pub struct MasterHandle {
+    pub addr: Addr<MasterActor>,
+    pub bound: String,
+}
+
+/// Starts the master and its allocator actor on the current actix system and begins listening.
+pub async fn start_master(opts: MasterOptions, transport: Arc<dyn Transport>) -> Result<MasterHandle, TransportError> {
+    let hello = Hello::new(&opts.config.cluster, NodeKind::Master, &opts.listen);
+    let core = MasterCore::new(opts.config, opts.epoch);
+    let master_ctx = Context::<MasterActor>::new();
+    let master_addr = master_ctx.address();
+    let allocator = AllocatorActor::new(opts.allocator, opts.allocator_config, master_addr.clone().recipient()).start();
+    let actor = MasterActor {
+        core,
+        clock: MonoClock::new(),
+        conns: HashMap::new(),
+        allocator: Some(allocator),
+        figures: ShellFigures::default(),
+    };
+    let addr = master_ctx.run(actor);
+    let bound = transport.listen(&opts.listen, hello, addr.clone().recipient()).await?;
+    tracing::info!(%bound, "master listening");
+    Ok(MasterHandle { addr, bound })
+}
+
+/// Helper for shells: an allocator event as an actix message is provided by the allocator crate.
+#[allow(dead_code)]
+fn _assert_event_is_message(e: AllocatorEvent) -> impl actix::Message {
+    e
+}

@@ -1,0 +1,60 @@
+//! `agora dev`: a master and one agent on 127.0.0.1, real TCP and HTTP, until Ctrl-C.
+
+use super::agent::AgentArgs;
+use super::master::MasterArgs;
+use clap::Args;
+
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Base directory for the master's and agent's work dirs.
+    #[arg(long, default_value = "/tmp/agora-dev")]
+    pub work_dir: String,
+    #[arg(long, default_value_t = 5050)]
+    pub master_port: u16,
+    #[arg(long, default_value_t = 5080)]
+    pub master_http_port: u16,
+    #[arg(long, default_value_t = 5051)]
+    pub agent_port: u16,
+    #[arg(long, default_value_t = 5081)]
+    pub agent_http_port: u16,
+    /// Agent resources (default: detected).
+    #[arg(long)]
+    pub resources: Option<String>,
+}
+
+pub fn run(a: DevArgs) -> anyhow::Result<i32> {
+    let sys = actix::System::new();
+    sys.block_on(async move {
+        let m = MasterArgs {
+            listen: format!("127.0.0.1:{}", a.master_port),
+            http: format!("127.0.0.1:{}", a.master_http_port),
+            work_dir: format!("{}/master", a.work_dir),
+            cluster: "agora".into(),
+            offer_timeout_ms: 10_000,
+            agent_ping_interval_ms: 2_000,
+            max_missed_pings: 5,
+            allocation_interval_ms: 1_000,
+            kill_grace_ms: 3_000,
+        };
+        let (mbound, mhttp) = super::master::start(&m).await?;
+        let ag = AgentArgs {
+            master: mbound.clone(),
+            listen: format!("127.0.0.1:{}", a.agent_port),
+            http: format!("127.0.0.1:{}", a.agent_http_port),
+            work_dir: format!("{}/agent", a.work_dir),
+            resources: a.resources.clone(),
+            attributes: String::new(),
+            cluster: "agora".into(),
+            hostname: None,
+            isolation: "posix".into(),
+        };
+        let (abound, ahttp) = super::agent::start(&ag).await?;
+        println!("agora dev cluster is up (Ctrl-C to stop)");
+        println!("  master: {mbound}   http://{mhttp}/state");
+        println!("  agent:  {abound}   http://{ahttp}/state");
+        println!("  try:    agora run --master {mbound} -- echo hello");
+        println!("          agora tasks --master {mhttp}");
+        super::shutdown_signal().await;
+        Ok(0)
+    })
+}

@@ -1,0 +1,79 @@
+//! `agora master`.
+
+use agora_allocator::{AllocatorConfig, DrfAllocator};
+use agora_master::actor::{start_master, MasterOptions};
+use agora_master::core::MasterConfig;
+use anyhow::Context as _;
+use clap::Args;
+
+#[derive(Args, Debug, Clone)]
+pub struct MasterArgs {
+    /// Address for agents and schedulers (the actor transport).
+    #[arg(long, default_value = "127.0.0.1:5050", env = "AGORA_MASTER_LISTEN")]
+    pub listen: String,
+    /// Address of the HTTP API (/health, /state, /metrics).
+    #[arg(long, default_value = "127.0.0.1:5080", env = "AGORA_MASTER_HTTP")]
+    pub http: String,
+    /// Directory for the master's files.
+    #[arg(long, default_value = "/var/lib/agora/master", env = "AGORA_MASTER_WORK_DIR")]
+    pub work_dir: String,
+    /// Cluster name; agents and frameworks of another cluster are refused.
+    #[arg(long, default_value = "agora", env = "AGORA_CLUSTER")]
+    pub cluster: String,
+    /// An offer not answered within this long is rescinded and offered to others.
+    #[arg(long, default_value_t = 10_000, env = "AGORA_OFFER_TIMEOUT_MS")]
+    pub offer_timeout_ms: u64,
+    #[arg(long, default_value_t = 2_000, env = "AGORA_AGENT_PING_INTERVAL_MS")]
+    pub agent_ping_interval_ms: u64,
+    /// An agent that misses this many pings in a row is removed and its tasks reported lost.
+    #[arg(long, default_value_t = 5, env = "AGORA_MAX_MISSED_PINGS")]
+    pub max_missed_pings: u32,
+    #[arg(long, default_value_t = 1_000, env = "AGORA_ALLOCATION_INTERVAL_MS")]
+    pub allocation_interval_ms: u64,
+    /// Grace period between SIGTERM and SIGKILL when a task is killed.
+    #[arg(long, default_value_t = 3_000, env = "AGORA_KILL_GRACE_MS")]
+    pub kill_grace_ms: u64,
+}
+
+impl MasterArgs {
+    pub fn config(&self) -> MasterConfig {
+        MasterConfig {
+            cluster: self.cluster.clone(),
+            offer_timeout_ms: self.offer_timeout_ms,
+            agent_ping_interval_ms: self.agent_ping_interval_ms,
+            max_missed_pings: self.max_missed_pings,
+            default_kill_grace_ms: self.kill_grace_ms,
+            ..MasterConfig::default()
+        }
+    }
+    pub fn options(&self) -> MasterOptions {
+        MasterOptions {
+            listen: self.listen.clone(),
+            config: self.config(),
+            allocator: Box::new(DrfAllocator::default()),
+            allocator_config: AllocatorConfig { allocation_interval_ms: self.allocation_interval_ms, ..AllocatorConfig::default() },
+            epoch: super::epoch_now(),
+        }
+    }
+}
+
+/// Starts master + HTTP on the current system; returns (transport address, http address).
+pub async fn start(args: &MasterArgs) -> anyhow::Result<(String, String)> {
+    super::check_addr(&args.listen)?;
+    super::check_addr(&args.http)?;
+    std::fs::create_dir_all(&args.work_dir).with_context(|| format!("creating work dir {}", args.work_dir))?;
+    let handle = start_master(args.options(), super::tcp_transport()).await.context("starting the master")?;
+    let http = agora_master::http::serve(handle.addr.clone(), &args.http).with_context(|| format!("binding HTTP on {}", args.http))?;
+    Ok((handle.bound, http))
+}
+
+pub fn run(args: MasterArgs) -> anyhow::Result<i32> {
+    let sys = actix::System::new();
+    sys.block_on(async move {
+        let (bound, http) = start(&args).await?;
+        tracing::info!(listen = %bound, %http, cluster = %args.cluster, "master ready");
+        super::shutdown_signal().await;
+        tracing::info!("master shutting down");
+        Ok(0)
+    })
+}
