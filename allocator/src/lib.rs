@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod drf;
+pub mod error;
 pub mod sorter;
 
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
@@ -64,6 +65,23 @@ pub enum AllocatorEvent {
     },
 }
 
+impl AllocatorEvent {
+    /// The variant's name, for log lines that must not print whole resource maps.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AllocatorEvent::AddAgent { .. } => "add_agent",
+            AllocatorEvent::RemoveAgent { .. } => "remove_agent",
+            AllocatorEvent::AddFramework { .. } => "add_framework",
+            AllocatorEvent::RemoveFramework { .. } => "remove_framework",
+            AllocatorEvent::ActivateFramework { .. } => "activate_framework",
+            AllocatorEvent::DeactivateFramework { .. } => "deactivate_framework",
+            AllocatorEvent::Recover { .. } => "recover",
+            AllocatorEvent::Revive { .. } => "revive",
+            AllocatorEvent::Suppress { .. } => "suppress",
+        }
+    }
+}
+
 /// A decision: offer `resources` of `agent_id` to `framework_id`. The allocator counts them as
 /// allocated to the framework from this moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,5 +114,9 @@ pub trait Allocator: Send + 'static {
     fn shares(&self) -> Vec<ShareReport>;
 }
 
-pub use actor::{Allocations, AllocatorActor, AllocatorConfig};
-pub use drf::DrfAllocator;
+pub use actor::{
+    AllocateNow, Allocations, AllocatorActor, AllocatorConfig, GetShares, SharesReport,
+};
+pub use drf::{DrfAllocator, DrfConfig};
+pub use error::AllocatorError;
+pub use sorter::{DrfSorter, Share, Sorter, SorterError};
