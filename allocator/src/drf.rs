@@ -73,12 +73,12 @@ impl DrfConfig {
 
     /// True if `r` is worth an offer: non-empty with enough CPU or enough memory.
     pub fn is_allocatable(&self, r: &Resources) -> bool {
+        if r.is_empty() {
+            return false;
+        }
         // Both thresholds are validated to fit in i64 milli-units.
-        let cpus = r.scalar_total("cpus").0;
-        let mem = r.scalar_total("mem").0;
-        !r.is_empty()
-            && (cpus >= self.min_allocatable_cpus_milli as i64
-                || mem >= (self.min_allocatable_mem_mb as i64).saturating_mul(1000))
+        r.scalar_total("cpus").0 >= self.min_allocatable_cpus_milli as i64
+            || r.scalar_total("mem").0 >= (self.min_allocatable_mem_mb as i64).saturating_mul(1000)
     }
 }
 

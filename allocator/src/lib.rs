@@ -4,6 +4,11 @@
 //! decisions (`Allocation`s). A policy is an `Allocator` (a pure core: no IO, no clock); the
 //! `AllocatorActor` shell hosts any `Box<dyn Allocator>`, coalesces bursts of events into one
 //! allocation run, and also runs one every `allocation_interval_ms`.
+//!
+//! Layers: a `Sorter` orders clients (DRF today; weights, priority and lottery later fit the
+//! same trait); `DrfAllocator` keeps the ledger (agents, frameworks, filters) and runs the
+//! allocation loop over any `Box<dyn Sorter<FrameworkId>>`; `AllocatorActor` decides when.
+//! `AllocatorEvent` is itself the actix message the actor receives.
 
 pub mod actor;
 pub mod drf;
@@ -106,8 +111,9 @@ pub trait Allocator: Send + 'static {
     fn name(&self) -> &'static str;
     /// Applies one event. Invalid events (unknown ids, resources not held) are logged and ignored.
     fn handle(&mut self, now: Time, event: AllocatorEvent);
-    /// Decides offers for all currently free resources. At most `max_per_framework` allocations
-    /// per framework per call.
+    /// Decides offers for all currently free resources. At most the policy's configured number
+    /// of allocations per framework per call (`DrfConfig::max_offers_per_framework_per_cycle`).
+    /// Filters that expired at or before `now` are dropped first.
     fn allocate(&mut self, now: Time) -> Vec<Allocation>;
     /// Earliest time a filter expires (the shell wakes the allocator then), if any.
     fn next_wakeup(&self) -> Option<Time>;
