@@ -1,2 +1,824 @@
-//! DRF allocator (to be written).
-pub struct DrfAllocator;
+//! The first allocator: frameworks ordered by Dominant Resource Fairness.
+//!
+//! State is the allocator's own ledger, kept consistent by `AllocatorEvent`s alone: per agent
+//! its total, what is free, and what each framework holds (offered or in use); per framework
+//! its role, whether it is active or suppressed, and its decline filters.
+//!
+//! One allocation cycle visits every agent with allocatable free resources, starting one agent
+//! further each cycle so no agent is always first, and offers the agent's whole free amount
+//! (the part usable by the framework's role) to the first framework in sorter order that is
+//! eligible: active, not suppressed, not filtered for that agent, and under its per-cycle cap.
+//! After each offer only that framework's position in the sorter changes.
+//!
+//! Invariant (checked by `check_invariants`, exercised by property tests): for every agent,
+//! `free + Σ held == total` exactly, and the sorter's per-framework sums equal the ledger's.
+
+use crate::error::AllocatorError;
+use crate::sorter::{DrfSorter, Sorter};
+use crate::{Allocation, Allocator, AllocatorEvent, ShareReport};
+use agora_actors::resources::Value;
+use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+/// Longest decline filter honoured (one year, as the master's `MAX_REFUSE_SECONDS`); longer
+/// requests are clamped so `now + refuse_ms` can never overflow into "forever".
+pub const MAX_REFUSE_MS: u64 = 365 * 86_400 * 1000;
+/// Upper bound accepted for `max_offers_per_framework_per_cycle`.
+pub const MAX_OFFERS_PER_CYCLE_LIMIT: usize = 1_000_000;
+
+/// Tuning of `DrfAllocator`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrfConfig {
+    /// At most this many offers go to one framework in one cycle, so one framework with the
+    /// lowest share cannot sweep a whole large cluster in a single run.
+    pub max_offers_per_framework_per_cycle: usize,
+    /// A free bundle is worth offering only if it has at least this much CPU (milli-cpus) ...
+    pub min_allocatable_cpus_milli: u64,
+    /// ... or at least this much memory (MB). Smaller crumbs are kept until more frees up.
+    pub min_allocatable_mem_mb: u64,
+    /// Scalar resource names left out of dominant-share calculations.
+    pub fair_sharing_excluded: BTreeSet<String>,
+}
+
+impl Default for DrfConfig {
+    fn default() -> Self {
+        DrfConfig {
+            max_offers_per_framework_per_cycle: 1000,
+            min_allocatable_cpus_milli: 10,
+            min_allocatable_mem_mb: 32,
+            fair_sharing_excluded: BTreeSet::new(),
+        }
+    }
+}
+
+impl DrfConfig {
+    pub fn validate(&self) -> Result<(), AllocatorError> {
+        let n = self.max_offers_per_framework_per_cycle;
+        if n == 0 || n > MAX_OFFERS_PER_CYCLE_LIMIT {
+            return Err(AllocatorError::Config(format!(
+                "max_offers_per_framework_per_cycle must be in 1..={MAX_OFFERS_PER_CYCLE_LIMIT}, got {n}"
+            )));
+        }
+        let max_units = agora_actors::resources::MAX_SCALAR_UNITS as u64;
+        if self.min_allocatable_cpus_milli > max_units * 1000
+            || self.min_allocatable_mem_mb > max_units
+        {
+            return Err(AllocatorError::Config(
+                "min_allocatable_* is larger than any resource quantity can be".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True if `r` is worth an offer: non-empty with enough CPU or enough memory.
+    pub fn is_allocatable(&self, r: &Resources) -> bool {
+        if r.is_empty() {
+            return false;
+        }
+        // Both thresholds are validated to fit in i64 milli-units.
+        r.scalar_total("cpus").0 >= self.min_allocatable_cpus_milli as i64
+            || r.scalar_total("mem").0 >= (self.min_allocatable_mem_mb as i64).saturating_mul(1000)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AgentState {
+    hostname: String,
+    total: Resources,
+    free: Resources,
+    /// Not used by DRF; kept for constraint-aware policies and operator views.
+    attributes: Attributes,
+    /// Offered or in use, per framework. Entries are never empty.
+    held: BTreeMap<FrameworkId, Resources>,
+}
+
+#[derive(Debug, Clone)]
+struct FrameworkState {
+    role: String,
+    /// `None` while the framework is known only from an agent's report of what it runs (after
+    /// a master failover, before its scheduler re-subscribes).
+    info: Option<FrameworkInfo>,
+    active: bool,
+    suppressed: bool,
+    /// Agent -> the time its decline filter expires.
+    filters: BTreeMap<AgentId, Time>,
+    /// Agents on which the framework holds something (index into `AgentState::held`).
+    holds: BTreeSet<AgentId>,
+}
+
+impl FrameworkState {
+    fn placeholder() -> Self {
+        FrameworkState {
+            role: "*".to_string(),
+            info: None,
+            active: false,
+            suppressed: false,
+            filters: BTreeMap::new(),
+            holds: BTreeSet::new(),
+        }
+    }
+}
+
+/// Dominant Resource Fairness over frameworks (roles, weights and quota come later).
+pub struct DrfAllocator {
+    config: DrfConfig,
+    agents: BTreeMap<AgentId, AgentState>,
+    frameworks: BTreeMap<FrameworkId, FrameworkState>,
+    sorter: Box<dyn Sorter<FrameworkId>>,
+    /// Every decline filter by expiry, so `next_wakeup` and expiry are cheap.
+    filter_index: BTreeSet<(Time, FrameworkId, AgentId)>,
+    /// Where the next cycle starts visiting agents (rotates for fairness between agents).
+    next_start: Option<AgentId>,
+}
+
+impl std::fmt::Debug for DrfAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrfAllocator")
+            .field("agents", &self.agents.len())
+            .field("frameworks", &self.frameworks.len())
+            .field("filters", &self.filter_index.len())
+            .finish()
+    }
+}
+
+impl DrfAllocator {
+    pub fn new(config: DrfConfig) -> Result<Self, AllocatorError> {
+        let sorter = DrfSorter::new(config.fair_sharing_excluded.clone());
+        Self::with_sorter(config, Box::new(sorter))
+    }
+
+    /// The same allocation loop over another framework ordering (e.g. a test sorter, or a
+    /// weighted/priority sorter later). The sorter must be empty.
+    pub fn with_sorter(
+        config: DrfConfig,
+        sorter: Box<dyn Sorter<FrameworkId>>,
+    ) -> Result<Self, AllocatorError> {
+        config.validate()?;
+        Ok(DrfAllocator {
+            config,
+            agents: BTreeMap::new(),
+            frameworks: BTreeMap::new(),
+            sorter,
+            filter_index: BTreeSet::new(),
+            next_start: None,
+        })
+    }
+
+    pub fn config(&self) -> &DrfConfig {
+        &self.config
+    }
+
+    /// Free (unoffered, unused) resources of an agent.
+    pub fn free(&self, agent: &AgentId) -> Option<&Resources> {
+        self.agents.get(agent).map(|a| &a.free)
+    }
+
+    pub fn total(&self, agent: &AgentId) -> Option<&Resources> {
+        self.agents.get(agent).map(|a| &a.total)
+    }
+
+    pub fn hostname(&self, agent: &AgentId) -> Option<&str> {
+        self.agents.get(agent).map(|a| a.hostname.as_str())
+    }
+
+    pub fn attributes(&self, agent: &AgentId) -> Option<&Attributes> {
+        self.agents.get(agent).map(|a| &a.attributes)
+    }
+
+    /// What `framework` holds on `agent` (offered or in use), if anything.
+    pub fn held(&self, framework: &FrameworkId, agent: &AgentId) -> Option<&Resources> {
+        self.agents.get(agent).and_then(|a| a.held.get(framework))
+    }
+
+    pub fn has_framework(&self, framework: &FrameworkId) -> bool {
+        self.frameworks.contains_key(framework)
+    }
+
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// True if a decline filter currently withholds `agent` from `framework`.
+    pub fn is_filtered(&self, framework: &FrameworkId, agent: &AgentId, now: Time) -> bool {
+        self.frameworks
+            .get(framework)
+            .and_then(|f| f.filters.get(agent))
+            .is_some_and(|until| *until > now)
+    }
+
+    /// Applies one event, returning why it was refused. `Allocator::handle` logs the error.
+    pub fn try_handle(&mut self, now: Time, event: AllocatorEvent) -> Result<(), AllocatorError> {
+        match event {
+            AllocatorEvent::AddAgent {
+                agent_id,
+                hostname,
+                total,
+                attributes,
+                used,
+            } => {
+                self.add_agent(agent_id, hostname, total, attributes, used);
+                Ok(())
+            }
+            AllocatorEvent::RemoveAgent { agent_id } => self.remove_agent(&agent_id),
+            AllocatorEvent::AddFramework {
+                framework_id,
+                info,
+                used,
+                active,
+            } => {
+                self.add_framework(framework_id, info, used, active);
+                Ok(())
+            }
+            AllocatorEvent::RemoveFramework { framework_id } => {
+                self.remove_framework(&framework_id)
+            }
+            AllocatorEvent::ActivateFramework { framework_id } => {
+                self.update_framework(&framework_id, |f| f.active = true)
+            }
+            AllocatorEvent::DeactivateFramework { framework_id } => {
+                self.update_framework(&framework_id, |f| f.active = false)
+            }
+            AllocatorEvent::Recover {
+                framework_id,
+                agent_id,
+                resources,
+                refuse_ms,
+            } => self.recover(now, &framework_id, &agent_id, &resources, refuse_ms),
+            AllocatorEvent::Revive { framework_id } => self.revive(&framework_id),
+            AllocatorEvent::Suppress { framework_id } => {
+                self.update_framework(&framework_id, |f| f.suppressed = true)
+            }
+        }
+    }
+
+    fn add_agent(
+        &mut self,
+        agent_id: AgentId,
+        hostname: String,
+        total: Resources,
+        attributes: Attributes,
+        used: BTreeMap<FrameworkId, Resources>,
+    ) {
+        if self.agents.contains_key(&agent_id) {
+            // The master should have removed it first; start from the new report.
+            tracing::warn!(agent = %agent_id, "allocator: agent added twice; replacing it");
+            let _ = self.remove_agent(&agent_id);
+        }
+        self.sorter.add_total(&total);
+        let state = AgentState {
+            hostname,
+            free: total.clone(),
+            total,
+            attributes,
+            held: BTreeMap::new(),
+        };
+        self.agents.insert(agent_id.clone(), state);
+        for (framework_id, resources) in used {
+            if !self.frameworks.contains_key(&framework_id) {
+                // Tasks of a framework whose scheduler has not re-subscribed yet: account for
+                // them now (so nobody else is offered them) under an inactive placeholder.
+                self.insert_framework(framework_id.clone(), FrameworkState::placeholder());
+            }
+            self.grant_used(&framework_id, &agent_id, &resources);
+        }
+    }
+
+    fn remove_agent(&mut self, agent_id: &AgentId) -> Result<(), AllocatorError> {
+        let agent = self
+            .agents
+            .remove(agent_id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        for (framework_id, resources) in &agent.held {
+            self.sorter_unallocated(framework_id, agent_id, resources);
+            if let Some(f) = self.frameworks.get_mut(framework_id) {
+                f.holds.remove(agent_id);
+            }
+        }
+        for (framework_id, f) in self.frameworks.iter_mut() {
+            if let Some(until) = f.filters.remove(agent_id) {
+                self.filter_index
+                    .remove(&(until, framework_id.clone(), agent_id.clone()));
+            }
+        }
+        self.sorter.remove_total(&agent.total);
+        Ok(())
+    }
+
+    fn add_framework(
+        &mut self,
+        framework_id: FrameworkId,
+        info: FrameworkInfo,
+        used: BTreeMap<AgentId, Resources>,
+        active: bool,
+    ) {
+        let role = info.role().to_string();
+        match self.frameworks.get_mut(&framework_id) {
+            Some(f) => {
+                tracing::debug!(framework = %framework_id, "allocator: framework re-added; updating it");
+                f.role = role;
+                f.info = Some(info);
+                f.active = active;
+            }
+            None => {
+                let mut f = FrameworkState::placeholder();
+                f.role = role;
+                f.info = Some(info);
+                f.active = active;
+                self.insert_framework(framework_id.clone(), f);
+            }
+        }
+        for (agent_id, resources) in used {
+            let Some(agent) = self.agents.get(&agent_id) else {
+                tracing::warn!(framework = %framework_id, agent = %agent_id,
+                    "allocator: framework reports use of an unknown agent; it will be counted when the agent registers");
+                continue;
+            };
+            if agent.held.contains_key(&framework_id) {
+                // The agent's own report (AddAgent `used`) already counted it; trust that one
+                // rather than counting the same tasks twice.
+                continue;
+            }
+            self.grant_used(&framework_id, &agent_id, &resources);
+        }
+        self.sync_sorter(&framework_id);
+    }
+
+    fn insert_framework(&mut self, framework_id: FrameworkId, state: FrameworkState) {
+        if let Err(e) = self.sorter.add_client(framework_id.clone()) {
+            tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
+        }
+        self.frameworks.insert(framework_id, state);
+    }
+
+    fn remove_framework(&mut self, framework_id: &FrameworkId) -> Result<(), AllocatorError> {
+        let f = self
+            .frameworks
+            .remove(framework_id)
+            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        for agent_id in &f.holds {
+            let Some(agent) = self.agents.get_mut(agent_id) else {
+                continue;
+            };
+            let Some(held) = agent.held.remove(framework_id) else {
+                continue;
+            };
+            match agent.free.checked_add(&held) {
+                Ok(free) => agent.free = free,
+                Err(e) => tracing::warn!(agent = %agent_id, error = %e,
+                    "allocator: cannot return a removed framework's resources"),
+            }
+        }
+        for (agent_id, until) in &f.filters {
+            self.filter_index
+                .remove(&(*until, framework_id.clone(), agent_id.clone()));
+        }
+        if let Err(e) = self.sorter.remove_client(framework_id) {
+            tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
+        }
+        Ok(())
+    }
+
+    /// Changes a framework's flags, then brings its sorter activity in line with them.
+    fn update_framework(
+        &mut self,
+        framework_id: &FrameworkId,
+        change: impl FnOnce(&mut FrameworkState),
+    ) -> Result<(), AllocatorError> {
+        let f = self
+            .frameworks
+            .get_mut(framework_id)
+            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        change(f);
+        self.sync_sorter(framework_id);
+        Ok(())
+    }
+
+    /// A framework is in the sorter's active set iff it is active and not suppressed, so the
+    /// allocation loop never has to skip over frameworks that want nothing.
+    fn sync_sorter(&mut self, framework_id: &FrameworkId) {
+        let Some(f) = self.frameworks.get(framework_id) else {
+            return;
+        };
+        let wanted = f.active && !f.suppressed;
+        if wanted == self.sorter.is_active(framework_id) {
+            return;
+        }
+        let result = if wanted {
+            self.sorter.activate(framework_id)
+        } else {
+            self.sorter.deactivate(framework_id)
+        };
+        if let Err(e) = result {
+            tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
+        }
+    }
+
+    fn revive(&mut self, framework_id: &FrameworkId) -> Result<(), AllocatorError> {
+        let f = self
+            .frameworks
+            .get_mut(framework_id)
+            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        f.suppressed = false;
+        for (agent_id, until) in std::mem::take(&mut f.filters) {
+            self.filter_index
+                .remove(&(until, framework_id.clone(), agent_id));
+        }
+        self.sync_sorter(framework_id);
+        Ok(())
+    }
+
+    fn recover(
+        &mut self,
+        now: Time,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        resources: &Resources,
+        refuse_ms: Option<u64>,
+    ) -> Result<(), AllocatorError> {
+        if !self.frameworks.contains_key(framework_id) {
+            return Err(AllocatorError::UnknownFramework(framework_id.clone()));
+        }
+        let agent = self
+            .agents
+            .get(agent_id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let back = match agent.held.get(framework_id) {
+            Some(held) if held.contains(resources) => resources.clone(),
+            Some(held) => {
+                tracing::warn!(framework = %framework_id, agent = %agent_id, %resources, %held,
+                    "allocator: recovering more than the framework holds; recovering only what it holds");
+                intersect(held, resources)
+            }
+            None => {
+                tracing::warn!(framework = %framework_id, agent = %agent_id, %resources,
+                    "allocator: recovering from a framework that holds nothing on the agent; ignored");
+                Resources::new()
+            }
+        };
+        if !back.is_empty() {
+            self.move_to_free(framework_id, agent_id, &back)?;
+        }
+        if let Some(ms) = refuse_ms.filter(|ms| *ms > 0) {
+            self.add_filter(framework_id, agent_id, now.plus_ms(ms.min(MAX_REFUSE_MS)));
+        }
+        Ok(())
+    }
+
+    /// Withholds `agent` from `framework` until `until`. Of two filters the later one wins:
+    /// a framework that declined for an hour has not changed its mind by declining for a second.
+    fn add_filter(&mut self, framework_id: &FrameworkId, agent_id: &AgentId, until: Time) {
+        let Some(f) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let until = match f.filters.get(agent_id) {
+            Some(old) if *old >= until => return,
+            Some(old) => {
+                self.filter_index
+                    .remove(&(*old, framework_id.clone(), agent_id.clone()));
+                until
+            }
+            None => until,
+        };
+        f.filters.insert(agent_id.clone(), until);
+        self.filter_index
+            .insert((until, framework_id.clone(), agent_id.clone()));
+    }
+
+    fn expire_filters(&mut self, now: Time) {
+        while self.filter_index.first().is_some_and(|(t, _, _)| *t <= now) {
+            let Some((until, framework_id, agent_id)) = self.filter_index.pop_first() else {
+                break;
+            };
+            if let Some(f) = self.frameworks.get_mut(&framework_id) {
+                if f.filters.get(&agent_id) == Some(&until) {
+                    f.filters.remove(&agent_id);
+                }
+            }
+        }
+    }
+
+    /// Counts resources the framework already uses (re-registration) as held, clamped to what
+    /// the agent has free: a report above capacity is logged, never allowed to over-commit.
+    fn grant_used(&mut self, framework_id: &FrameworkId, agent_id: &AgentId, used: &Resources) {
+        let Some(agent) = self.agents.get(agent_id) else {
+            return;
+        };
+        let granted = if agent.free.contains(used) {
+            used.clone()
+        } else {
+            tracing::warn!(framework = %framework_id, agent = %agent_id, %used, free = %agent.free,
+                "allocator: reported use exceeds the agent's free resources; counting only what fits");
+            intersect(&agent.free, used)
+        };
+        if granted.is_empty() {
+            return;
+        }
+        if let Err(e) = self.move_to_framework(framework_id, agent_id, &granted) {
+            tracing::warn!(error = %e, "allocator: cannot count used resources");
+        }
+    }
+
+    /// Moves `res` from the agent's free pool to the framework. Changes nothing on error.
+    fn move_to_framework(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        res: &Resources,
+    ) -> Result<(), AllocatorError> {
+        let accounting = |source| AllocatorError::Accounting {
+            agent: agent_id.clone(),
+            source,
+        };
+        let agent = self
+            .agents
+            .get_mut(agent_id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let f = self
+            .frameworks
+            .get_mut(framework_id)
+            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        let free = agent.free.checked_sub(res).map_err(accounting)?;
+        let held = match agent.held.get(framework_id) {
+            Some(h) => h.checked_add(res).map_err(accounting)?,
+            None => res.clone(),
+        };
+        agent.free = free;
+        agent.held.insert(framework_id.clone(), held);
+        f.holds.insert(agent_id.clone());
+        if let Err(e) = self.sorter.allocated(framework_id, agent_id, res) {
+            tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
+        }
+        Ok(())
+    }
+
+    /// Moves `res` from the framework back to the agent's free pool. Changes nothing on error.
+    fn move_to_free(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        res: &Resources,
+    ) -> Result<(), AllocatorError> {
+        let accounting = |source| AllocatorError::Accounting {
+            agent: agent_id.clone(),
+            source,
+        };
+        let agent = self
+            .agents
+            .get_mut(agent_id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let held = agent
+            .held
+            .get(framework_id)
+            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        let left = held.checked_sub(res).map_err(accounting)?;
+        let free = agent.free.checked_add(res).map_err(accounting)?;
+        agent.free = free;
+        if left.is_empty() {
+            agent.held.remove(framework_id);
+            if let Some(f) = self.frameworks.get_mut(framework_id) {
+                f.holds.remove(agent_id);
+            }
+        } else {
+            agent.held.insert(framework_id.clone(), left);
+        }
+        self.sorter_unallocated(framework_id, agent_id, res);
+        Ok(())
+    }
+
+    fn sorter_unallocated(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        r: &Resources,
+    ) {
+        if let Err(e) = self.sorter.unallocated(framework_id, agent_id, r) {
+            tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
+        }
+    }
+
+    /// Agents worth visiting this cycle, starting one agent after last cycle's start.
+    fn cycle_agents(&mut self) -> Vec<AgentId> {
+        let first = match &self.next_start {
+            Some(start) => self.agents.range(start.clone()..).next(),
+            None => None,
+        }
+        .or_else(|| self.agents.iter().next())
+        .map(|(id, _)| id.clone());
+        let Some(first) = first else {
+            return Vec::new();
+        };
+        self.next_start = self
+            .agents
+            .range((Bound::Excluded(first.clone()), Bound::Unbounded))
+            .next()
+            .map(|(id, _)| id.clone());
+        let config = &self.config;
+        self.agents
+            .range(first.clone()..)
+            .chain(self.agents.range(..first))
+            .filter(|(_, a)| config.is_allocatable(&a.free))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The first framework in sorter order that may be offered `agent_id`, with the offer.
+    fn pick(&mut self, now: Time, agent_id: &AgentId) -> Option<(FrameworkId, Resources)> {
+        let agent = self.agents.get(agent_id)?;
+        let (frameworks, config) = (&self.frameworks, &self.config);
+        let mut offer = None;
+        let framework_id = self.sorter.find_first(&mut |framework_id| {
+            let Some(f) = frameworks.get(framework_id) else {
+                return false;
+            };
+            if f.filters.get(agent_id).is_some_and(|until| *until > now) {
+                return false;
+            }
+            let candidate = agent.free.allocatable_to(&f.role);
+            if !config.is_allocatable(&candidate) {
+                return false;
+            }
+            offer = Some(candidate);
+            true
+        })?;
+        Some((framework_id, offer?))
+    }
+
+    /// Checks the ledger: `free + Σ held == total` per agent, the framework/agent indexes and
+    /// the filter index agree, and the sorter's sums match. For tests and the simulator.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut sums: BTreeMap<FrameworkId, Resources> = BTreeMap::new();
+        for (agent_id, agent) in &self.agents {
+            let mut sum = agent.free.clone();
+            for (framework_id, held) in &agent.held {
+                if held.is_empty() {
+                    return Err(format!("{agent_id}: empty held entry for {framework_id}"));
+                }
+                let f = self
+                    .frameworks
+                    .get(framework_id)
+                    .ok_or_else(|| format!("{agent_id}: held by unknown {framework_id}"))?;
+                if !f.holds.contains(agent_id) {
+                    return Err(format!("{framework_id}: holds index misses {agent_id}"));
+                }
+                sum = sum.checked_add(held).map_err(|e| e.to_string())?;
+                let acc = sums.entry(framework_id.clone()).or_default();
+                *acc = acc
+                    .checked_add(&held.unreserved_view())
+                    .map_err(|e| e.to_string())?;
+            }
+            if sum != agent.total {
+                return Err(format!(
+                    "{agent_id}: free+held {sum} != total {}",
+                    agent.total
+                ));
+            }
+        }
+        self.check_framework_indexes(&sums)
+    }
+
+    fn check_framework_indexes(
+        &self,
+        sums: &BTreeMap<FrameworkId, Resources>,
+    ) -> Result<(), String> {
+        let mut filters = 0;
+        for (framework_id, f) in &self.frameworks {
+            for agent_id in &f.holds {
+                let holds = self
+                    .agents
+                    .get(agent_id)
+                    .map(|a| a.held.contains_key(framework_id));
+                if holds != Some(true) {
+                    return Err(format!("{framework_id}: stale holds entry {agent_id}"));
+                }
+            }
+            for (agent_id, until) in &f.filters {
+                filters += 1;
+                if !self
+                    .filter_index
+                    .contains(&(*until, framework_id.clone(), agent_id.clone()))
+                {
+                    return Err(format!("{framework_id}: filter on {agent_id} not indexed"));
+                }
+            }
+            let want = scalars_only(sums.get(framework_id).cloned().unwrap_or_default());
+            let have = self.sorter.allocation(framework_id).unwrap_or_default();
+            if want != have {
+                return Err(format!("{framework_id}: sorter has {have}, ledger {want}"));
+            }
+            let wanted_active = f.active && !f.suppressed;
+            if self.sorter.is_active(framework_id) != wanted_active {
+                return Err(format!("{framework_id}: sorter activity out of step"));
+            }
+        }
+        if filters != self.filter_index.len() {
+            return Err("filter index has stale entries".into());
+        }
+        Ok(())
+    }
+}
+
+/// Keeps only the scalar entries (what the sorter accounts).
+fn scalars_only(r: Resources) -> Resources {
+    let mut out = Resources::new();
+    for (k, v) in r.iter() {
+        if matches!(v, Value::Scalar(_)) {
+            let _ = out.add_entry(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// The part of `b` that `a` also has, entry by entry (same name and reservation).
+fn intersect(a: &Resources, b: &Resources) -> Resources {
+    let mut out = Resources::new();
+    for (key, want) in b.iter() {
+        let common = match (a.get(key), want) {
+            (Some(Value::Scalar(x)), Value::Scalar(y)) => Value::Scalar((*x).min(*y)),
+            (Some(Value::Ranges(x)), Value::Ranges(y)) => {
+                Value::Ranges(x.difference(&x.difference(y)))
+            }
+            (Some(Value::Set(x)), Value::Set(y)) => {
+                Value::Set(x.intersection(y).cloned().collect())
+            }
+            _ => continue,
+        };
+        // Cannot fail: at most as many entries as `b`, each no larger than in `b`.
+        if let Err(e) = out.add_entry(key.clone(), common) {
+            tracing::warn!(error = %e, "allocator: intersection failed");
+        }
+    }
+    out
+}
+
+impl Allocator for DrfAllocator {
+    fn name(&self) -> &'static str {
+        "drf"
+    }
+
+    fn handle(&mut self, now: Time, event: AllocatorEvent) {
+        let kind = event.kind();
+        if let Err(e) = self.try_handle(now, event) {
+            tracing::warn!(event = kind, error = %e, "allocator: event ignored");
+        }
+    }
+
+    fn allocate(&mut self, now: Time) -> Vec<Allocation> {
+        self.expire_filters(now);
+        let mut out = Vec::new();
+        if self.sorter.active_count() == 0 {
+            return out;
+        }
+        let cap = self.config.max_offers_per_framework_per_cycle;
+        let mut counts: BTreeMap<FrameworkId, usize> = BTreeMap::new();
+        let mut capped: Vec<FrameworkId> = Vec::new();
+        for agent_id in self.cycle_agents() {
+            if self.sorter.active_count() == 0 {
+                break;
+            }
+            let Some((framework_id, resources)) = self.pick(now, &agent_id) else {
+                continue;
+            };
+            if let Err(e) = self.move_to_framework(&framework_id, &agent_id, &resources) {
+                tracing::warn!(error = %e, "allocator: offer skipped");
+                continue;
+            }
+            let n = counts.entry(framework_id.clone()).or_insert(0);
+            *n += 1;
+            if *n >= cap {
+                // Out of the running for the rest of this cycle only.
+                let _ = self.sorter.deactivate(&framework_id);
+                capped.push(framework_id.clone());
+            }
+            out.push(Allocation {
+                framework_id,
+                agent_id,
+                resources,
+            });
+        }
+        for framework_id in capped {
+            self.sync_sorter(&framework_id);
+        }
+        out
+    }
+
+    fn next_wakeup(&self) -> Option<Time> {
+        self.filter_index.first().map(|(t, _, _)| *t)
+    }
+
+    fn shares(&self) -> Vec<ShareReport> {
+        self.frameworks
+            .iter()
+            .map(|(id, f)| ShareReport {
+                framework_id: id.clone(),
+                role: f.role.clone(),
+                allocated: self
+                    .sorter
+                    .allocation(id)
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+                dominant_share: self.sorter.share(id).unwrap_or(0.0),
+            })
+            .collect()
+    }
+}

@@ -4,9 +4,15 @@
 //! decisions (`Allocation`s). A policy is an `Allocator` (a pure core: no IO, no clock); the
 //! `AllocatorActor` shell hosts any `Box<dyn Allocator>`, coalesces bursts of events into one
 //! allocation run, and also runs one every `allocation_interval_ms`.
+//!
+//! Layers: a `Sorter` orders clients (DRF today; weights, priority and lottery later fit the
+//! same trait); `DrfAllocator` keeps the ledger (agents, frameworks, filters) and runs the
+//! allocation loop over any `Box<dyn Sorter<FrameworkId>>`; `AllocatorActor` decides when.
+//! `AllocatorEvent` is itself the actix message the actor receives.
 
 pub mod actor;
 pub mod drf;
+pub mod error;
 pub mod sorter;
 
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
@@ -64,6 +70,23 @@ pub enum AllocatorEvent {
     },
 }
 
+impl AllocatorEvent {
+    /// The variant's name, for log lines that must not print whole resource maps.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AllocatorEvent::AddAgent { .. } => "add_agent",
+            AllocatorEvent::RemoveAgent { .. } => "remove_agent",
+            AllocatorEvent::AddFramework { .. } => "add_framework",
+            AllocatorEvent::RemoveFramework { .. } => "remove_framework",
+            AllocatorEvent::ActivateFramework { .. } => "activate_framework",
+            AllocatorEvent::DeactivateFramework { .. } => "deactivate_framework",
+            AllocatorEvent::Recover { .. } => "recover",
+            AllocatorEvent::Revive { .. } => "revive",
+            AllocatorEvent::Suppress { .. } => "suppress",
+        }
+    }
+}
+
 /// A decision: offer `resources` of `agent_id` to `framework_id`. The allocator counts them as
 /// allocated to the framework from this moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,13 +111,18 @@ pub trait Allocator: Send + 'static {
     fn name(&self) -> &'static str;
     /// Applies one event. Invalid events (unknown ids, resources not held) are logged and ignored.
     fn handle(&mut self, now: Time, event: AllocatorEvent);
-    /// Decides offers for all currently free resources. At most `max_per_framework` allocations
-    /// per framework per call.
+    /// Decides offers for all currently free resources. At most the policy's configured number
+    /// of allocations per framework per call (`DrfConfig::max_offers_per_framework_per_cycle`).
+    /// Filters that expired at or before `now` are dropped first.
     fn allocate(&mut self, now: Time) -> Vec<Allocation>;
     /// Earliest time a filter expires (the shell wakes the allocator then), if any.
     fn next_wakeup(&self) -> Option<Time>;
     fn shares(&self) -> Vec<ShareReport>;
 }
 
-pub use actor::{Allocations, AllocatorActor, AllocatorConfig};
-pub use drf::DrfAllocator;
+pub use actor::{
+    AllocateNow, Allocations, AllocatorActor, AllocatorConfig, GetShares, SharesReport,
+};
+pub use drf::{DrfAllocator, DrfConfig};
+pub use error::AllocatorError;
+pub use sorter::{DrfSorter, Share, Sorter, SorterError};

@@ -1,1 +1,605 @@
-//! Sorters (to be written).
+//! Sorters: the small policy object that orders the allocator's clients (frameworks today; roles
+//! and frameworks-within-a-role once hierarchical roles arrive) from "most deserving" to "least".
+//!
+//! The allocation loop asks the sorter for the first client that can use an agent, gives it the
+//! agent's free resources, tells the sorter (`allocated`), and moves on. A sorter therefore must
+//! be cheap to *re-query after a single change*: `DrfSorter` keeps each client's dominant share
+//! cached and re-positions only the clients whose allocation changed, so one allocation costs
+//! `O(log clients + resource kinds)` instead of a full re-sort.
+//!
+//! Later policies fit the same trait: weights scale a client's share, a priority sorter orders by
+//! a fixed rank, a lottery sorter draws from a seeded RNG inside `sort`/`find_first` (both take
+//! `&mut self`), and a hierarchical allocator nests a role sorter over per-role framework sorters.
+
+use agora_actors::resources::Value;
+use agora_actors::{AgentId, Milli, Resources};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Why a sorter refused a call. Callers log these; the sorter's state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SorterError {
+    #[error("sorter has no client {0}")]
+    UnknownClient(String),
+    #[error("sorter already has client {0}")]
+    DuplicateClient(String),
+}
+
+/// Orders clients for allocation. Implementations must be deterministic: the same calls in the
+/// same order give the same answers (ordered maps only, seeded randomness only).
+pub trait Sorter<C>: Send {
+    /// Adds a client, initially **inactive** (it is not returned by `sort` until activated).
+    fn add_client(&mut self, client: C) -> Result<(), SorterError>;
+    /// Forgets a client and everything allocated to it.
+    fn remove_client(&mut self, client: &C) -> Result<(), SorterError>;
+    fn contains(&self, client: &C) -> bool;
+    /// Makes the client eligible for `sort`/`find_first` again.
+    fn activate(&mut self, client: &C) -> Result<(), SorterError>;
+    /// Keeps the client's allocation accounted for, but leaves it out of `sort`/`find_first`.
+    fn deactivate(&mut self, client: &C) -> Result<(), SorterError>;
+    fn is_active(&self, client: &C) -> bool;
+    /// Number of active clients.
+    fn active_count(&self) -> usize;
+
+    /// Cluster capacity grew by `resources` (an agent was added).
+    fn add_total(&mut self, resources: &Resources);
+    /// Cluster capacity shrank by `resources` (an agent was removed). Clamped at zero.
+    fn remove_total(&mut self, resources: &Resources);
+
+    /// `resources` of `agent` are now allocated to `client`. The agent is passed so that
+    /// sorters which account per agent (reservations, quota headroom) fit the same call.
+    fn allocated(
+        &mut self,
+        client: &C,
+        agent: &AgentId,
+        resources: &Resources,
+    ) -> Result<(), SorterError>;
+    /// `resources` of `agent` are no longer allocated to `client` (clamped at zero).
+    fn unallocated(
+        &mut self,
+        client: &C,
+        agent: &AgentId,
+        resources: &Resources,
+    ) -> Result<(), SorterError>;
+
+    /// Active clients, most deserving first, in a deterministic order.
+    fn sort(&mut self) -> Vec<C>;
+    /// The most deserving active client for which `accept` says yes. Sorters with an index
+    /// override this to avoid building the whole `sort` vector for every agent.
+    fn find_first(&mut self, accept: &mut dyn FnMut(&C) -> bool) -> Option<C> {
+        self.sort().into_iter().find(|c| accept(c))
+    }
+
+    /// The client's share as a fraction for operators (`None` for an unknown client).
+    fn share(&self, client: &C) -> Option<f64>;
+    /// Scalar totals allocated to the client, reservations folded in (for operators).
+    fn allocation(&self, client: &C) -> Option<Resources>;
+}
+
+/// An exact non-negative fraction `num / den` (`den > 0`), compared by cross-multiplication in
+/// i128 so equal shares compare equal (2/3 of CPU equals 2/3 of memory) and ties fall through
+/// to the client name instead of to floating-point noise.
+#[derive(Clone, Copy)]
+pub struct Share {
+    num: i64,
+    den: i64,
+}
+
+impl Share {
+    pub const ZERO: Share = Share { num: 0, den: 1 };
+
+    /// `num / den`, with negative numerators treated as zero and a non-positive denominator
+    /// meaning "no capacity", which counts as zero share.
+    pub fn new(num: i64, den: i64) -> Share {
+        if den <= 0 || num <= 0 {
+            return Share::ZERO;
+        }
+        Share { num, den }
+    }
+    pub fn as_f64(self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+}
+
+impl PartialEq for Share {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Share {}
+impl PartialOrd for Share {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Share {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Milli values stay below ~1e18, so each product stays below ~1e36 < i128::MAX.
+        let lhs = self.num as i128 * other.den as i128;
+        let rhs = other.num as i128 * self.den as i128;
+        lhs.cmp(&rhs)
+    }
+}
+impl fmt::Debug for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.num, self.den)
+    }
+}
+
+/// Adds (`sign = 1`) or removes (`sign = -1`) the scalar entries of `r` to per-name sums,
+/// folding reservations into the name. Sums are clamped at zero; returns true if any sum would
+/// have gone negative (the caller logs it: it means the accounting was fed inconsistent data).
+fn apply_scalars(sums: &mut BTreeMap<String, Milli>, r: &Resources, sign: i64) -> bool {
+    let mut clamped = false;
+    for (key, value) in r.iter() {
+        let Value::Scalar(m) = value else { continue };
+        let entry = sums.entry(key.name.clone()).or_insert(Milli::ZERO);
+        let next = entry.0.saturating_add(sign.saturating_mul(m.0));
+        if next < 0 {
+            clamped = true;
+        }
+        *entry = Milli(next.max(0));
+        if entry.0 == 0 {
+            sums.remove(&key.name);
+        }
+    }
+    clamped
+}
+
+#[derive(Debug, Clone)]
+struct ClientState {
+    /// Scalar sums over all agents, by resource name.
+    allocated: BTreeMap<String, Milli>,
+    /// The share the client is filed under in `order` (while active). Stale while dirty.
+    share: Share,
+    active: bool,
+}
+
+/// Dominant Resource Fairness: a client's share is the largest fraction of any (non-excluded)
+/// scalar resource it holds of the cluster total; the smallest share goes first, ties by client
+/// order (the framework id).
+///
+/// Invariant: every active client `c` is in `order` exactly as `(clients[c].share, c)`.
+#[derive(Debug, Clone)]
+pub struct DrfSorter<C: Ord + Clone> {
+    clients: BTreeMap<C, ClientState>,
+    order: BTreeSet<(Share, C)>,
+    /// Clients whose allocation changed since their share was last computed.
+    dirty: BTreeSet<C>,
+    totals: BTreeMap<String, Milli>,
+    /// The cluster total changed: every share must be recomputed before the next query.
+    totals_dirty: bool,
+    /// Resource names left out of the dominant share (e.g. `gpus`, so GPU-less frameworks are
+    /// not ranked by a resource they never asked for).
+    excluded: BTreeSet<String>,
+}
+
+impl<C: Ord + Clone + fmt::Display> Default for DrfSorter<C> {
+    fn default() -> Self {
+        Self::new(BTreeSet::new())
+    }
+}
+
+impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
+    pub fn new(excluded: BTreeSet<String>) -> Self {
+        DrfSorter {
+            clients: BTreeMap::new(),
+            order: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            totals: BTreeMap::new(),
+            totals_dirty: false,
+            excluded,
+        }
+    }
+
+    /// The exact dominant share from the current allocation and totals (never stale).
+    pub fn dominant_share(&self, client: &C) -> Option<Share> {
+        self.clients.get(client).map(|s| self.compute(&s.allocated))
+    }
+
+    /// Cluster totals as the sorter sees them (scalars by name).
+    pub fn totals(&self) -> &BTreeMap<String, Milli> {
+        &self.totals
+    }
+
+    fn compute(&self, allocated: &BTreeMap<String, Milli>) -> Share {
+        self.totals
+            .iter()
+            .filter(|(name, _)| !self.excluded.contains(*name))
+            .map(|(name, total)| {
+                let held = allocated.get(name).copied().unwrap_or(Milli::ZERO);
+                Share::new(held.0, total.0)
+            })
+            .max()
+            .unwrap_or(Share::ZERO)
+    }
+
+    /// Brings `order` up to date: all clients after a total change, else only the dirty ones.
+    fn refresh(&mut self) {
+        if self.totals_dirty {
+            self.totals_dirty = false;
+            self.dirty.clear();
+            self.order.clear();
+            let names: Vec<C> = self.clients.keys().cloned().collect();
+            for c in names {
+                self.refile(&c, false);
+            }
+            return;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for c in dirty {
+            self.refile(&c, true);
+        }
+    }
+
+    /// Recomputes one client's share and, if active, re-files it in `order`.
+    fn refile(&mut self, client: &C, remove_old: bool) {
+        let Some(state) = self.clients.get(client) else {
+            return;
+        };
+        let share = self.compute(&state.allocated);
+        let (old, active) = (state.share, state.active);
+        if active && remove_old {
+            self.order.remove(&(old, client.clone()));
+        }
+        if let Some(state) = self.clients.get_mut(client) {
+            state.share = share;
+        }
+        if active {
+            self.order.insert((share, client.clone()));
+        }
+    }
+
+    fn change(
+        &mut self,
+        client: &C,
+        resources: &Resources,
+        sign: i64,
+        agent: &AgentId,
+    ) -> Result<(), SorterError> {
+        let state = self
+            .clients
+            .get_mut(client)
+            .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
+        if apply_scalars(&mut state.allocated, resources, sign) {
+            tracing::warn!(%client, %agent, %resources, "sorter: unallocating more than allocated; clamped at zero");
+        }
+        self.dirty.insert(client.clone());
+        Ok(())
+    }
+}
+
+impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
+    fn add_client(&mut self, client: C) -> Result<(), SorterError> {
+        if self.clients.contains_key(&client) {
+            return Err(SorterError::DuplicateClient(client.to_string()));
+        }
+        let state = ClientState {
+            allocated: BTreeMap::new(),
+            share: Share::ZERO,
+            active: false,
+        };
+        self.clients.insert(client, state);
+        Ok(())
+    }
+
+    fn remove_client(&mut self, client: &C) -> Result<(), SorterError> {
+        let state = self
+            .clients
+            .remove(client)
+            .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
+        if state.active {
+            self.order.remove(&(state.share, client.clone()));
+        }
+        self.dirty.remove(client);
+        Ok(())
+    }
+
+    fn contains(&self, client: &C) -> bool {
+        self.clients.contains_key(client)
+    }
+
+    fn activate(&mut self, client: &C) -> Result<(), SorterError> {
+        let state = self
+            .clients
+            .get_mut(client)
+            .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
+        if !state.active {
+            state.active = true;
+            // Its stored share may be stale (allocation changes while inactive are not
+            // re-filed), so compute it fresh while filing it.
+            self.dirty.remove(client);
+            self.refile(client, false);
+        }
+        Ok(())
+    }
+
+    fn deactivate(&mut self, client: &C) -> Result<(), SorterError> {
+        let state = self
+            .clients
+            .get_mut(client)
+            .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
+        if state.active {
+            state.active = false;
+            let share = state.share;
+            self.order.remove(&(share, client.clone()));
+        }
+        Ok(())
+    }
+
+    fn is_active(&self, client: &C) -> bool {
+        self.clients.get(client).is_some_and(|s| s.active)
+    }
+
+    fn active_count(&self) -> usize {
+        self.order.len()
+    }
+
+    fn add_total(&mut self, resources: &Resources) {
+        apply_scalars(&mut self.totals, resources, 1);
+        self.totals_dirty = true;
+    }
+
+    fn remove_total(&mut self, resources: &Resources) {
+        if apply_scalars(&mut self.totals, resources, -1) {
+            tracing::warn!(%resources, "sorter: removing more capacity than the cluster has; clamped at zero");
+        }
+        self.totals_dirty = true;
+    }
+
+    fn allocated(
+        &mut self,
+        client: &C,
+        agent: &AgentId,
+        resources: &Resources,
+    ) -> Result<(), SorterError> {
+        self.change(client, resources, 1, agent)
+    }
+
+    fn unallocated(
+        &mut self,
+        client: &C,
+        agent: &AgentId,
+        resources: &Resources,
+    ) -> Result<(), SorterError> {
+        self.change(client, resources, -1, agent)
+    }
+
+    fn sort(&mut self) -> Vec<C> {
+        self.refresh();
+        self.order.iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    fn find_first(&mut self, accept: &mut dyn FnMut(&C) -> bool) -> Option<C> {
+        self.refresh();
+        self.order
+            .iter()
+            .find(|(_, c)| accept(c))
+            .map(|(_, c)| c.clone())
+    }
+
+    fn share(&self, client: &C) -> Option<f64> {
+        self.dominant_share(client).map(Share::as_f64)
+    }
+
+    fn allocation(&self, client: &C) -> Option<Resources> {
+        let state = self.clients.get(client)?;
+        let mut out = Resources::new();
+        for (name, m) in &state.allocated {
+            let key = agora_actors::resources::Key {
+                name: name.clone(),
+                role: None,
+            };
+            if let Err(e) = out.add_entry(key, Value::Scalar(*m)) {
+                tracing::warn!(%client, error = %e, "sorter: cannot report allocation");
+            }
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> Resources {
+        Resources::parse(s).expect("test resources parse")
+    }
+    fn agent() -> AgentId {
+        AgentId::new("a1").expect("valid id")
+    }
+    fn sorter(clients: &[&str]) -> DrfSorter<String> {
+        let mut s = DrfSorter::default();
+        s.add_total(&r("cpus:10;mem:1000"));
+        for c in clients {
+            s.add_client(c.to_string()).expect("new client");
+            s.activate(&c.to_string()).expect("known client");
+        }
+        s
+    }
+    fn alloc(s: &mut DrfSorter<String>, c: &str, res: &str) {
+        s.allocated(&c.to_string(), &agent(), &r(res))
+            .expect("known client");
+    }
+
+    #[test]
+    fn share_compares_exactly() {
+        assert_eq!(Share::new(2, 3), Share::new(12288, 18432));
+        assert!(Share::new(1, 3) < Share::new(1, 2));
+        assert_eq!(Share::new(5, 0), Share::ZERO);
+        assert_eq!(Share::new(-5, 7), Share::ZERO);
+    }
+
+    #[test]
+    fn orders_by_dominant_share_then_name() {
+        let mut s = sorter(&["c", "b", "a"]);
+        // a: cpus 2/10 = 0.2 dominant; b: mem 500/1000 = 0.5; c: nothing = 0.
+        alloc(&mut s, "a", "cpus:2;mem:100");
+        alloc(&mut s, "b", "cpus:1;mem:500");
+        assert_eq!(s.sort(), vec!["c", "a", "b"]);
+        assert_eq!(s.share(&"b".to_string()), Some(0.5));
+        // Equal shares (0.5 of cpus vs 0.5 of mem) tie-break by name: a before b.
+        alloc(&mut s, "a", "cpus:3");
+        alloc(&mut s, "c", "mem:900");
+        assert_eq!(s.sort(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn incremental_updates_move_only_the_changed_client() {
+        let mut s = sorter(&["a", "b", "c"]);
+        assert_eq!(s.sort(), vec!["a", "b", "c"]);
+        alloc(&mut s, "a", "cpus:1");
+        // find_first sees the change without a full sort.
+        assert_eq!(s.find_first(&mut |_| true), Some("b".to_string()));
+        alloc(&mut s, "b", "cpus:2");
+        assert_eq!(s.sort(), vec!["c", "a", "b"]);
+        s.unallocated(&"b".to_string(), &agent(), &r("cpus:2"))
+            .expect("known");
+        assert_eq!(s.sort(), vec!["b", "c", "a"]);
+    }
+
+    #[test]
+    fn total_change_recomputes_every_share() {
+        let mut s = sorter(&["a", "b"]);
+        // a: cpus 4/10 = 0.4; b: mem 300/1000 = 0.3 -> b first.
+        alloc(&mut s, "a", "cpus:4");
+        alloc(&mut s, "b", "mem:300");
+        assert_eq!(s.sort(), vec!["b", "a"]);
+        // Doubling cpus: a 4/20 = 0.2 < b 0.3 -> a first.
+        s.add_total(&r("cpus:10"));
+        assert_eq!(s.sort(), vec!["a", "b"]);
+        s.remove_total(&r("cpus:10"));
+        assert_eq!(s.sort(), vec!["b", "a"]);
+    }
+
+    #[test]
+    fn inactive_clients_are_skipped_but_keep_their_allocation() {
+        let mut s = sorter(&["a", "b"]);
+        let a = "a".to_string();
+        s.deactivate(&a).expect("known");
+        assert_eq!(s.sort(), vec!["b"]);
+        assert_eq!(s.active_count(), 1);
+        alloc(&mut s, "a", "cpus:5");
+        alloc(&mut s, "b", "cpus:1");
+        s.activate(&a).expect("known");
+        // a's 0.5 was accumulated while inactive and is honoured on activation.
+        assert_eq!(s.sort(), vec!["b", "a"]);
+        assert!(s.is_active(&a));
+    }
+
+    #[test]
+    fn excluded_resources_do_not_count() {
+        let mut s: DrfSorter<String> = DrfSorter::new(["gpus".to_string()].into());
+        s.add_total(&r("cpus:10;gpus:2"));
+        for c in ["a", "b"] {
+            s.add_client(c.into()).expect("new");
+            s.activate(&c.into()).expect("known");
+        }
+        alloc(&mut s, "a", "cpus:1;gpus:2");
+        alloc(&mut s, "b", "cpus:2");
+        // a's gpus 2/2 would dominate; excluded, a is 0.1 < b 0.2.
+        assert_eq!(s.sort(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn reservations_fold_into_the_resource_name() {
+        let mut s = sorter(&["a"]);
+        alloc(&mut s, "a", "cpus(ads):2;cpus:1");
+        assert_eq!(s.share(&"a".to_string()), Some(0.3));
+        let shown = s.allocation(&"a".to_string()).expect("known");
+        assert_eq!(shown.to_string(), "cpus:3");
+    }
+
+    #[test]
+    fn errors_and_clamping() {
+        let mut s = sorter(&["a"]);
+        assert_eq!(
+            s.add_client("a".into()),
+            Err(SorterError::DuplicateClient("a".into()))
+        );
+        let x = "x".to_string();
+        assert!(s.allocated(&x, &agent(), &r("cpus:1")).is_err());
+        assert!(s.activate(&x).is_err());
+        assert!(s.remove_client(&x).is_err());
+        alloc(&mut s, "a", "cpus:1");
+        s.unallocated(&"a".to_string(), &agent(), &r("cpus:5;mem:7"))
+            .expect("known");
+        assert_eq!(s.share(&"a".to_string()), Some(0.0));
+        s.remove_total(&r("cpus:100"));
+        assert_eq!(s.totals().get("cpus"), None);
+    }
+
+    #[test]
+    fn removed_clients_leave_the_order() {
+        let mut s = sorter(&["a", "b"]);
+        alloc(&mut s, "a", "cpus:1");
+        s.remove_client(&"a".to_string()).expect("known");
+        assert_eq!(s.sort(), vec!["b"]);
+        assert!(!s.contains(&"a".to_string()));
+        assert_eq!(s.share(&"a".to_string()), None);
+    }
+
+    #[test]
+    fn default_find_first_matches_sort() {
+        // A sorter relying on the trait's default `find_first`.
+        struct ByName(Vec<String>);
+        impl Sorter<String> for ByName {
+            fn add_client(&mut self, c: String) -> Result<(), SorterError> {
+                self.0.push(c);
+                self.0.sort();
+                Ok(())
+            }
+            fn remove_client(&mut self, _: &String) -> Result<(), SorterError> {
+                Ok(())
+            }
+            fn contains(&self, c: &String) -> bool {
+                self.0.contains(c)
+            }
+            fn activate(&mut self, _: &String) -> Result<(), SorterError> {
+                Ok(())
+            }
+            fn deactivate(&mut self, _: &String) -> Result<(), SorterError> {
+                Ok(())
+            }
+            fn is_active(&self, _: &String) -> bool {
+                true
+            }
+            fn active_count(&self) -> usize {
+                self.0.len()
+            }
+            fn add_total(&mut self, _: &Resources) {}
+            fn remove_total(&mut self, _: &Resources) {}
+            fn allocated(
+                &mut self,
+                _: &String,
+                _: &AgentId,
+                _: &Resources,
+            ) -> Result<(), SorterError> {
+                Ok(())
+            }
+            fn unallocated(
+                &mut self,
+                _: &String,
+                _: &AgentId,
+                _: &Resources,
+            ) -> Result<(), SorterError> {
+                Ok(())
+            }
+            fn sort(&mut self) -> Vec<String> {
+                self.0.clone()
+            }
+            fn share(&self, _: &String) -> Option<f64> {
+                None
+            }
+            fn allocation(&self, _: &String) -> Option<Resources> {
+                None
+            }
+        }
+        let mut s = ByName(Vec::new());
+        for c in ["b", "c", "a"] {
+            s.add_client(c.into()).expect("new");
+        }
+        assert_eq!(s.find_first(&mut |c| c != "a"), Some("b".to_string()));
+    }
+}
