@@ -1,1 +1,1 @@
-//! Executor driver (to be written).
+//! Executor driver (being written).
