@@ -23,6 +23,7 @@
 
 mod actor;
 
+pub(crate) use actor::process_seed;
 pub use actor::{DriverExit, SchedulerDriver, StopDriver, WithScheduler, STOP_LINGER_MS};
 
 use super::{Call, Scheduler, SchedulerCtx};
@@ -686,4 +687,4 @@ impl Scheduler for Box<dyn Scheduler> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -568,7 +568,7 @@ fn a_scheduler_bringing_its_id_fails_over_to_it() {
     }
 }
 
-mod shell {
+pub(crate) mod shell {
     //! The actor shell against a fake transport that hands the test the master's side.
     use super::*;
     use crate::messages::{Hello, NodeKind};
