@@ -83,6 +83,8 @@ pub enum DriverTimer {
 }
 
 /// What the shell must do for the core.
+// Actions live for one step only; boxing the message would cost more than the size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverAction {
     /// Send on the current master connection (dropped if there is none).

@@ -18,7 +18,7 @@
 
 mod actor;
 
-pub use actor::{ExecutorDriver, ExecutorDriverOptions, WithExecutor};
+pub use actor::{AfterStep, ExecutorDriver, ExecutorDriverOptions, WithExecutor};
 
 use super::{ExecCall, Executor, ExecutorCtx, SdkError};
 use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
@@ -218,6 +218,8 @@ pub enum ExecTimer {
 }
 
 /// What the shell must do for the executor driver core.
+// Actions live for one step only; boxing the message would cost more than the size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecAction {
     /// Send to the agent on the current connection (dropped if there is none).

@@ -57,8 +57,10 @@ pub(crate) fn process_seed() -> u64 {
 /// let progress = driver.send(WithScheduler::new(|s: &mut BatchFramework, _| s.progress())).await?;
 /// ```
 pub struct WithScheduler<S, R> {
-    f: Box<dyn FnOnce(&mut S, &mut SchedulerCtx) -> R + Send>,
+    f: SchedulerFn<S, R>,
 }
+
+type SchedulerFn<S, R> = Box<dyn FnOnce(&mut S, &mut SchedulerCtx) -> R + Send>;
 
 impl<S, R> WithScheduler<S, R> {
     pub fn new(f: impl FnOnce(&mut S, &mut SchedulerCtx) -> R + Send + 'static) -> Self {

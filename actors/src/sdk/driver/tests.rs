@@ -580,9 +580,12 @@ pub(crate) mod shell {
     use std::sync::{Arc, Mutex};
     use tokio::sync::mpsc;
 
+    /// What one `connect` call was given: addresses, our hello, the event sink.
+    pub(crate) type Dialed = (Vec<String>, Hello, actix::Recipient<NetEvent>);
+
     #[derive(Default)]
     pub(crate) struct FakeTransport {
-        pub sinks: Mutex<Vec<(Vec<String>, Hello, actix::Recipient<NetEvent>)>>,
+        pub sinks: Mutex<Vec<Dialed>>,
         pub closed: Arc<AtomicBool>,
     }
 

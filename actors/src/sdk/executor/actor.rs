@@ -12,6 +12,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+/// See [`ExecutorDriverOptions::after_step`].
+pub type AfterStep<E> = Box<dyn FnMut(&mut E)>;
+
 /// How an [`ExecutorDriver`] is started beyond the defaults.
 pub struct ExecutorDriverOptions<E> {
     pub config: ExecutorDriverConfig,
@@ -21,7 +24,7 @@ pub struct ExecutorDriverOptions<E> {
     /// [`WithExecutor`]). An executor whose decisions include IO of its own (the command executor
     /// asks for processes to be spawned and signalled) hands that IO to its own tasks here, so
     /// the executor itself stays pure.
-    pub after_step: Option<Box<dyn FnMut(&mut E)>>,
+    pub after_step: Option<AfterStep<E>>,
 }
 
 impl<E> Default for ExecutorDriverOptions<E> {
@@ -45,8 +48,10 @@ impl<E> Default for ExecutorDriverOptions<E> {
 /// Runs a closure on the driven executor inside the driver actor (e.g. "task t1's process
 /// exited"); updates it emits are stamped, sent and retried like any others.
 pub struct WithExecutor<E, R> {
-    f: Box<dyn FnOnce(&mut E, &mut ExecutorCtx) -> R + Send>,
+    f: ExecutorFn<E, R>,
 }
+
+type ExecutorFn<E, R> = Box<dyn FnOnce(&mut E, &mut ExecutorCtx) -> R + Send>;
 
 impl<E, R> WithExecutor<E, R> {
     pub fn new(f: impl FnOnce(&mut E, &mut ExecutorCtx) -> R + Send + 'static) -> Self {
@@ -69,7 +74,7 @@ pub struct ExecutorDriver<E: Executor> {
     link: Option<Box<dyn Link>>,
     conn: Option<ConnHandle>,
     exit: Option<oneshot::Sender<i32>>,
-    after_step: Option<Box<dyn FnMut(&mut E)>>,
+    after_step: Option<AfterStep<E>>,
     exiting: bool,
 }
 
