@@ -34,6 +34,8 @@ pub use batch::{
     Transition,
 };
 pub use fit::take_resources;
+pub use run::{InstanceReport, RunConfig, RunFramework};
+pub use service::{Instance, InstanceState, ServiceConfig, ServiceFramework, ServiceStatus};
 
 /// A framework was configured wrongly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
