@@ -7,8 +7,12 @@
 //! instead of performing IO, so the same scheduler runs under the actix driver (`driver`) and in
 //! a simulator. The driver is an actix actor that owns the scheduler.
 
+pub mod command;
 pub mod driver;
+pub mod error;
 pub mod executor;
+
+pub use error::SdkError;
 
 use crate::ids::*;
 use crate::messages::*;
