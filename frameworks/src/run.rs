@@ -27,6 +27,9 @@ pub struct RunConfig {
     pub refuse_seconds: f64,
     /// Relaunches of a task the cluster lost (not of a failed command).
     pub max_retries_lost: u32,
+    /// One command executor per agent runs all of this job's tasks there (fewer processes, far
+    /// higher launch rates) instead of one executor per task.
+    pub shared_executor: bool,
 }
 
 impl RunConfig {
@@ -40,6 +43,7 @@ impl RunConfig {
             resources,
             refuse_seconds: 5.0,
             max_retries_lost: 3,
+            shared_executor: false,
         }
     }
 
@@ -56,7 +60,7 @@ impl RunConfig {
         b.refuse_seconds = self.refuse_seconds;
         b.max_retries_failed = 0;
         b.max_retries_lost = self.max_retries_lost;
-        b.shared_executor = false;
+        b.shared_executor = self.shared_executor;
         b.teardown_on_finish = true;
         b.sample_interval_ms = 0;
         b.record_events = true;

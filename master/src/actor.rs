@@ -6,7 +6,7 @@ use actix::prelude::*;
 use agora_actors::time::MonoClock;
 use agora_actors::transport::{ConnHandle, ConnId, NetEvent, Transport, TransportError};
 use agora_actors::{Hello, NodeKind};
-use agora_allocator::{Allocations, AllocatorActor, AllocatorConfig, AllocatorEvent, ShareReport};
+use agora_allocator::{Allocations, AllocatorActor, AllocatorConfig, ShareReport};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -170,7 +170,9 @@ pub async fn start_master(opts: MasterOptions, transport: Arc<dyn Transport>) ->
     let core = MasterCore::new(opts.config, opts.epoch);
     let master_ctx = Context::<MasterActor>::new();
     let master_addr = master_ctx.address();
-    let allocator = AllocatorActor::new(opts.allocator, opts.allocator_config, master_addr.clone().recipient()).start();
+    let allocator = AllocatorActor::new(opts.allocator, opts.allocator_config, master_addr.clone().recipient())
+        .map_err(|e| TransportError::Listen { addr: opts.listen.clone(), why: format!("allocator: {e}") })?
+        .start();
     let actor = MasterActor {
         core,
         clock: MonoClock::new(),
@@ -184,8 +186,3 @@ pub async fn start_master(opts: MasterOptions, transport: Arc<dyn Transport>) ->
     Ok(MasterHandle { addr, bound })
 }
 
-/// Helper for shells: an allocator event as an actix message is provided by the allocator crate.
-#[allow(dead_code)]
-fn _assert_event_is_message(e: AllocatorEvent) -> impl actix::Message {
-    e
-}

@@ -1,6 +1,6 @@
 //! `agora master`.
 
-use agora_allocator::{AllocatorConfig, DrfAllocator};
+use agora_allocator::{AllocatorConfig, DrfAllocator, DrfConfig};
 use agora_master::actor::{start_master, MasterOptions};
 use agora_master::core::MasterConfig;
 use anyhow::Context as _;
@@ -46,14 +46,15 @@ impl MasterArgs {
             ..MasterConfig::default()
         }
     }
-    pub fn options(&self) -> MasterOptions {
-        MasterOptions {
+    pub fn options(&self) -> anyhow::Result<MasterOptions> {
+        let drf = DrfAllocator::new(DrfConfig::default()).map_err(|e| anyhow::anyhow!("allocator: {e}"))?;
+        Ok(MasterOptions {
             listen: self.listen.clone(),
             config: self.config(),
-            allocator: Box::new(DrfAllocator::default()),
+            allocator: Box::new(drf),
             allocator_config: AllocatorConfig { allocation_interval_ms: self.allocation_interval_ms, ..AllocatorConfig::default() },
             epoch: super::epoch_now(),
-        }
+        })
     }
 }
 
@@ -62,7 +63,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<(String, String)> {
     super::check_addr(&args.listen)?;
     super::check_addr(&args.http)?;
     std::fs::create_dir_all(&args.work_dir).with_context(|| format!("creating work dir {}", args.work_dir))?;
-    let handle = start_master(args.options(), super::tcp_transport()).await.context("starting the master")?;
+    let handle = start_master(args.options()?, super::tcp_transport()).await.context("starting the master")?;
     let http = agora_master::http::serve(handle.addr.clone(), &args.http).with_context(|| format!("binding HTTP on {}", args.http))?;
     Ok((handle.bound, http))
 }
