@@ -124,15 +124,9 @@ impl Encoder<Message> for FrameCodec {
     type Error = CodecError;
 
     fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), CodecError> {
-        self.encode(&msg, dst)
-    }
-}
-
-impl Encoder<&Message> for FrameCodec {
-    type Error = CodecError;
-
-    fn encode(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<(), CodecError> {
-        let body = encode_body(msg)?;
+        // Nothing is written to `dst` unless the whole frame is valid, so a refused message
+        // leaves the stream intact and the connection usable.
+        let body = encode_body(&msg)?;
         let len = check_len(body.len(), self.max_frame_bytes)?;
         dst.reserve(LEN_PREFIX_BYTES + body.len());
         dst.put_u32(len);
@@ -338,7 +332,7 @@ mod tests {
             assert_eq!(&decode_body(&frame[4..]).unwrap(), msg);
             // The streaming codec must produce byte-identical frames.
             let mut buf = BytesMut::new();
-            codec.encode(msg, &mut buf).unwrap();
+            codec.encode(msg.clone(), &mut buf).unwrap();
             assert_eq!(&buf[..], &frame[..]);
             stream.extend_from_slice(&frame);
         }
@@ -422,7 +416,7 @@ mod tests {
         ));
         let mut small = FrameCodec::new(1_000);
         assert!(matches!(
-            small.encode(&big, &mut BytesMut::new()),
+            small.encode(big.clone(), &mut BytesMut::new()),
             Err(CodecError::TooLarge { .. })
         ));
         // The decoder refuses from the 4-byte header alone, before the body arrives.
