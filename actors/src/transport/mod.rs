@@ -12,8 +12,13 @@ use crate::messages::{Hello, Message};
 use std::future::Future;
 use std::pin::Pin;
 
+mod conn;
 pub mod mem;
 pub mod tcp;
+
+pub use conn::{DIAL_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, MAX_CONNECTIONS_PER_LISTENER};
+pub use mem::MemTransport;
+pub use tcp::TcpTransport;
 
 /// Identifies one connection (one incarnation: a redial gets a new id). Unique per process.
 pub type ConnId = u64;
@@ -50,6 +55,9 @@ pub enum NetEvent {
     /// A decoded frame from the peer (never a `Hello`).
     Frame { conn: ConnId, msg: Message },
     /// The connection is gone (peer closed, decode error, oversize frame, handshake refused...).
+    /// Exactly one per `Connected`. A link also reports a `Closed` without a `Connected` when
+    /// the handshake fails (wrong cluster or version), so its owner can say why it cannot get in;
+    /// a listener's owner hears nothing of connections that never completed the handshake.
     Closed { conn: ConnId, reason: String },
 }
 

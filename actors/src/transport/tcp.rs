@@ -1,1 +1,129 @@
-//! TCP transport (to be written).
+//! TCP transport: one socket per connection, framed by `codec::FrameCodec`; handshake, events,
+//! limits and redial live in `conn` and are shared with the in-memory transport.
+
+use super::conn::{self, DialFn, Setup};
+use super::DEFAULT_MAX_FRAME_BYTES;
+use super::{Backoff, BoxFuture, Link, NetEvent, Transport, TransportError};
+use crate::messages::Hello;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TcpTransport {
+    /// Frames above this many bytes (body) are refused, in both directions.
+    pub max_frame_bytes: usize,
+}
+
+impl TcpTransport {
+    pub fn new(max_frame_bytes: usize) -> Self {
+        TcpTransport { max_frame_bytes }
+    }
+}
+
+impl Default for TcpTransport {
+    fn default() -> Self {
+        TcpTransport::new(DEFAULT_MAX_FRAME_BYTES)
+    }
+}
+
+impl Transport for TcpTransport {
+    fn listen(
+        &self,
+        addr: &str,
+        local: Hello,
+        sink: actix::Recipient<NetEvent>,
+    ) -> BoxFuture<Result<String, TransportError>> {
+        let addr = addr.to_string();
+        let setup = Setup {
+            local,
+            max_frame_bytes: self.max_frame_bytes,
+            sink,
+        };
+        Box::pin(async move {
+            let listener = TcpListener::bind(&addr)
+                .await
+                .map_err(|e| TransportError::Listen {
+                    addr: addr.clone(),
+                    why: e.to_string(),
+                })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| TransportError::Listen {
+                    addr: addr.clone(),
+                    why: e.to_string(),
+                })?
+                .to_string();
+            info!(addr = %bound, "listening (tcp)");
+            actix::spawn(accept_loop(listener, bound.clone(), setup));
+            Ok(bound)
+        })
+    }
+
+    fn connect(
+        &self,
+        addrs: Vec<String>,
+        local: Hello,
+        backoff: Backoff,
+        sink: actix::Recipient<NetEvent>,
+    ) -> Box<dyn Link> {
+        let setup = Setup {
+            local,
+            max_frame_bytes: self.max_frame_bytes,
+            sink,
+        };
+        let dial: DialFn<TcpStream> = Box::new(|addr| Box::pin(dial(addr)));
+        conn::start_link(dial, addrs, backoff, setup)
+    }
+}
+
+async fn dial(addr: String) -> Result<(TcpStream, String), String> {
+    let stream = TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+    // Small control messages must not wait for Nagle's algorithm.
+    if let Err(e) = stream.set_nodelay(true) {
+        warn!(addr, "cannot set TCP_NODELAY: {e}");
+    }
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or(addr);
+    Ok((stream, peer))
+}
+
+/// Accepts until the owner is gone. Errors on one connection never end the loop.
+async fn accept_loop(listener: TcpListener, bound: String, setup: Setup) {
+    let limiter: Arc<Semaphore> = conn::connection_limiter();
+    let owner_check = Duration::from_millis(conn::OWNER_CHECK_MS);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = tokio::time::sleep(owner_check) => {
+                if setup.sink.connected() {
+                    continue;
+                }
+                break;
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(addr = %bound, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
+                continue;
+            }
+        };
+        if !setup.sink.connected() {
+            break;
+        }
+        let peer = peer.to_string();
+        if let Err(e) = stream.set_nodelay(true) {
+            warn!(peer = %peer, "cannot set TCP_NODELAY: {e}");
+        }
+        if let Some(permit) = conn::admit(&limiter, &peer) {
+            conn::spawn_accepted(stream, peer, setup.clone(), permit);
+        }
+    }
+    info!(addr = %bound, "listener owner is gone; stopped listening");
+}
