@@ -1,1 +1,8 @@
+//! agora-master: the master node. `core` is the pure logic (no IO, no clock); the actix actor
+//! shell and the HTTP API are layered on top of it.
 
+pub mod core;
+
+pub use crate::core::{
+    Action, Input, MasterConfig, MasterCore, MasterCounters, MasterError, MasterState, MasterTimer,
+};

@@ -1,0 +1,357 @@
+//! Frameworks: subscribe, failover, disconnect, removal (teardown or failover timeout).
+
+use super::model::{Binding, FrameworkEntry};
+use super::{reasons, validate, Action, MasterCore, MasterError, MasterTimer, Out};
+use agora_actors::transport::ConnId;
+use agora_actors::{ErrorCode, FrameworkId, FrameworkInfo, Message, TaskState, Time};
+use agora_allocator::AllocatorEvent;
+use std::collections::BTreeSet;
+use tracing::{debug, info, warn};
+
+impl MasterCore {
+    pub(crate) fn subscribe(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        info: FrameworkInfo,
+        out: &mut Out,
+    ) -> Result<(), MasterError> {
+        let info = validate::framework_info(&info).map_err(MasterError::InvalidFramework)?;
+        if let Some(Binding::Framework(fw)) = self.conns.get(&conn).map(|c| c.binding.clone()) {
+            if info.id.as_ref() != Some(&fw) {
+                return Err(MasterError::AlreadySubscribed(fw));
+            }
+            // A retried subscribe on the same connection: confirm again, change nothing.
+            debug!(conn, framework = %fw, "repeated subscribe");
+            out.push(Action::Send {
+                conn,
+                msg: self.subscribed(&fw),
+            });
+            return Ok(());
+        }
+        match info.id.clone() {
+            Some(id) if self.removed_frameworks.contains(&id) => {
+                Err(MasterError::FrameworkRemoved(id))
+            }
+            Some(id) if self.frameworks.contains_key(&id) => {
+                self.failover_framework(now, conn, id, info, out)
+            }
+            // Unknown id: the master restarted (or this framework's id came from a previous
+            // incarnation); the scheduler is the authority on its own id.
+            Some(id) => self.add_framework(now, conn, id, info, out),
+            None => {
+                let id = loop {
+                    let id = self.framework_ids.framework();
+                    if !self.frameworks.contains_key(&id) && !self.removed_frameworks.contains(&id)
+                    {
+                        break id;
+                    }
+                };
+                self.add_framework(now, conn, id, info, out)
+            }
+        }
+    }
+
+    fn subscribed(&self, fw: &FrameworkId) -> Message {
+        Message::Subscribed {
+            framework_id: fw.clone(),
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+        }
+    }
+
+    fn add_framework(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        id: FrameworkId,
+        mut info: FrameworkInfo,
+        out: &mut Out,
+    ) -> Result<(), MasterError> {
+        if self.frameworks.len() >= self.config.max_frameworks {
+            let why = format!(
+                "the master already has {} frameworks",
+                self.frameworks.len()
+            );
+            return Err(MasterError::LimitReached(why));
+        }
+        info.id = Some(id.clone());
+        info!(framework = %id, name = %info.name, role = info.role(), "framework subscribed");
+        let entry = FrameworkEntry {
+            info: info.clone(),
+            conn: Some(conn),
+            generation: 1,
+            registered_at: now,
+            info_unknown: false,
+            suppressed: false,
+            offers: BTreeSet::new(),
+            tasks: BTreeSet::new(),
+        };
+        self.frameworks.insert(id.clone(), entry);
+        self.bind(conn, Binding::Framework(id.clone()));
+        self.counters.frameworks_subscribed += 1;
+        out.push(Action::Send {
+            conn,
+            msg: self.subscribed(&id),
+        });
+        out.push(Action::Allocator(AllocatorEvent::AddFramework {
+            used: self.framework_used_by_agent(&id),
+            framework_id: id,
+            info,
+            active: true,
+        }));
+        Ok(())
+    }
+
+    /// A scheduler takes over a known framework id: allowed only for the same framework
+    /// (name and user match); the previous scheduler, if still connected, is cut off.
+    fn failover_framework(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        id: FrameworkId,
+        mut info: FrameworkInfo,
+        out: &mut Out,
+    ) -> Result<(), MasterError> {
+        let Some(existing) = self.frameworks.get(&id) else {
+            return self.add_framework(now, conn, id, info, out);
+        };
+        if !existing.info_unknown
+            && (existing.info.name != info.name || existing.info.user != info.user)
+        {
+            return Err(MasterError::FrameworkIdTaken {
+                id,
+                name: existing.info.name.clone(),
+                user: existing.info.user.clone(),
+            });
+        }
+        let roles_changed = existing.info.roles != info.roles;
+        let old_conn = existing.conn;
+        // Offers made to the previous scheduler are void. With a role change the allocator
+        // forgets the framework below, which releases them; otherwise they are recovered.
+        self.rescind_framework_offers(&id, !roles_changed, false, out);
+        if let Some(old) = old_conn.filter(|c| *c != conn) {
+            warn!(framework = %id, old_conn = old, conn, "framework failed over; closing the old scheduler");
+            self.conns.remove(&old);
+            let last = Message::fatal(
+                ErrorCode::Forbidden,
+                "framework failed over to a new scheduler",
+            );
+            out.push(Action::Close {
+                conn: old,
+                last: Some(last),
+            });
+        }
+        info.id = Some(id.clone());
+        let Some(entry) = self.frameworks.get_mut(&id) else {
+            return Ok(());
+        };
+        entry.info = info.clone();
+        entry.info_unknown = false;
+        entry.conn = Some(conn);
+        entry.generation += 1;
+        self.bind(conn, Binding::Framework(id.clone()));
+        self.counters.frameworks_failed_over += 1;
+        info!(framework = %id, conn, roles_changed, "framework re-subscribed");
+        out.push(Action::Send {
+            conn,
+            msg: self.subscribed(&id),
+        });
+        if roles_changed {
+            // The allocator has no "update framework" event: re-add it with what it holds.
+            out.push(Action::Allocator(AllocatorEvent::RemoveFramework {
+                framework_id: id.clone(),
+            }));
+            out.push(Action::Allocator(AllocatorEvent::AddFramework {
+                used: self.framework_used_by_agent(&id),
+                framework_id: id,
+                info,
+                active: true,
+            }));
+        } else {
+            out.push(Action::Allocator(AllocatorEvent::ActivateFramework {
+                framework_id: id,
+            }));
+        }
+        Ok(())
+    }
+
+    /// A framework learnt from a re-registering agent: inactive until its scheduler subscribes,
+    /// removed if it does not within its failover timeout (at least the recovery grace).
+    pub(crate) fn add_recovered_framework(
+        &mut self,
+        now: Time,
+        id: FrameworkId,
+        info: Option<FrameworkInfo>,
+        out: &mut Out,
+    ) {
+        let info_unknown = info.is_none();
+        let mut info = info.unwrap_or_else(|| {
+            let mut i = FrameworkInfo::new("unknown");
+            i.user = String::new();
+            i
+        });
+        info.id = Some(id.clone());
+        info!(framework = %id, name = %info.name, "framework recovered from an agent report");
+        let wait_ms = info
+            .failover_timeout_ms
+            .max(self.config.recovered_framework_grace_ms);
+        let entry = FrameworkEntry {
+            info: info.clone(),
+            conn: None,
+            generation: 1,
+            registered_at: now,
+            info_unknown,
+            suppressed: false,
+            offers: BTreeSet::new(),
+            tasks: BTreeSet::new(),
+        };
+        self.frameworks.insert(id.clone(), entry);
+        out.push(Action::Allocator(AllocatorEvent::AddFramework {
+            framework_id: id.clone(),
+            info,
+            used: Default::default(),
+            active: false,
+        }));
+        out.push(Action::SetTimer {
+            timer: MasterTimer::FrameworkFailover {
+                framework_id: id,
+                generation: 1,
+            },
+            at: now.plus_ms(wait_ms),
+        });
+    }
+
+    /// The scheduler's connection dropped: no more offers, tasks keep running for up to the
+    /// framework's failover timeout.
+    pub(crate) fn scheduler_disconnected(
+        &mut self,
+        now: Time,
+        fw: &FrameworkId,
+        conn: ConnId,
+        out: &mut Out,
+    ) {
+        let Some(entry) = self.frameworks.get_mut(fw) else {
+            return;
+        };
+        if entry.conn != Some(conn) {
+            return;
+        }
+        entry.conn = None;
+        entry.generation += 1;
+        let (generation, timeout_ms) = (entry.generation, entry.info.failover_timeout_ms);
+        self.counters.frameworks_disconnected += 1;
+        info!(framework = %fw, timeout_ms, "scheduler disconnected; waiting for failover");
+        self.rescind_framework_offers(fw, true, false, out);
+        out.push(Action::Allocator(AllocatorEvent::DeactivateFramework {
+            framework_id: fw.clone(),
+        }));
+        out.push(Action::SetTimer {
+            timer: MasterTimer::FrameworkFailover {
+                framework_id: fw.clone(),
+                generation,
+            },
+            at: now.plus_ms(timeout_ms),
+        });
+    }
+
+    pub(crate) fn failover_expired(
+        &mut self,
+        now: Time,
+        fw: &FrameworkId,
+        generation: u64,
+        out: &mut Out,
+    ) {
+        match self.frameworks.get(fw) {
+            Some(f) if f.conn.is_none() && f.generation == generation => {
+                self.remove_framework(now, fw, "failover timeout expired", out)
+            }
+            _ => debug!(framework = %fw, generation, "stale failover timer"),
+        }
+    }
+
+    pub(crate) fn teardown(&mut self, now: Time, conn: ConnId, fw: FrameworkId, out: &mut Out) {
+        info!(framework = %fw, conn, "teardown requested");
+        self.remove_framework(now, &fw, "teardown", out);
+    }
+
+    /// Removes a framework: kills its tasks, shuts it down on its agents, forgets it.
+    pub(crate) fn remove_framework(
+        &mut self,
+        now: Time,
+        fw: &FrameworkId,
+        why: &str,
+        out: &mut Out,
+    ) {
+        let Some(entry) = self.frameworks.get(fw) else {
+            return;
+        };
+        warn!(framework = %fw, why, "removing framework");
+        let keys: Vec<_> = entry
+            .tasks
+            .iter()
+            .map(|t| (fw.clone(), t.clone()))
+            .collect();
+        let mut agents: BTreeSet<_> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.executors.keys().any(|(f, _)| f == fw))
+            .map(|(id, _)| id.clone())
+            .collect();
+        // RemoveFramework releases everything the allocator had for it: no Recover anywhere.
+        self.rescind_framework_offers(fw, false, false, out);
+        for key in keys {
+            let Some(agent) = self.tasks.get(&key).map(|t| t.agent_id.clone()) else {
+                continue;
+            };
+            let msg = self.kill_message(&key.0, &key.1);
+            self.send_to_agent(&agent, msg, out);
+            agents.insert(agent);
+            let reason = Some(reasons::FRAMEWORK_REMOVED.to_string());
+            self.finish_task(now, &key, TaskState::Killed, reason, false, out);
+        }
+        for agent in agents {
+            if let Some(a) = self.agents.get_mut(&agent) {
+                a.executors.retain(|(f, _), _| f != fw);
+            }
+            let msg = Message::ShutdownFramework {
+                framework_id: fw.clone(),
+            };
+            self.send_to_agent(&agent, msg, out);
+        }
+        out.push(Action::Allocator(AllocatorEvent::RemoveFramework {
+            framework_id: fw.clone(),
+        }));
+        if let Some(conn) = self.frameworks.remove(fw).and_then(|f| f.conn) {
+            self.conns.remove(&conn);
+            out.push(Action::Close { conn, last: None });
+        }
+        self.removed_frameworks
+            .insert(fw.clone(), self.config.max_removed_frameworks);
+        self.counters.frameworks_removed += 1;
+    }
+
+    pub(crate) fn heartbeat(&mut self, now: Time, out: &mut Out) {
+        for conn in self.frameworks.values().filter_map(|f| f.conn) {
+            out.push(Action::Send {
+                conn,
+                msg: Message::Heartbeat,
+            });
+        }
+        out.push(Action::SetTimer {
+            timer: MasterTimer::Heartbeat,
+            at: now.plus_ms(self.config.heartbeat_interval_ms),
+        });
+    }
+
+    pub(crate) fn revive_or_suppress(&mut self, fw: FrameworkId, suppress: bool, out: &mut Out) {
+        if let Some(f) = self.frameworks.get_mut(&fw) {
+            f.suppressed = suppress;
+        }
+        let event = if suppress {
+            AllocatorEvent::Suppress { framework_id: fw }
+        } else {
+            AllocatorEvent::Revive { framework_id: fw }
+        };
+        out.push(Action::Allocator(event));
+    }
+}
