@@ -71,7 +71,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let fw = RunFramework::new(cfg).map_err(|e| anyhow!("{e}"))?;
     let sys = actix::System::new();
     sys.block_on(async move {
-        let (driver, exit) = SchedulerDriver::start(super::tcp_transport(), masters, &a.cluster, fw)
+        let (driver, exit): (_, _) = SchedulerDriver::start(super::tcp_transport(), masters, &a.cluster, fw)
             .map_err(|e| anyhow!("starting the scheduler driver: {e}"))?;
         let started = Instant::now();
         let mut view = View::new(&a);
@@ -107,7 +107,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         };
         let report = driver.send(WithScheduler::new(|s: &mut RunFramework, _| (s.take_events().0, s.progress(), s.report(), latencies(s)))).await;
         let Ok((events, progress, report, lat)) = report else {
-            return Ok(code);
+            return Ok::<i32, anyhow::Error>(code);
         };
         view.show(&events, &progress);
         view.sandbox(report.first().and_then(|r| r.sandbox.clone()));
