@@ -403,6 +403,27 @@ mod tests {
     }
 
     #[test]
+    fn hostile_ranges_decode_and_stay_panic_free() {
+        use crate::resources::Ranges;
+        // `Ranges` is a serde newtype over its spans, so a peer can send any spans at all:
+        // unsorted, overlapping, upside down, touching u64::MAX.
+        let spans: Vec<(u64, u64)> = vec![(10, 20), (1, 5), (9, 3), (15, 30), (u64::MAX, 0)];
+        let bytes = bincode::serde::encode_to_vec(&spans, wire_config()).unwrap();
+        let (r, _): (Ranges, usize) =
+            bincode::serde::decode_from_slice(&bytes, wire_config()).unwrap();
+        let full = Ranges::new(vec![(0, u64::MAX)]);
+        // None of these may panic, whatever they return.
+        let _ = (r.count(), r.take(u64::MAX), r.take(7), r.union(&full));
+        let _ = (
+            r.difference(&full),
+            full.difference(&r),
+            r.contains(&full),
+            full.contains(&r),
+        );
+        assert!(r.count() >= 16);
+    }
+
+    #[test]
     fn oversize_frames_are_refused_both_ways() {
         let big = Message::FrameworkToExecutor {
             framework_id: FrameworkId::new("f").unwrap(),

@@ -2,7 +2,8 @@
 //! sets, each optionally reserved for a role. Text form:
 //! `cpus:4;mem:4096;disk:10000;ports:[31000-32000];zones:{a,b};cpus(ads):8`.
 //!
-//! Every operation is exact: `a + b - b == a`, and `contains` is true iff `subtract` succeeds.
+//! Every operation is exact: `a + b - b == a` (for ranges and sets: when `b` shares no port or
+//! item with `a`, since those unite on addition), and `contains` is true iff `subtract` succeeds.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -108,12 +109,16 @@ impl Milli {
 
 impl fmt::Display for Milli {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (i, r) = (self.0 / MILLI, (self.0 % MILLI).abs());
+        // Sign printed separately: `-0.5` has integer part 0, which carries no sign.
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let milli = MILLI as u64;
+        let (i, r) = (abs / milli, abs % milli);
         if r == 0 {
-            write!(f, "{i}")
+            write!(f, "{sign}{i}")
         } else {
             let s = format!("{r:03}");
-            write!(f, "{i}.{}", s.trim_end_matches('0'))
+            write!(f, "{sign}{i}.{}", s.trim_end_matches('0'))
         }
     }
 }
@@ -147,11 +152,13 @@ impl Ranges {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    /// Number of values covered (saturating).
+    /// Number of values covered (saturating: `[0-18446744073709551615]` has 2^64 values).
     pub fn count(&self) -> u64 {
-        self.0
-            .iter()
-            .fold(0u64, |n, (a, b)| n.saturating_add(b - a + 1))
+        // `b - a + 1` overflows for the full range; spans from a peer may even be upside down.
+        self.0.iter().fold(0u64, |n, &(a, b)| {
+            let len = if a <= b { (b - a).saturating_add(1) } else { 0 };
+            n.saturating_add(len)
+        })
     }
     pub fn union(&self, o: &Ranges) -> Ranges {
         Ranges::new(self.0.iter().chain(o.0.iter()).copied().collect())
@@ -191,12 +198,13 @@ impl Ranges {
     pub fn take(&self, n: u64) -> Ranges {
         let mut left = n;
         let mut out = Vec::new();
-        for &(a, b) in &self.0 {
+        for &(a, b) in self.0.iter().filter(|(a, b)| a <= b) {
             if left == 0 {
                 break;
             }
             let len = (b - a).saturating_add(1).min(left);
-            out.push((a, a + len - 1));
+            // `a + len - 1` would overflow at the top of u64; `len >= 1` here.
+            out.push((a, a + (len - 1)));
             left -= len;
         }
         Ranges(out)
@@ -420,7 +428,13 @@ impl Resources {
                 })
             }
         };
-        self.entries.insert(key, merged);
+        // Raw values (e.g. rebuilt from a peer) may be negative, so a sum can come to zero:
+        // drop it rather than store an empty entry, which would make `==` non-semantic.
+        if merged.is_empty() {
+            self.entries.remove(&key);
+        } else {
+            self.entries.insert(key, merged);
+        }
         Ok(())
     }
 
@@ -479,6 +493,8 @@ impl Resources {
             .collect()
     }
 
+    /// Scalars add; ranges and sets unite (a port shared by both counts once), so `(a + b) - b`
+    /// gives back `a` exactly when they share no port or set item.
     pub fn checked_add(&self, o: &Resources) -> Result<Resources, ResourceError> {
         let mut out = self.clone();
         for (k, v) in &o.entries {
