@@ -322,14 +322,44 @@ impl MasterCore {
                     self.send_to_agent(agent_id, msg, out);
                 }
                 None => {
+                    let state = report.state;
                     if self.adopt_task(now, agent_id, report) {
                         rec.adopted += 1;
+                        self.announce_reappeared(now, agent_id, &key, state, out);
                     }
                 }
             }
         }
         self.lose_missing_tasks(now, agent_id, &seen, recover, out);
         rec
+    }
+
+    /// A task the master had declared lost (its agent was removed) is alive after all: tell its
+    /// framework, which otherwise would only find out by reconciling.
+    fn announce_reappeared(
+        &self,
+        now: Time,
+        agent_id: &AgentId,
+        key: &(FrameworkId, agora_actors::TaskId),
+        state: TaskState,
+        out: &mut Out,
+    ) {
+        let was_lost = self
+            .completed
+            .iter()
+            .any(|c| c.framework_id == key.0 && c.task_id == key.1);
+        if was_lost {
+            let why = format!("task reappeared with re-registered agent {agent_id}");
+            let status = self.master_update(
+                now,
+                key.1.clone(),
+                state,
+                Some(agent_id.clone()),
+                reasons::RECONCILIATION,
+                why,
+            );
+            self.send_to_framework(&key.0, Message::Update { status }, out);
+        }
     }
 
     /// Starts tracking a task reported by an agent. False if it cannot be tracked.

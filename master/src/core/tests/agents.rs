@@ -415,6 +415,31 @@ fn a_disconnected_agent_loses_its_offers_then_is_removed() {
 }
 
 #[test]
+fn a_removed_agent_comes_back_with_its_tasks_and_frameworks_hear_of_them() {
+    let mut h = Harness::new();
+    let (conn, agent) = h.register_agent("cpus:4");
+    let (sched, fw) = h.subscribe("web");
+    h.launch(sched, &fw, &agent, "t1", "cpus:1");
+    h.status(conn, &fw, "t1", TaskState::Running, 1);
+    let report = h.report(&fw, "t1");
+    h.disconnect(conn);
+    for _ in 0..5 {
+        h.timer(MasterTimer::PingAgents);
+    }
+    assert_eq!(h.task_state(&fw, "t1"), None, "declared lost");
+    let conn = h.connect(NodeKind::Agent);
+    let actions = h.send(conn, reregister(&h, &agent, "cpus:4", vec![report], vec![]));
+    match &alloc_events(&actions)[..] {
+        [AllocatorEvent::AddAgent { used, .. }] => assert_eq!(used[&fw], res("cpus:1")),
+        other => panic!("{other:?}"),
+    }
+    let ups = updates(&actions, sched);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Running);
+    assert_eq!(h.task_state(&fw, "t1"), Some(TaskState::Running));
+}
+
+#[test]
 fn a_removed_agent_may_come_back_with_its_id() {
     let mut h = Harness::new();
     let (conn, agent) = h.register_agent("cpus:4");
@@ -430,4 +455,24 @@ fn a_removed_agent_may_come_back_with_its_id() {
         [AllocatorEvent::AddAgent { .. }]
     ));
     assert_eq!(h.core.state().agents[0].id, agent.to_string());
+}
+
+#[test]
+fn peers_of_another_cluster_or_kind_are_refused() {
+    let mut h = Harness::new();
+    let peer = Hello::new("other-cluster", NodeKind::Agent, "x");
+    let actions = h.input(Input::Connected { conn: 99, peer });
+    assert!(closed(&actions, 99));
+    assert_eq!(errors(&actions, 99)[0].0, ErrorCode::ClusterMismatch);
+    // Its messages are then ignored as from a closed connection.
+    assert!(h.send(99, Message::Pong).is_empty());
+    let cli = h.connect(NodeKind::Cli);
+    let actions = h.send(
+        cli,
+        Message::Subscribe {
+            framework: FrameworkInfo::new("web"),
+        },
+    );
+    assert_eq!(errors(&actions, cli)[0].0, ErrorCode::BadRequest);
+    assert!(h.core.state().frameworks.is_empty());
 }
