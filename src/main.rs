@@ -5,7 +5,11 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "agora", version, about = "agora: a datacenter resource manager built on resource offers")]
+#[command(
+    name = "agora",
+    version,
+    about = "agora: a datacenter resource manager built on resource offers"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "AGORA_LOG_JSON")]
@@ -41,7 +45,15 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let quiet = matches!(cli.cmd, Cmd::Run(_) | Cmd::Demo(_) | Cmd::State(_) | Cmd::Agents(_) | Cmd::Frameworks(_) | Cmd::Tasks(_));
+    let quiet = matches!(
+        cli.cmd,
+        Cmd::Run(_)
+            | Cmd::Demo(_)
+            | Cmd::State(_)
+            | Cmd::Agents(_)
+            | Cmd::Frameworks(_)
+            | Cmd::Tasks(_)
+    );
     cli::init_logging(cli.log_json, if quiet { "warn" } else { "info" });
     let result = match cli.cmd {
         Cmd::Master(a) => cli::master::run(a),

@@ -15,7 +15,10 @@ fn master_alive(c: &mut Cluster) {
 
 #[test]
 fn malformed_and_oversize_frames_and_wrong_hellos_are_survived() {
-    let mut c = Cluster::start(ClusterOpts { agents: 1, ..Default::default() });
+    let mut c = Cluster::start(ClusterOpts {
+        agents: 1,
+        ..Default::default()
+    });
     // Garbage bytes.
     let mut s = std::net::TcpStream::connect(&c.master_addr).unwrap();
     std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\n\r\n\x00\x01\x02garbage").ok();
@@ -50,7 +53,10 @@ fn malformed_and_oversize_frames_and_wrong_hellos_are_survived() {
 
 #[test]
 fn launches_outside_the_offer_are_refused_with_reasons() {
-    let mut c = Cluster::start(ClusterOpts { agents: 1, ..Default::default() });
+    let mut c = Cluster::start(ClusterOpts {
+        agents: 1,
+        ..Default::default()
+    });
     let mut fw = RawClient::subscribe(&c.master_addr, "greedy");
     let o = fw.next_offers(SECS).remove(0);
     let tasks = vec![
@@ -58,7 +64,12 @@ fn launches_outside_the_offer_are_refused_with_reasons() {
         task("ok", &o.agent_id, "cpus:0.1;mem:32", "true"),
         task("ok", &o.agent_id, "cpus:0.1;mem:32", "true"),
     ];
-    fw.send(&Message::Accept { framework_id: fw.fid(), offer_ids: vec![o.id.clone()], operations: vec![Operation::Launch { tasks }], filters: Filters::default() });
+    fw.send(&Message::Accept {
+        framework_id: fw.fid(),
+        offer_ids: vec![o.id.clone()],
+        operations: vec![Operation::Launch { tasks }],
+        filters: Filters::default(),
+    });
     let mut seen = vec![];
     while seen.len() < 3 {
         let st = fw.expect("updates", SECS, |m| match m {
@@ -66,30 +77,68 @@ fn launches_outside_the_offer_are_refused_with_reasons() {
             _ => None,
         });
         if let (Some(uuid), Some(a)) = (st.uuid, st.agent_id.clone()) {
-            fw.send(&Message::Acknowledge { framework_id: fw.fid(), agent_id: a, task_id: st.task_id.clone(), uuid });
+            fw.send(&Message::Acknowledge {
+                framework_id: fw.fid(),
+                agent_id: a,
+                task_id: st.task_id.clone(),
+                uuid,
+            });
         }
         if matches!(st.state, TaskState::Error | TaskState::Finished) {
             seen.push((st.task_id.to_string(), st.state, st.reason.clone()));
         }
     }
-    assert!(seen.iter().any(|(t, s, _)| t == "too-big" && *s == TaskState::Error), "{seen:?}");
-    assert!(seen.iter().any(|(t, s, _)| t == "ok" && *s == TaskState::Error), "duplicate id must be refused: {seen:?}");
-    assert!(seen.iter().any(|(t, s, _)| t == "ok" && *s == TaskState::Finished), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|(t, s, _)| t == "too-big" && *s == TaskState::Error),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(t, s, _)| t == "ok" && *s == TaskState::Error),
+        "duplicate id must be refused: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(t, s, _)| t == "ok" && *s == TaskState::Finished),
+        "{seen:?}"
+    );
     // Unknown offer and a foreign framework id.
-    fw.send(&Message::Decline { framework_id: fw.fid(), offer_ids: vec![OfferId::new("no-such-offer").unwrap()], filters: Filters::default() });
-    fw.expect("error for unknown offer", SECS, |m| matches!(m, Message::Error { .. }).then_some(()));
-    fw.send(&Message::Revive { framework_id: FrameworkId::new("not-mine").unwrap() });
-    fw.expect("error for foreign id", SECS, |m| matches!(m, Message::Error { .. }).then_some(()));
+    fw.send(&Message::Decline {
+        framework_id: fw.fid(),
+        offer_ids: vec![OfferId::new("no-such-offer").unwrap()],
+        filters: Filters::default(),
+    });
+    fw.expect("error for unknown offer", SECS, |m| {
+        matches!(m, Message::Error { .. }).then_some(())
+    });
+    fw.send(&Message::Revive {
+        framework_id: FrameworkId::new("not-mine").unwrap(),
+    });
+    fw.expect("error for foreign id", SECS, |m| {
+        matches!(m, Message::Error { .. }).then_some(())
+    });
     // NaN refuse_seconds.
     let o2 = fw.next_offers(SECS).remove(0);
-    fw.send(&Message::Decline { framework_id: fw.fid(), offer_ids: vec![o2.id.clone()], filters: Filters { refuse_seconds: f64::NAN } });
-    fw.expect("error for NaN", SECS, |m| matches!(m, Message::Error { message, .. } if message.contains("refuse")).then_some(()));
+    fw.send(&Message::Decline {
+        framework_id: fw.fid(),
+        offer_ids: vec![o2.id.clone()],
+        filters: Filters {
+            refuse_seconds: f64::NAN,
+        },
+    });
+    fw.expect("error for NaN", SECS, |m| {
+        matches!(m, Message::Error { message, .. } if message.contains("refuse")).then_some(())
+    });
     master_alive(&mut c);
 }
 
 #[test]
 fn hijacking_another_frameworks_id_is_refused() {
-    let mut c = Cluster::start(ClusterOpts { agents: 1, ..Default::default() });
+    let mut c = Cluster::start(ClusterOpts {
+        agents: 1,
+        ..Default::default()
+    });
     let owner = RawClient::subscribe(&c.master_addr, "owner");
     let mut thief = RawClient::connect(&c.master_addr, NodeKind::Scheduler, CLUSTER);
     let mut info = FrameworkInfo::new("thief");
@@ -106,10 +155,27 @@ fn hijacking_another_frameworks_id_is_refused() {
 #[test]
 fn bad_resource_strings_are_rejected_with_the_bad_part_named() {
     let dir = tempfile::tempdir().unwrap();
-    for bad in ["cpus:-1", "cpus:NaN", "mem:1e99", "cpus:abc;mem:10", "ports:[9-3]"] {
+    for bad in [
+        "cpus:-1",
+        "cpus:NaN",
+        "mem:1e99",
+        "cpus:abc;mem:10",
+        "ports:[9-3]",
+    ] {
         let out = std::process::Command::new(agora_bin())
-            .args(["agent", "--master", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                "--work-dir", &dir.path().display().to_string(), "--resources", bad])
+            .args([
+                "agent",
+                "--master",
+                "127.0.0.1:1",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--work-dir",
+                &dir.path().display().to_string(),
+                "--resources",
+                bad,
+            ])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -117,7 +183,15 @@ fn bad_resource_strings_are_rejected_with_the_bad_part_named() {
         assert!(err.contains("--resources"), "{bad}: {err}");
     }
     let out = std::process::Command::new(agora_bin())
-        .args(["run", "--master", "127.0.0.1:1", "--cpus", "NaN", "--", "true"])
+        .args([
+            "run",
+            "--master",
+            "127.0.0.1:1",
+            "--cpus",
+            "NaN",
+            "--",
+            "true",
+        ])
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0));

@@ -7,14 +7,26 @@ use common::*;
 use std::time::{Duration, Instant};
 
 fn fast_master() -> Vec<String> {
-    ["--agent-ping-interval-ms", "200", "--max-missed-pings", "3", "--allocation-interval-ms", "100", "--kill-grace-ms", "500"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "--agent-ping-interval-ms",
+        "200",
+        "--max-missed-pings",
+        "3",
+        "--allocation-interval-ms",
+        "100",
+        "--kill-grace-ms",
+        "500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn cluster() -> Cluster {
-    Cluster::start(ClusterOpts { master_flags: fast_master(), ..Default::default() })
+    Cluster::start(ClusterOpts {
+        master_flags: fast_master(),
+        ..Default::default()
+    })
 }
 
 const SECS: Duration = Duration::from_secs(20);
@@ -27,30 +39,75 @@ fn two_frameworks_run_tasks_at_once() {
         let m = m.clone();
         std::thread::spawn(move || {
             let out = std::process::Command::new(agora_bin())
-                .args(["run", "--master", &m, "--name", name, "--instances", "6", "--cpus", "0.5", "--mem", "32", "--", "sh", "-c", "sleep 0.3"])
+                .args([
+                    "run",
+                    "--master",
+                    &m,
+                    "--name",
+                    name,
+                    "--instances",
+                    "6",
+                    "--cpus",
+                    "0.5",
+                    "--mem",
+                    "32",
+                    "--",
+                    "sh",
+                    "-c",
+                    "sleep 0.3",
+                ])
                 .output()
                 .expect("agora run");
-            (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
         })
     };
     let (a, b) = (run("fw-a"), run("fw-b"));
     let (ra, rb) = (a.join().unwrap(), b.join().unwrap());
     assert_eq!(ra.0, Some(0), "fw-a: {}", ra.1);
     assert_eq!(rb.0, Some(0), "fw-b: {}", rb.1);
-    assert!(ra.1.contains("6 finished") && rb.1.contains("6 finished"), "{}\n{}", ra.1, rb.1);
+    assert!(
+        ra.1.contains("6 finished") && rb.1.contains("6 finished"),
+        "{}\n{}",
+        ra.1,
+        rb.1
+    );
     // The master saw both frameworks and 12 finished tasks.
     let s = c.state();
-    let done = s["completed_tasks"].as_array().unwrap().iter().filter(|t| t["state"] == "TASK_FINISHED").count();
+    let done = s["completed_tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "TASK_FINISHED")
+        .count();
     assert_eq!(done, 12, "{s:#}");
 }
 
 #[test]
 fn single_task_exit_code_and_sandbox_are_reported() {
     let c = cluster();
-    let (code, out) = c.run_cli(&["run", "--master", &c.master_addr, "--", "sh", "-c", "echo hi-from-task; exit 3"]);
+    let (code, out) = c.run_cli(&[
+        "run",
+        "--master",
+        &c.master_addr,
+        "--",
+        "sh",
+        "-c",
+        "echo hi-from-task; exit 3",
+    ]);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("TASK_RUNNING") && out.contains("TASK_FAILED"), "{out}");
-    let sandbox = out.lines().find_map(|l| l.trim().strip_prefix("sandbox: ")).expect("sandbox line").to_string();
+    assert!(
+        out.contains("TASK_RUNNING") && out.contains("TASK_FAILED"),
+        "{out}"
+    );
+    let sandbox = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sandbox: "))
+        .expect("sandbox line")
+        .to_string();
     let stdout = std::fs::read_to_string(format!("{sandbox}/stdout")).expect("sandbox stdout");
     assert!(stdout.contains("hi-from-task"), "{stdout}");
     let (code, out) = c.run_cli(&["run", "--master", &c.master_addr, "--", "true"]);
@@ -67,18 +124,26 @@ fn killed_agent_tasks_are_reported_lost() {
     fw.send(&Message::Accept {
         framework_id: fw.fid(),
         offer_ids: vec![o.id.clone()],
-        operations: vec![Operation::Launch { tasks: vec![task("long-1", &o.agent_id, "cpus:0.1;mem:32", "sleep 60")] }],
+        operations: vec![Operation::Launch {
+            tasks: vec![task("long-1", &o.agent_id, "cpus:0.1;mem:32", "sleep 60")],
+        }],
         filters: Filters::default(),
     });
     fw.wait_update("long-1", TaskState::Running, SECS);
     c.note_executors();
-    let idx = c.agents.iter().position(|(_, http)| {
-        get_json(http, "/state").map_or(false, |s| s["id"] == o.agent_id.as_str())
-    }).expect("agent of the offer");
+    let idx = c
+        .agents
+        .iter()
+        .position(|(_, http)| {
+            get_json(http, "/state").map_or(false, |s| s["id"] == o.agent_id.as_str())
+        })
+        .expect("agent of the offer");
     c.agents[idx].0.kill9();
     let st = fw.wait_update("long-1", TaskState::Lost, SECS);
     assert_eq!(st.reason.as_deref(), Some("agent_removed"), "{st:?}");
-    fw.expect("agent lost", SECS, |m| matches!(m, Message::AgentLost { agent_id } if *agent_id == o.agent_id).then_some(()));
+    fw.expect("agent lost", SECS, |m| {
+        matches!(m, Message::AgentLost { agent_id } if *agent_id == o.agent_id).then_some(())
+    });
     wait_until("agent removed from /state", SECS, || {
         let s = c.state();
         (s["agents"].as_array()?.len() == 1).then_some(())
@@ -89,7 +154,11 @@ fn killed_agent_tasks_are_reported_lost() {
 fn unanswered_offer_is_rescinded_and_offered_to_the_other_framework() {
     let mut flags = fast_master();
     flags.extend(["--offer-timeout-ms".to_string(), "700".to_string()]);
-    let c = Cluster::start(ClusterOpts { agents: 1, master_flags: flags, ..Default::default() });
+    let c = Cluster::start(ClusterOpts {
+        agents: 1,
+        master_flags: flags,
+        ..Default::default()
+    });
     let mut lazy = RawClient::subscribe(&c.master_addr, "lazy");
     let first = lazy.next_offers(SECS);
     let mut eager = RawClient::subscribe(&c.master_addr, "eager");
@@ -107,7 +176,9 @@ fn unanswered_offer_is_rescinded_and_offered_to_the_other_framework() {
     lazy.send(&Message::Accept {
         framework_id: lazy.fid(),
         offer_ids: vec![first[0].id.clone()],
-        operations: vec![Operation::Launch { tasks: vec![task("late", &first[0].agent_id, "cpus:0.1;mem:32", "true")] }],
+        operations: vec![Operation::Launch {
+            tasks: vec![task("late", &first[0].agent_id, "cpus:0.1;mem:32", "true")],
+        }],
         filters: Filters::default(),
     });
     let st = lazy.expect("dropped", SECS, |m| match m {
@@ -116,21 +187,40 @@ fn unanswered_offer_is_rescinded_and_offered_to_the_other_framework() {
     });
     assert_eq!(st.state, TaskState::Dropped, "{st:?}");
     let s = c.state();
-    assert!(s["counters"]["offers_rescinded"].as_u64().unwrap_or(0) >= 1, "{s:#}");
+    assert!(
+        s["counters"]["offers_rescinded"].as_u64().unwrap_or(0) >= 1,
+        "{s:#}"
+    );
 }
 
 #[test]
 fn declined_agent_is_withheld_for_refuse_seconds() {
-    let c = Cluster::start(ClusterOpts { agents: 1, master_flags: fast_master(), ..Default::default() });
+    let c = Cluster::start(ClusterOpts {
+        agents: 1,
+        master_flags: fast_master(),
+        ..Default::default()
+    });
     let mut fw = RawClient::subscribe(&c.master_addr, "decliner");
     let offers = fw.next_offers(SECS);
     let t0 = Instant::now();
-    fw.send(&Message::Decline { framework_id: fw.fid(), offer_ids: vec![offers[0].id.clone()], filters: Filters { refuse_seconds: 2.0 } });
+    fw.send(&Message::Decline {
+        framework_id: fw.fid(),
+        offer_ids: vec![offers[0].id.clone()],
+        filters: Filters {
+            refuse_seconds: 2.0,
+        },
+    });
     let again = fw.next_offers(Duration::from_secs(10));
     let waited = t0.elapsed();
     assert_eq!(again[0].agent_id, offers[0].agent_id);
-    assert!(waited >= Duration::from_millis(1900), "re-offered after only {waited:?}");
-    assert!(waited < Duration::from_secs(5), "re-offered only after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "re-offered after only {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "re-offered only after {waited:?}"
+    );
 }
 
 #[test]
@@ -141,15 +231,25 @@ fn a_task_can_be_killed() {
     fw.send(&Message::Accept {
         framework_id: fw.fid(),
         offer_ids: vec![o.id.clone()],
-        operations: vec![Operation::Launch { tasks: vec![task("victim", &o.agent_id, "cpus:0.1;mem:32", "sleep 60")] }],
+        operations: vec![Operation::Launch {
+            tasks: vec![task("victim", &o.agent_id, "cpus:0.1;mem:32", "sleep 60")],
+        }],
         filters: Filters::default(),
     });
     fw.wait_update("victim", TaskState::Running, SECS);
-    fw.send(&Message::Kill { framework_id: fw.fid(), task_id: TaskId::new("victim").unwrap(), agent_id: Some(o.agent_id.clone()) });
+    fw.send(&Message::Kill {
+        framework_id: fw.fid(),
+        task_id: TaskId::new("victim").unwrap(),
+        agent_id: Some(o.agent_id.clone()),
+    });
     fw.wait_update("victim", TaskState::Killed, SECS);
     wait_until("resources recovered", SECS, || {
         let s = c.state();
-        let a = s["agents"].as_array()?.iter().find(|a| a["id"] == o.agent_id.as_str())?.clone();
+        let a = s["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["id"] == o.agent_id.as_str())?
+            .clone();
         (a["used"] == "").then_some(())
     });
 }

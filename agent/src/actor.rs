@@ -4,7 +4,9 @@
 use crate::core::{Action, AgentConfig, AgentCore, AgentState, Input, LaunchSpec};
 use actix::prelude::*;
 use agora_actors::time::MonoClock;
-use agora_actors::transport::{Backoff, ConnHandle, ConnId, Link, NetEvent, Transport, TransportError};
+use agora_actors::transport::{
+    Backoff, ConnHandle, ConnId, Link, NetEvent, Transport, TransportError,
+};
 use agora_actors::{ContainerId, Hello, NodeKind};
 use agora_isolation::{ContainerConfig, Containerizer, Limits};
 use std::collections::HashMap;
@@ -59,8 +61,13 @@ impl AgentActor {
                     }
                 }
                 Action::Launch(spec) => self.launch(spec, ctx),
-                Action::Kill { container_id, grace_ms } => {
-                    let fut = self.containerizer.kill(container_id.as_str(), Duration::from_millis(grace_ms));
+                Action::Kill {
+                    container_id,
+                    grace_ms,
+                } => {
+                    let fut = self
+                        .containerizer
+                        .kill(container_id.as_str(), Duration::from_millis(grace_ms));
                     let id = container_id.clone();
                     actix_rt::spawn(async move {
                         if let Err(e) = fut.await {
@@ -69,7 +76,9 @@ impl AgentActor {
                     });
                 }
                 Action::SetTimer { timer, at } => {
-                    ctx.run_later(self.clock.until(at), move |act, ctx| act.deliver(Input::Timer(timer), ctx));
+                    ctx.run_later(self.clock.until(at), move |act, ctx| {
+                        act.deliver(Input::Timer(timer), ctx)
+                    });
                 }
             }
         }
@@ -89,17 +98,33 @@ impl AgentActor {
             Ok(launched) => {
                 tracing::info!(container = %container_id, pid = launched.pid, executor = %spec.executor_id, "container launched");
                 let sandbox = launched.sandbox.display().to_string();
-                self.deliver(Input::ContainerLaunched { container_id: container_id.clone(), pid: launched.pid, sandbox }, ctx);
+                self.deliver(
+                    Input::ContainerLaunched {
+                        container_id: container_id.clone(),
+                        pid: launched.pid,
+                        sandbox,
+                    },
+                    ctx,
+                );
                 let wait = self.containerizer.wait(container_id.as_str());
                 let me = ctx.address();
                 actix_rt::spawn(async move {
                     let result = wait.await.map_err(|e| e.to_string());
-                    me.do_send(Exited { container_id, result });
+                    me.do_send(Exited {
+                        container_id,
+                        result,
+                    });
                 });
             }
             Err(e) => {
                 tracing::warn!(container = %container_id, error = %e, "container launch failed");
-                self.deliver(Input::ContainerLaunchFailed { container_id, error: e.to_string() }, ctx);
+                self.deliver(
+                    Input::ContainerLaunchFailed {
+                        container_id,
+                        error: e.to_string(),
+                    },
+                    ctx,
+                );
             }
         }
     }
@@ -211,10 +236,14 @@ impl Handler<GetUsage> for AgentActor {
     type Result = MessageResult<GetUsage>;
     fn handle(&mut self, _: GetUsage, _: &mut Context<Self>) -> Self::Result {
         let ids = self.containerizer.containers();
-        MessageResult(ids.into_iter().map(|id| {
-            let u = self.containerizer.usage(&id).map_err(|e| e.to_string());
-            (id, u)
-        }).collect())
+        MessageResult(
+            ids.into_iter()
+                .map(|id| {
+                    let u = self.containerizer.usage(&id).map_err(|e| e.to_string());
+                    (id, u)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -241,11 +270,18 @@ pub async fn start_agent(
     let ctx = Context::<AgentActor>::new();
     let addr = ctx.address();
     let hello = Hello::new(&cluster, NodeKind::Agent, &opts.listen);
-    let bound = transport.listen(&opts.listen, hello.clone(), addr.clone().recipient()).await?;
+    let bound = transport
+        .listen(&opts.listen, hello.clone(), addr.clone().recipient())
+        .await?;
     // Executors must reach the address actually bound (port 0 resolved).
     opts.config.endpoint = bound.clone();
     let hello = Hello::new(&cluster, NodeKind::Agent, &bound);
-    let link = transport.connect(opts.masters.clone(), hello, Backoff::default(), addr.clone().recipient());
+    let link = transport.connect(
+        opts.masters.clone(),
+        hello,
+        Backoff::default(),
+        addr.clone().recipient(),
+    );
     let actor = AgentActor {
         core: AgentCore::new(opts.config, opts.epoch),
         clock: MonoClock::new(),

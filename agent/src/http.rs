@@ -51,14 +51,32 @@ async fn metrics(addr: web::Data<Addr<AgentActor>>) -> HttpResponse {
     if let Some(obj) = state.get("counters").and_then(|c| c.as_object()) {
         for (k, v) in obj {
             if let Some(n) = v.as_f64() {
-                let _ = writeln!(out, "# TYPE agora_agent_{k}_total counter\nagora_agent_{k}_total {n}");
+                let _ = writeln!(
+                    out,
+                    "# TYPE agora_agent_{k}_total counter\nagora_agent_{k}_total {n}"
+                );
             }
         }
     }
-    let len = |key: &str| state.get(key).and_then(|a| a.as_array()).map_or(0, |a| a.len());
-    let _ = writeln!(out, "# TYPE agora_agent_executors gauge\nagora_agent_executors {}", len("executors"));
-    let _ = writeln!(out, "# TYPE agora_agent_tasks gauge\nagora_agent_tasks {}", len("tasks"));
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+    let len = |key: &str| {
+        state
+            .get(key)
+            .and_then(|a| a.as_array())
+            .map_or(0, |a| a.len())
+    };
+    let _ = writeln!(
+        out,
+        "# TYPE agora_agent_executors gauge\nagora_agent_executors {}",
+        len("executors")
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE agora_agent_tasks gauge\nagora_agent_tasks {}",
+        len("tasks")
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
 }
 
 pub fn serve(addr: Addr<AgentActor>, bind: &str) -> std::io::Result<String> {
@@ -74,7 +92,11 @@ pub fn serve(addr: Addr<AgentActor>, bind: &str) -> std::io::Result<String> {
     .workers(1)
     .disable_signals()
     .bind(bind)?;
-    let bound = server.addrs().first().map(|a| a.to_string()).unwrap_or_else(|| bind.to_string());
+    let bound = server
+        .addrs()
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| bind.to_string());
     actix_rt::spawn(server.run());
     Ok(bound)
 }

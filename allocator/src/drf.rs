@@ -93,6 +93,15 @@ struct AgentState {
     held: BTreeMap<FrameworkId, Resources>,
 }
 
+/// A decline filter: until `until`, the agent is not offered to the framework *while what it
+/// could offer is no more than `refused`* (as in Mesos). Resources freed since the refusal (a
+/// task ended) make the agent worth offering again at once.
+#[derive(Debug, Clone)]
+struct Filter {
+    until: Time,
+    refused: Resources,
+}
+
 #[derive(Debug, Clone)]
 struct FrameworkState {
     role: String,
@@ -101,8 +110,8 @@ struct FrameworkState {
     info: Option<FrameworkInfo>,
     active: bool,
     suppressed: bool,
-    /// Agent -> the time its decline filter expires.
-    filters: BTreeMap<AgentId, Time>,
+    /// Agent -> its decline filter.
+    filters: BTreeMap<AgentId, Filter>,
     /// Agents on which the framework holds something (index into `AgentState::held`).
     holds: BTreeSet<AgentId>,
 }
@@ -199,12 +208,15 @@ impl DrfAllocator {
         self.agents.len()
     }
 
-    /// True if a decline filter currently withholds `agent` from `framework`.
+    /// True if a decline filter currently withholds what `agent` has free from `framework`.
     pub fn is_filtered(&self, framework: &FrameworkId, agent: &AgentId, now: Time) -> bool {
-        self.frameworks
-            .get(framework)
-            .and_then(|f| f.filters.get(agent))
-            .is_some_and(|until| *until > now)
+        let (Some(f), Some(a)) = (self.frameworks.get(framework), self.agents.get(agent)) else {
+            return false;
+        };
+        let candidate = a.free.allocatable_to(&f.role);
+        f.filters
+            .get(agent)
+            .is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate))
     }
 
     /// Applies one event, returning why it was refused. `Allocator::handle` logs the error.
@@ -296,9 +308,9 @@ impl DrfAllocator {
             }
         }
         for (framework_id, f) in self.frameworks.iter_mut() {
-            if let Some(until) = f.filters.remove(agent_id) {
+            if let Some(flt) = f.filters.remove(agent_id) {
                 self.filter_index
-                    .remove(&(until, framework_id.clone(), agent_id.clone()));
+                    .remove(&(flt.until, framework_id.clone(), agent_id.clone()));
             }
         }
         self.sorter.remove_total(&agent.total);
@@ -369,9 +381,9 @@ impl DrfAllocator {
                     "allocator: cannot return a removed framework's resources"),
             }
         }
-        for (agent_id, until) in &f.filters {
+        for (agent_id, flt) in &f.filters {
             self.filter_index
-                .remove(&(*until, framework_id.clone(), agent_id.clone()));
+                .remove(&(flt.until, framework_id.clone(), agent_id.clone()));
         }
         if let Err(e) = self.sorter.remove_client(framework_id) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
@@ -420,9 +432,9 @@ impl DrfAllocator {
             .get_mut(framework_id)
             .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
         f.suppressed = false;
-        for (agent_id, until) in std::mem::take(&mut f.filters) {
+        for (agent_id, flt) in std::mem::take(&mut f.filters) {
             self.filter_index
-                .remove(&(until, framework_id.clone(), agent_id));
+                .remove(&(flt.until, framework_id.clone(), agent_id));
         }
         self.sync_sorter(framework_id);
         Ok(())
@@ -460,27 +472,39 @@ impl DrfAllocator {
             self.move_to_free(framework_id, agent_id, &back)?;
         }
         if let Some(ms) = refuse_ms.filter(|ms| *ms > 0) {
-            self.add_filter(framework_id, agent_id, now.plus_ms(ms.min(MAX_REFUSE_MS)));
+            let until = now.plus_ms(ms.min(MAX_REFUSE_MS));
+            self.add_filter(framework_id, agent_id, until, resources);
         }
         Ok(())
     }
 
-    /// Withholds `agent` from `framework` until `until`. Of two filters the later one wins:
-    /// a framework that declined for an hour has not changed its mind by declining for a second.
-    fn add_filter(&mut self, framework_id: &FrameworkId, agent_id: &AgentId, until: Time) {
+    /// Withholds `refused` of `agent` from `framework` until `until`. Two filters on one agent
+    /// merge: the later expiry and the union of what was refused (a framework that declined for
+    /// an hour has not changed its mind by declining for a second).
+    fn add_filter(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        until: Time,
+        refused: &Resources,
+    ) {
         let Some(f) = self.frameworks.get_mut(framework_id) else {
             return;
         };
-        let until = match f.filters.get(agent_id) {
-            Some(old) if *old >= until => return,
+        let (until, refused) = match f.filters.get(agent_id) {
             Some(old) => {
                 self.filter_index
-                    .remove(&(*old, framework_id.clone(), agent_id.clone()));
-                until
+                    .remove(&(old.until, framework_id.clone(), agent_id.clone()));
+                let merged = old
+                    .refused
+                    .checked_add(refused)
+                    .unwrap_or_else(|_| refused.clone());
+                (old.until.max(until), merged)
             }
-            None => until,
+            None => (until, refused.clone()),
         };
-        f.filters.insert(agent_id.clone(), until);
+        f.filters
+            .insert(agent_id.clone(), Filter { until, refused });
         self.filter_index
             .insert((until, framework_id.clone(), agent_id.clone()));
     }
@@ -491,7 +515,7 @@ impl DrfAllocator {
                 break;
             };
             if let Some(f) = self.frameworks.get_mut(&framework_id) {
-                if f.filters.get(&agent_id) == Some(&until) {
+                if f.filters.get(&agent_id).map(|flt| flt.until) == Some(until) {
                     f.filters.remove(&agent_id);
                 }
             }
@@ -631,11 +655,12 @@ impl DrfAllocator {
             let Some(f) = frameworks.get(framework_id) else {
                 return false;
             };
-            if f.filters.get(agent_id).is_some_and(|until| *until > now) {
-                return false;
-            }
             let candidate = agent.free.allocatable_to(&f.role);
             if !config.is_allocatable(&candidate) {
+                return false;
+            }
+            let filtered = f.filters.get(agent_id);
+            if filtered.is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate)) {
                 return false;
             }
             offer = Some(candidate);
@@ -692,11 +717,11 @@ impl DrfAllocator {
                     return Err(format!("{framework_id}: stale holds entry {agent_id}"));
                 }
             }
-            for (agent_id, until) in &f.filters {
+            for (agent_id, flt) in &f.filters {
                 filters += 1;
                 if !self
                     .filter_index
-                    .contains(&(*until, framework_id.clone(), agent_id.clone()))
+                    .contains(&(flt.until, framework_id.clone(), agent_id.clone()))
                 {
                     return Err(format!("{framework_id}: filter on {agent_id} not indexed"));
                 }

@@ -794,6 +794,12 @@ mod props {
                 a.free(&id).cloned().map(|f| (id, f))
             })
             .collect();
+        // Filters are judged against what the agent has free before the cycle.
+        let filtered_before: BTreeSet<(FrameworkId, AgentId)> = model
+            .keys()
+            .flat_map(|f| free_before.keys().map(move |ag| (f.clone(), ag.clone())))
+            .filter(|(f, ag)| a.is_filtered(f, ag, now))
+            .collect();
         let allocs = a.allocate(now);
         let mut agents = BTreeSet::new();
         for x in &allocs {
@@ -814,7 +820,7 @@ mod props {
                 "ineligible {:?}",
                 x
             );
-            prop_assert!(!a.is_filtered(&x.framework_id, &x.agent_id, now));
+            prop_assert!(!filtered_before.contains(&(x.framework_id.clone(), x.agent_id.clone())));
         }
         Ok(())
     }
@@ -841,4 +847,26 @@ mod props {
             }
         }
     }
+}
+
+#[test]
+fn a_filter_covers_only_what_was_refused_so_freed_resources_are_offered_at_once() {
+    let mut a = drf();
+    add_agent(&mut a, "s1", "cpus:4;mem:4096");
+    add_fw(&mut a, "A");
+    assert_eq!(a.allocate(Time(0)).len(), 1);
+    // A launches a task on 1 CPU and refuses the rest for 5 s (what an accept does).
+    recover(&mut a, 0, "A", "s1", &r("cpus:3;mem:3072"), Some(5_000));
+    assert!(
+        a.allocate(Time(100)).is_empty(),
+        "the refused remainder is withheld"
+    );
+    // The task ends: its resources come back without a filter. Now the agent has more free
+    // than A refused, so A is offered all of it before the filter expires (as in Mesos).
+    recover(&mut a, 200, "A", "s1", &r("cpus:1;mem:1024"), None);
+    let again = a.allocate(Time(300));
+    assert_eq!(
+        summary(&again),
+        [("A".into(), "s1".into(), "cpus:4;mem:4096".into())]
+    );
 }

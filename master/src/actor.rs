@@ -43,7 +43,9 @@ impl MasterActor {
                     }
                 }
                 Action::SetTimer { timer, at } => {
-                    ctx.run_later(self.clock.until(at), move |act, ctx| act.deliver(Input::Timer(timer), ctx));
+                    ctx.run_later(self.clock.until(at), move |act, ctx| {
+                        act.deliver(Input::Timer(timer), ctx)
+                    });
                 }
                 Action::Allocator(event) => match &self.allocator {
                     Some(a) => a.do_send(event),
@@ -55,7 +57,11 @@ impl MasterActor {
 
     fn send(&mut self, conn: ConnId, msg: agora_actors::Message) {
         let Some(h) = self.conns.get(&conn) else {
-            tracing::debug!(conn, kind = msg.kind(), "send to a closed connection dropped");
+            tracing::debug!(
+                conn,
+                kind = msg.kind(),
+                "send to a closed connection dropped"
+            );
             return;
         };
         if let Err(e) = h.send(msg) {
@@ -141,7 +147,13 @@ impl Handler<GetSnapshot> for MasterActor {
                     Some(s) => (s.allocator.to_string(), s.shares),
                     None => ("none".to_string(), vec![]),
                 };
-                Snapshot { state, counters, figures, allocator, shares }
+                Snapshot {
+                    state,
+                    counters,
+                    figures,
+                    allocator,
+                    shares,
+                }
             }),
         )
     }
@@ -165,14 +177,24 @@ pub struct MasterHandle {
 }
 
 /// Starts the master and its allocator actor on the current actix system and begins listening.
-pub async fn start_master(opts: MasterOptions, transport: Arc<dyn Transport>) -> Result<MasterHandle, TransportError> {
+pub async fn start_master(
+    opts: MasterOptions,
+    transport: Arc<dyn Transport>,
+) -> Result<MasterHandle, TransportError> {
     let hello = Hello::new(&opts.config.cluster, NodeKind::Master, &opts.listen);
     let core = MasterCore::new(opts.config, opts.epoch);
     let master_ctx = Context::<MasterActor>::new();
     let master_addr = master_ctx.address();
-    let allocator = AllocatorActor::new(opts.allocator, opts.allocator_config, master_addr.clone().recipient())
-        .map_err(|e| TransportError::Listen { addr: opts.listen.clone(), why: format!("allocator: {e}") })?
-        .start();
+    let allocator = AllocatorActor::new(
+        opts.allocator,
+        opts.allocator_config,
+        master_addr.clone().recipient(),
+    )
+    .map_err(|e| TransportError::Listen {
+        addr: opts.listen.clone(),
+        why: format!("allocator: {e}"),
+    })?
+    .start();
     let actor = MasterActor {
         core,
         clock: MonoClock::new(),
@@ -181,8 +203,9 @@ pub async fn start_master(opts: MasterOptions, transport: Arc<dyn Transport>) ->
         figures: ShellFigures::default(),
     };
     let addr = master_ctx.run(actor);
-    let bound = transport.listen(&opts.listen, hello, addr.clone().recipient()).await?;
+    let bound = transport
+        .listen(&opts.listen, hello, addr.clone().recipient())
+        .await?;
     tracing::info!(%bound, "master listening");
     Ok(MasterHandle { addr, bound })
 }
-

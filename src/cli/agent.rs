@@ -21,7 +21,11 @@ pub struct AgentArgs {
     #[arg(long, default_value = "127.0.0.1:5081", env = "AGORA_AGENT_HTTP")]
     pub http: String,
     /// Directory for sandboxes and the agent's files.
-    #[arg(long, default_value = "/var/lib/agora/agent", env = "AGORA_AGENT_WORK_DIR")]
+    #[arg(
+        long,
+        default_value = "/var/lib/agora/agent",
+        env = "AGORA_AGENT_WORK_DIR"
+    )]
     pub work_dir: String,
     /// Resources to offer, e.g. 'cpus:4;mem:4096;disk:10000;ports:[31000-32000]'. Names not
     /// given are detected from the machine.
@@ -42,19 +46,26 @@ pub struct AgentArgs {
 
 pub fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
     let work_dir = Path::new(&args.work_dir);
-    std::fs::create_dir_all(work_dir).with_context(|| format!("creating work dir {}", args.work_dir))?;
+    std::fs::create_dir_all(work_dir)
+        .with_context(|| format!("creating work dir {}", args.work_dir))?;
     let detected = agora_agent::detect::detect_resources(work_dir);
     let resources = agora_agent::detect::merge_resources(args.resources.as_deref(), detected)
         .map_err(|e| anyhow!("--resources: {e}"))?;
-    let attributes = parse_attributes(&args.attributes).map_err(|e| anyhow!("--attributes: {e}"))?;
-    let exe = std::env::current_exe().context("locating the agora binary for the command executor")?;
+    let attributes =
+        parse_attributes(&args.attributes).map_err(|e| anyhow!("--attributes: {e}"))?;
+    let exe =
+        std::env::current_exe().context("locating the agora binary for the command executor")?;
     Ok(AgentConfig {
         cluster: args.cluster.clone(),
         hostname: args.hostname.clone().unwrap_or_else(super::hostname),
         endpoint: args.listen.clone(),
         resources,
         attributes,
-        work_dir: work_dir.canonicalize().unwrap_or_else(|_| work_dir.to_path_buf()).display().to_string(),
+        work_dir: work_dir
+            .canonicalize()
+            .unwrap_or_else(|_| work_dir.to_path_buf())
+            .display()
+            .to_string(),
         command_executor_argv: vec![exe.display().to_string(), "executor".to_string()],
         ..AgentConfig::default()
     })
@@ -64,16 +75,29 @@ pub async fn start(args: &AgentArgs) -> anyhow::Result<(String, String)> {
     super::check_addr(&args.listen)?;
     super::check_addr(&args.http)?;
     if args.isolation != "posix" {
-        bail!("--isolation {:?} is not available; this build supports: posix", args.isolation);
+        bail!(
+            "--isolation {:?} is not available; this build supports: posix",
+            args.isolation
+        );
     }
     let masters = super::parse_masters(&args.master)?;
     let config = config(args)?;
     tracing::info!(resources = %config.resources, "agent resources; containerizer: posix (own session and process group per executor)");
-    let opts = AgentOptions { config, listen: args.listen.clone(), masters, epoch: super::epoch_now() };
-    let handle = start_agent(opts, super::tcp_transport(), Arc::new(PosixContainerizer::new()))
-        .await
-        .context("starting the agent")?;
-    let http = agora_agent::http::serve(handle.addr.clone(), &args.http).with_context(|| format!("binding HTTP on {}", args.http))?;
+    let opts = AgentOptions {
+        config,
+        listen: args.listen.clone(),
+        masters,
+        epoch: super::epoch_now(),
+    };
+    let handle = start_agent(
+        opts,
+        super::tcp_transport(),
+        Arc::new(PosixContainerizer::new()),
+    )
+    .await
+    .context("starting the agent")?;
+    let http = agora_agent::http::serve(handle.addr.clone(), &args.http)
+        .with_context(|| format!("binding HTTP on {}", args.http))?;
     Ok((handle.bound, http))
 }
 

@@ -15,7 +15,11 @@ pub struct MasterArgs {
     #[arg(long, default_value = "127.0.0.1:5080", env = "AGORA_MASTER_HTTP")]
     pub http: String,
     /// Directory for the master's files.
-    #[arg(long, default_value = "/var/lib/agora/master", env = "AGORA_MASTER_WORK_DIR")]
+    #[arg(
+        long,
+        default_value = "/var/lib/agora/master",
+        env = "AGORA_MASTER_WORK_DIR"
+    )]
     pub work_dir: String,
     /// Cluster name; agents and frameworks of another cluster are refused.
     #[arg(long, default_value = "agora", env = "AGORA_CLUSTER")]
@@ -47,12 +51,16 @@ impl MasterArgs {
         }
     }
     pub fn options(&self) -> anyhow::Result<MasterOptions> {
-        let drf = DrfAllocator::new(DrfConfig::default()).map_err(|e| anyhow::anyhow!("allocator: {e}"))?;
+        let drf = DrfAllocator::new(DrfConfig::default())
+            .map_err(|e| anyhow::anyhow!("allocator: {e}"))?;
         Ok(MasterOptions {
             listen: self.listen.clone(),
             config: self.config(),
             allocator: Box::new(drf),
-            allocator_config: AllocatorConfig { allocation_interval_ms: self.allocation_interval_ms, ..AllocatorConfig::default() },
+            allocator_config: AllocatorConfig {
+                allocation_interval_ms: self.allocation_interval_ms,
+                ..AllocatorConfig::default()
+            },
             epoch: super::epoch_now(),
         })
     }
@@ -62,9 +70,13 @@ impl MasterArgs {
 pub async fn start(args: &MasterArgs) -> anyhow::Result<(String, String)> {
     super::check_addr(&args.listen)?;
     super::check_addr(&args.http)?;
-    std::fs::create_dir_all(&args.work_dir).with_context(|| format!("creating work dir {}", args.work_dir))?;
-    let handle = start_master(args.options()?, super::tcp_transport()).await.context("starting the master")?;
-    let http = agora_master::http::serve(handle.addr.clone(), &args.http).with_context(|| format!("binding HTTP on {}", args.http))?;
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating work dir {}", args.work_dir))?;
+    let handle = start_master(args.options()?, super::tcp_transport())
+        .await
+        .context("starting the master")?;
+    let http = agora_master::http::serve(handle.addr.clone(), &args.http)
+        .with_context(|| format!("binding HTTP on {}", args.http))?;
     Ok((handle.bound, http))
 }
 

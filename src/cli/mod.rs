@@ -6,6 +6,7 @@ pub mod dev;
 pub mod executor;
 pub mod http_get;
 pub mod master;
+pub mod publish;
 pub mod query;
 pub mod run;
 
@@ -15,7 +16,9 @@ use std::sync::Arc;
 pub fn init_logging(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -33,7 +36,11 @@ pub fn epoch_now() -> u64 {
 
 /// `host:port[,host:port...]` → list, each checked to look like an address.
 pub fn parse_masters(s: &str) -> anyhow::Result<Vec<String>> {
-    let list: Vec<String> = s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
+    let list: Vec<String> = s
+        .split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect();
     if list.is_empty() {
         bail!("no master address given");
     }
@@ -44,11 +51,14 @@ pub fn parse_masters(s: &str) -> anyhow::Result<Vec<String>> {
 }
 
 pub fn check_addr(a: &str) -> anyhow::Result<()> {
-    let (host, port) = a.rsplit_once(':').with_context(|| format!("address {a:?} has no :PORT"))?;
+    let (host, port) = a
+        .rsplit_once(':')
+        .with_context(|| format!("address {a:?} has no :PORT"))?;
     if host.is_empty() {
         bail!("address {a:?} has no host");
     }
-    port.parse::<u16>().with_context(|| format!("address {a:?} has a bad port"))?;
+    port.parse::<u16>()
+        .with_context(|| format!("address {a:?} has a bad port"))?;
     Ok(())
 }
 

@@ -19,7 +19,9 @@ pub fn fetch_state(masters: &str) -> anyhow::Result<Value> {
     let mut last = None;
     for m in super::parse_masters(masters)? {
         match super::http_get::get(&m, "/state") {
-            Ok(body) => return serde_json::from_str(&body).context("the master's /state is not JSON"),
+            Ok(body) => {
+                return serde_json::from_str(&body).context("the master's /state is not JSON")
+            }
             Err(e) => last = Some(e),
         }
     }
@@ -49,7 +51,11 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<width$}", c, width = w[i])).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<width$}", c, width = w[i]))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
@@ -60,27 +66,77 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 fn list(a: QueryArgs, key: &str, header: &[&str], cols: &[&str]) -> anyhow::Result<i32> {
     let v = fetch_state(&a.master)?;
-    let items = v.get(key).and_then(|x| x.as_array()).cloned().unwrap_or_default();
+    let items = v
+        .get(key)
+        .and_then(|x| x.as_array())
+        .cloned()
+        .unwrap_or_default();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(0);
     }
-    let rows: Vec<Vec<String>> = items.iter().map(|it| cols.iter().map(|c| s(it, c)).collect()).collect();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|it| cols.iter().map(|c| s(it, c)).collect())
+        .collect();
     print_table(header, &rows);
     Ok(0)
 }
 
 pub fn agents(a: QueryArgs) -> anyhow::Result<i32> {
-    list(a, "agents", &["ID", "HOSTNAME", "ENDPOINT", "CONNECTED", "TOTAL", "USED", "OFFERED"],
-        &["id", "hostname", "endpoint", "connected", "total", "used", "offered"])
+    list(
+        a,
+        "agents",
+        &[
+            "ID",
+            "HOSTNAME",
+            "ENDPOINT",
+            "CONNECTED",
+            "TOTAL",
+            "USED",
+            "OFFERED",
+        ],
+        &[
+            "id",
+            "hostname",
+            "endpoint",
+            "connected",
+            "total",
+            "used",
+            "offered",
+        ],
+    )
 }
 
 pub fn frameworks(a: QueryArgs) -> anyhow::Result<i32> {
-    list(a, "frameworks", &["ID", "NAME", "ROLE", "ACTIVE", "TASKS", "USED", "OFFERED"],
-        &["id", "name", "role", "active", "active_tasks", "used", "offered"])
+    list(
+        a,
+        "frameworks",
+        &["ID", "NAME", "ROLE", "ACTIVE", "TASKS", "USED", "OFFERED"],
+        &[
+            "id",
+            "name",
+            "role",
+            "active",
+            "active_tasks",
+            "used",
+            "offered",
+        ],
+    )
 }
 
 pub fn tasks(a: QueryArgs) -> anyhow::Result<i32> {
-    list(a, "tasks", &["ID", "NAME", "FRAMEWORK", "AGENT", "STATE", "RESOURCES"],
-        &["id", "name", "framework_id", "agent_id", "state", "resources"])
+    list(
+        a,
+        "tasks",
+        &["ID", "NAME", "FRAMEWORK", "AGENT", "STATE", "RESOURCES"],
+        &[
+            "id",
+            "name",
+            "framework_id",
+            "agent_id",
+            "state",
+            "resources",
+        ],
+    )
 }

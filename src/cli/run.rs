@@ -1,12 +1,14 @@
 //! `agora run`: a one-shot framework that runs a command as one task (or N copies), prints what
 //! happens, and exits with the task's exit code.
 
+use super::publish::Published;
 use agora_actors::sdk::driver::{SchedulerDriver, StopDriver, WithScheduler};
-use agora_actors::{CommandInfo, Milli, Resources, TaskState};
+use agora_actors::*;
 use agora_frameworks::batch::{Progress, Transition};
 use agora_frameworks::run::{InstanceReport, RunConfig, RunFramework};
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug, Clone)]
@@ -53,7 +55,8 @@ fn config(a: &RunArgs) -> anyhow::Result<RunConfig> {
     if cpus.0 <= 0 && mem.0 <= 0 {
         bail!("a task needs some --cpus or --mem");
     }
-    let resources = Resources::parse(&format!("cpus:{cpus};mem:{mem}")).map_err(|e| anyhow!("{e}"))?;
+    let resources =
+        Resources::parse(&format!("cpus:{cpus};mem:{mem}")).map_err(|e| anyhow!("{e}"))?;
     let command = if a.command.len() == 1 {
         CommandInfo::shell(&a.command[0])
     } else {
@@ -68,7 +71,8 @@ fn config(a: &RunArgs) -> anyhow::Result<RunConfig> {
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let masters = super::parse_masters(&a.master)?;
     let cfg = config(&a)?;
-    let fw = RunFramework::new(cfg).map_err(|e| anyhow!("{e}"))?;
+    let fw = Published::new(RunFramework::new(cfg).map_err(|e| anyhow!("{e}"))?, publish);
+    let shared = fw.out.clone();
     let sys = actix::System::new();
     sys.block_on(async move {
         let (driver, exit): (_, _) = SchedulerDriver::start(super::tcp_transport(), masters, &a.cluster, fw)
@@ -85,7 +89,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
                 _ = super::shutdown_signal(), if !aborted => {
                     eprintln!("agora run: interrupted; killing the job's tasks");
                     aborted = true;
-                    let _ = driver.send(WithScheduler::new(|s: &mut RunFramework, ctx| s.abort(ctx))).await;
+                    let _ = driver.send(WithScheduler::new(|s: &mut Published<RunFramework, Shared>, ctx| s.inner.abort(ctx))).await;
                     let d = driver.clone();
                     actix_rt::spawn(async move {
                         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -97,37 +101,61 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
                 if Instant::now() > dl && !aborted {
                     eprintln!("agora run: timed out after {}s; killing the job's tasks", a.timeout_secs);
                     aborted = true;
-                    let _ = driver.send(WithScheduler::new(|s: &mut RunFramework, ctx| s.abort(ctx))).await;
+                    let _ = driver.send(WithScheduler::new(|s: &mut Published<RunFramework, Shared>, ctx| s.inner.abort(ctx))).await;
                 }
             }
-            if let Ok((events, progress, sandbox)) = driver.send(WithScheduler::new(poll)).await {
-                view.show(&events, &progress);
-                view.sandbox(sandbox);
-            }
+            view.update(&shared);
         };
-        let report = driver.send(WithScheduler::new(|s: &mut RunFramework, _| (s.take_events().0, s.progress(), s.report(), latencies(s)))).await;
-        let Ok((events, progress, report, lat)) = report else {
-            return Ok::<i32, anyhow::Error>(code);
-        };
-        view.show(&events, &progress);
-        view.sandbox(report.first().and_then(|r| r.sandbox.clone()));
+        view.update(&shared);
         view.finish();
-        Ok(summarize(&a, code, &progress, &report, &lat, started.elapsed()))
+        let sh = shared.lock().map_err(|_| anyhow!("state lock poisoned"))?;
+        let Some(sh) = sh.as_ref() else {
+            eprintln!("agora run: never subscribed to the master");
+            return Ok::<i32, anyhow::Error>(code.max(1));
+        };
+        Ok(summarize(&a, code, &sh.progress, &sh.report, &sh.latencies, started.elapsed()))
     })
     .context("agora run")
 }
 
-type Poll = (Vec<Transition>, Progress, Option<String>);
+/// What the scheduler publishes for the CLI after every callback. The driver actor stops when
+/// the job ends, so the CLI reads this rather than asking the actor.
+#[derive(Default)]
+struct Shared {
+    events: Vec<Transition>,
+    progress: Progress,
+    sandbox: Option<String>,
+    report: Vec<InstanceReport>,
+    latencies: Vec<u64>,
+}
 
-/// What the CLI shows each tick: new transitions, progress, and the first task's sandbox.
-fn poll(s: &mut RunFramework, _: &mut agora_actors::sdk::SchedulerCtx) -> Poll {
-    let sandbox = s.batch().tasks().first().and_then(|t| t.sandbox.clone());
-    (s.take_events().0, s.progress(), sandbox)
+/// What the CLI reads each tick.
+fn publish(fw: &mut RunFramework, out: &mut Option<Shared>) {
+    let sh = out.get_or_insert_with(Shared::default);
+    let progress = fw.progress();
+    if progress.done || progress.ended() == progress.total {
+        sh.report = fw.report();
+        sh.latencies = latencies(fw);
+    }
+    // Bounded: a CLI that stopped reading must not grow this without limit.
+    let (events, _) = fw.take_events();
+    if sh.events.len() < 100_000 {
+        sh.events.extend(events);
+    }
+    if sh.sandbox.is_none() {
+        sh.sandbox = fw.batch().tasks().first().and_then(|t| t.sandbox.clone());
+    }
+    sh.progress = progress;
 }
 
 /// accept → TASK_RUNNING latencies of all tasks that ran, sorted (ms).
 fn latencies(s: &RunFramework) -> Vec<u64> {
-    let mut v: Vec<u64> = s.batch().tasks().iter().filter_map(|t| t.timing.accept_to_running_ms()).collect();
+    let mut v: Vec<u64> = s
+        .batch()
+        .tasks()
+        .iter()
+        .filter_map(|t| t.timing.accept_to_running_ms())
+        .collect();
     v.sort_unstable();
     v
 }
@@ -139,18 +167,40 @@ fn pct(v: &[u64], p: f64) -> u64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-fn summarize(a: &RunArgs, code: i32, p: &Progress, report: &[InstanceReport], lat: &[u64], wall: Duration) -> i32 {
+fn summarize(
+    a: &RunArgs,
+    code: i32,
+    p: &Progress,
+    report: &[InstanceReport],
+    lat: &[u64],
+    wall: Duration,
+) -> i32 {
     if a.instances == 1 {
-        let Some(r) = report.first() else { return code.max(1) };
+        let Some(r) = report.first() else {
+            return code.max(1);
+        };
         return match r.final_state {
             Some(TaskState::Finished) => 0,
             Some(TaskState::Failed) if r.exit_code.is_some() => {
                 let c = r.exit_code.unwrap_or(1);
-                eprintln!("agora run: task {} failed: {}", r.task_id, one_line(&r.message));
-                if c == 0 { 1 } else { c }
+                eprintln!(
+                    "agora run: task {} failed: {}",
+                    r.task_id,
+                    one_line(&r.message)
+                );
+                if c == 0 {
+                    1
+                } else {
+                    c
+                }
             }
             Some(st) => {
-                eprintln!("agora run: task {} ended {}: {}", r.task_id, st.name(), one_line(&r.message));
+                eprintln!(
+                    "agora run: task {} ended {}: {}",
+                    r.task_id,
+                    st.name(),
+                    one_line(&r.message)
+                );
                 1
             }
             None => {
@@ -170,7 +220,11 @@ fn summarize(a: &RunArgs, code: i32, p: &Progress, report: &[InstanceReport], la
         p.finished, p.failed, p.killed, p.lost, p.errored, wall.as_secs_f64(), rate, span_ms as f64 / 1000.0,
         pct(lat, 0.5), pct(lat, 0.99)
     );
-    if p.finished == a.instances { 0 } else { code.max(1) }
+    if p.finished == a.instances {
+        0
+    } else {
+        code.max(1)
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -191,28 +245,65 @@ impl View {
         let bar = (!single && !a.no_progress).then(|| {
             let b = indicatif::ProgressBar::new(a.instances as u64);
             b.set_style(
-                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} ended  {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:40}] {pos}/{len} ended  {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             b
         });
-        View { single, bar, printed_sandbox: false, start: Instant::now() }
+        View {
+            single,
+            bar,
+            printed_sandbox: false,
+            start: Instant::now(),
+        }
     }
 
     fn show(&mut self, events: &[Transition], p: &Progress) {
         if self.single {
             for e in events {
-                let reason = e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-                let msg = if e.message.is_empty() { String::new() } else { format!(": {}", one_line(&e.message)) };
-                println!("[{:>7.3}s] {} {}{}{}", self.start.elapsed().as_secs_f64(), e.task_id, e.state.name(), reason, msg);
+                let reason = e
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                let msg = if e.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", one_line(&e.message))
+                };
+                println!(
+                    "[{:>7.3}s] {} {}{}{}",
+                    self.start.elapsed().as_secs_f64(),
+                    e.task_id,
+                    e.state.name(),
+                    reason,
+                    msg
+                );
             }
             return;
         }
         if let Some(b) = &self.bar {
             b.set_position(p.ended() as u64);
-            b.set_message(format!("running {} staged {} finished {} failed {}", p.running, p.staged, p.finished, p.failed + p.lost + p.errored + p.killed));
+            b.set_message(format!(
+                "running {} staged {} finished {} failed {}",
+                p.running,
+                p.staged,
+                p.finished,
+                p.failed + p.lost + p.errored + p.killed
+            ));
         }
+    }
+
+    fn update(&mut self, shared: &Mutex<Option<Shared>>) {
+        let Ok(mut sh) = shared.lock() else { return };
+        let Some(sh) = sh.as_mut() else { return };
+        let events = std::mem::take(&mut sh.events);
+        let (progress, sandbox) = (sh.progress.clone(), sh.sandbox.clone());
+        self.show(&events, &progress);
+        self.sandbox(sandbox);
     }
 
     fn sandbox(&mut self, sandbox: Option<String>) {
@@ -228,4 +319,3 @@ impl View {
         }
     }
 }
-

@@ -22,7 +22,10 @@ pub fn agora_bin() -> &'static str {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
 }
 
 /// A process that is killed (SIGKILL to its process group) when dropped.
@@ -67,7 +70,11 @@ pub fn spawn(dir: &Path, name: &str, args: &[String]) -> Proc {
         .stderr(err)
         .spawn()
         .expect("spawn agora");
-    Proc { child, name: name.to_string(), log }
+    Proc {
+        child,
+        name: name.to_string(),
+        log,
+    }
 }
 
 pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -84,7 +91,9 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
 }
 
 pub fn get_json(http: &str, path: &str) -> Option<serde_json::Value> {
-    http_get::get(http, path).ok().and_then(|b| serde_json::from_str(&b).ok())
+    http_get::get(http, path)
+        .ok()
+        .and_then(|b| serde_json::from_str(&b).ok())
 }
 
 /// A master and agents as real processes, plus every executor process group they started
@@ -120,12 +129,24 @@ impl Cluster {
         let master_addr = format!("127.0.0.1:{}", free_port());
         let master_http = format!("127.0.0.1:{}", free_port());
         let mut args = vec![
-            "master".to_string(), "--listen".into(), master_addr.clone(), "--http".into(), master_http.clone(),
-            "--work-dir".into(), dir.path().join("master").display().to_string(),
+            "master".to_string(),
+            "--listen".into(),
+            master_addr.clone(),
+            "--http".into(),
+            master_http.clone(),
+            "--work-dir".into(),
+            dir.path().join("master").display().to_string(),
         ];
         args.extend(opts.master_flags.iter().cloned());
         let master = spawn(dir.path(), "master", &args);
-        let mut c = Cluster { dir, master, master_addr, master_http, agents: vec![], executor_pids: vec![] };
+        let mut c = Cluster {
+            dir,
+            master,
+            master_addr,
+            master_http,
+            agents: vec![],
+            executor_pids: vec![],
+        };
         c.wait_health(&c.master_http.clone());
         for i in 0..opts.agents {
             c.add_agent(i, &opts.agent_resources, &format!("rack:r{}", i % 2));
@@ -141,10 +162,23 @@ impl Cluster {
     pub fn add_agent(&mut self, i: usize, resources: &str, attributes: &str) {
         let http = format!("127.0.0.1:{}", free_port());
         let args = vec![
-            "agent".to_string(), "--master".into(), self.master_addr.clone(),
-            "--listen".into(), format!("127.0.0.1:{}", free_port()), "--http".into(), http.clone(),
-            "--work-dir".into(), self.dir.path().join(format!("agent{i}")).display().to_string(),
-            "--resources".into(), resources.to_string(), "--attributes".into(), attributes.to_string(),
+            "agent".to_string(),
+            "--master".into(),
+            self.master_addr.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--http".into(),
+            http.clone(),
+            "--work-dir".into(),
+            self.dir
+                .path()
+                .join(format!("agent{i}"))
+                .display()
+                .to_string(),
+            "--resources".into(),
+            resources.to_string(),
+            "--attributes".into(),
+            attributes.to_string(),
         ];
         let p = spawn(self.dir.path(), &format!("agent{i}"), &args);
         self.wait_health(&http);
@@ -152,7 +186,9 @@ impl Cluster {
     }
 
     fn wait_health(&self, http: &str) {
-        wait_until(&format!("{http}/health"), Duration::from_secs(20), || http_get::get(http, "/health").ok());
+        wait_until(&format!("{http}/health"), Duration::from_secs(20), || {
+            http_get::get(http, "/health").ok()
+        });
     }
 
     pub fn state(&self) -> serde_json::Value {
@@ -181,7 +217,11 @@ impl Cluster {
             .args(args)
             .output()
             .expect("run agora");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status.code().unwrap_or(-1), text)
     }
 
@@ -225,7 +265,11 @@ impl RawClient {
     pub fn connect_with(addr: &str, hello: Hello) -> RawClient {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).ok();
-        let mut c = RawClient { stream, framework_id: None, pending: vec![] };
+        let mut c = RawClient {
+            stream,
+            framework_id: None,
+            pending: vec![],
+        };
         c.send(&Message::Hello(hello));
         c
     }
@@ -254,7 +298,12 @@ impl RawClient {
     }
 
     /// Waits for a message matching `f`, keeping the others for later `recv`s.
-    pub fn expect<T>(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&Message) -> Option<T>) -> T {
+    pub fn expect<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Message) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         let mut skipped = vec![];
         let mut kept = std::mem::take(&mut self.pending).into_iter();
@@ -263,7 +312,11 @@ impl RawClient {
                 Some(m) => Some(m),
                 None => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() { None } else { self.recv(left) }
+                    if left.is_zero() {
+                        None
+                    } else {
+                        self.recv(left)
+                    }
                 }
             };
             match next {
@@ -276,14 +329,23 @@ impl RawClient {
         };
         skipped.extend(kept);
         self.pending = skipped;
-        found.unwrap_or_else(|| panic!("timed out waiting for {what}; saw {:?}", self.pending.iter().map(|m| m.kind()).collect::<Vec<_>>()))
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for {what}; saw {:?}",
+                self.pending.iter().map(|m| m.kind()).collect::<Vec<_>>()
+            )
+        })
     }
 
     /// Connects as a scheduler and subscribes; returns the framework id.
     pub fn subscribe(addr: &str, name: &str) -> RawClient {
         let mut c = RawClient::connect(addr, NodeKind::Scheduler, CLUSTER);
-        c.expect("hello", Duration::from_secs(5), |m| matches!(m, Message::Hello(_)).then_some(()));
-        c.send(&Message::Subscribe { framework: FrameworkInfo::new(name) });
+        c.expect("hello", Duration::from_secs(5), |m| {
+            matches!(m, Message::Hello(_)).then_some(())
+        });
+        c.send(&Message::Subscribe {
+            framework: FrameworkInfo::new(name),
+        });
         let id = c.expect("subscribed", Duration::from_secs(5), |m| match m {
             Message::Subscribed { framework_id, .. } => Some(framework_id.clone()),
             _ => None,
@@ -314,13 +376,21 @@ impl RawClient {
                 _ => None,
             });
             if let (Some(uuid), Some(agent_id)) = (st.uuid, st.agent_id.clone()) {
-                self.send(&Message::Acknowledge { framework_id: fid.clone(), agent_id, task_id: st.task_id.clone(), uuid });
+                self.send(&Message::Acknowledge {
+                    framework_id: fid.clone(),
+                    agent_id,
+                    task_id: st.task_id.clone(),
+                    uuid,
+                });
             }
             if st.task_id.as_str() == task && st.state == state {
                 return st;
             }
             if st.task_id.as_str() == task && st.state.is_terminal() {
-                panic!("{task} ended {:?} ({:?}: {}) instead of {state:?}", st.state, st.reason, st.message);
+                panic!(
+                    "{task} ended {:?} ({:?}: {}) instead of {state:?}",
+                    st.state, st.reason, st.message
+                );
             }
         }
     }

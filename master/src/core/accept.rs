@@ -284,11 +284,18 @@ impl MasterCore {
         let id = &task.task_id;
         let exec_id = match (&task.command, &task.executor) {
             (None, None) => return Err(format!("task {id} has neither a command nor an executor")),
-            (Some(_), Some(_)) => {
-                return Err(format!("task {id} has both a command and an executor"))
+            // A custom executor runs its tasks itself; a command would be silently ignored.
+            (Some(_), Some(e)) if e.command.is_some() => {
+                return Err(format!("task {id} has a command and a custom executor"))
+            }
+            // The built-in command executor (executor.command None) needs each task's command.
+            (None, Some(e)) if e.command.is_none() => {
+                return Err(format!(
+                    "task {id} uses the command executor but has no command"
+                ))
             }
             (Some(_), None) => ExecutorId::new(id.as_str()).map_err(|e| e.to_string())?,
-            (None, Some(e)) => {
+            (_, Some(e)) => {
                 e.executor_id
                     .validate()
                     .map_err(|err| format!("invalid executor id: {err}"))?;

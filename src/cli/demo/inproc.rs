@@ -5,7 +5,9 @@
 use agora_actors::sdk::command::serve_command_executor;
 use agora_actors::sdk::executor::ExecutorEnv;
 use agora_actors::transport::Transport;
-use agora_isolation::{BoxFuture, ContainerConfig, Containerizer, IsolationError, Launched, Limits, Termination, Usage};
+use agora_isolation::{
+    BoxFuture, ContainerConfig, Containerizer, IsolationError, Launched, Limits, Termination, Usage,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,20 +26,33 @@ pub struct InProcessContainerizer {
 
 impl InProcessContainerizer {
     pub fn new(transport: Arc<dyn Transport>) -> Self {
-        InProcessContainerizer { transport, entries: Mutex::new(HashMap::new()) }
+        InProcessContainerizer {
+            transport,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
     fn entry<T>(&self, id: &str, f: impl FnOnce(&Entry) -> T) -> Result<T, IsolationError> {
         let map = self.entries.lock().map_err(|_| poisoned(id))?;
-        map.get(id).map(f).ok_or_else(|| IsolationError::NotFound(id.to_string()))
+        map.get(id)
+            .map(f)
+            .ok_or_else(|| IsolationError::NotFound(id.to_string()))
     }
 }
 
 fn poisoned(id: &str) -> IsolationError {
-    IsolationError::Lost { id: id.to_string(), reason: "containerizer state lock poisoned".into() }
+    IsolationError::Lost {
+        id: id.to_string(),
+        reason: "containerizer state lock poisoned".into(),
+    }
 }
 
 fn ended(exit_code: Option<i32>, reason: Option<&str>, message: String) -> Termination {
-    Termination { exit_code, signal: None, reason: reason.map(str::to_string), message }
+    Termination {
+        exit_code,
+        signal: None,
+        reason: reason.map(str::to_string),
+        message,
+    }
 }
 
 impl Containerizer for InProcessContainerizer {
@@ -46,10 +61,17 @@ impl Containerizer for InProcessContainerizer {
     }
 
     fn launch(&self, config: ContainerConfig) -> Result<Launched, IsolationError> {
-        std::fs::create_dir_all(&config.sandbox).map_err(|source| IsolationError::Sandbox { path: config.sandbox.clone(), source })?;
+        std::fs::create_dir_all(&config.sandbox).map_err(|source| IsolationError::Sandbox {
+            path: config.sandbox.clone(),
+            source,
+        })?;
         let vars: HashMap<String, String> = config.env.iter().cloned().collect();
-        let env = ExecutorEnv::from_lookup(|k| Ok(vars.get(k).cloned()))
-            .map_err(|e| IsolationError::InvalidConfig { id: config.id.clone(), reason: format!("executor environment: {e}") })?;
+        let env = ExecutorEnv::from_lookup(|k| Ok(vars.get(k).cloned())).map_err(|e| {
+            IsolationError::InvalidConfig {
+                id: config.id.clone(),
+                reason: format!("executor environment: {e}"),
+            }
+        })?;
         let (tx, rx) = watch::channel(None);
         let transport = self.transport.clone();
         let handle = actix_rt::spawn(async move {
@@ -60,9 +82,19 @@ impl Containerizer for InProcessContainerizer {
             };
             let _ = tx.send(Some(t));
         });
-        let entry = Entry { done: rx, abort: handle.abort_handle(), limits: config.limits.clone() };
-        self.entries.lock().map_err(|_| poisoned(&config.id))?.insert(config.id.clone(), entry);
-        Ok(Launched { pid: std::process::id() as i32, sandbox: config.sandbox })
+        let entry = Entry {
+            done: rx,
+            abort: handle.abort_handle(),
+            limits: config.limits.clone(),
+        };
+        self.entries
+            .lock()
+            .map_err(|_| poisoned(&config.id))?
+            .insert(config.id.clone(), entry);
+        Ok(Launched {
+            pid: std::process::id() as i32,
+            sandbox: config.sandbox,
+        })
     }
 
     fn wait(&self, id: &str) -> BoxFuture<Result<Termination, IsolationError>> {
@@ -86,7 +118,10 @@ impl Containerizer for InProcessContainerizer {
         Box::pin(async move {
             let (abort, mut done) = found?;
             // The agent has already asked the executor to shut down; give it the grace period.
-            let _ = tokio::time::timeout(grace, async { while done.borrow().is_none() && done.changed().await.is_ok() {} }).await;
+            let _ = tokio::time::timeout(grace, async {
+                while done.borrow().is_none() && done.changed().await.is_ok() {}
+            })
+            .await;
             abort.abort();
             Ok(())
         })
@@ -94,7 +129,12 @@ impl Containerizer for InProcessContainerizer {
 
     fn usage(&self, id: &str) -> Result<Usage, IsolationError> {
         let limits = self.entry(id, |e| e.limits.clone())?;
-        Ok(Usage { cpu_time_ms: 0, mem_rss_bytes: 0, mem_peak_bytes: 0, limits })
+        Ok(Usage {
+            cpu_time_ms: 0,
+            mem_rss_bytes: 0,
+            mem_peak_bytes: 0,
+            limits,
+        })
     }
 
     fn destroy(&self, id: &str) -> Result<(), IsolationError> {
@@ -104,6 +144,9 @@ impl Containerizer for InProcessContainerizer {
     }
 
     fn containers(&self) -> Vec<String> {
-        self.entries.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.entries
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 }

@@ -261,7 +261,7 @@ fn malformed_tasks_are_refused_one_by_one() {
         .collect();
     assert_eq!(msgs.len(), 4);
     assert!(msgs[0].contains("neither a command nor an executor"));
-    assert!(msgs[1].contains("both"));
+    assert!(msgs[1].contains("custom executor"), "{}", msgs[1]);
     assert!(msgs[2].contains("no resources"));
     assert!(msgs[3].contains("invalid task id"));
 }
