@@ -165,6 +165,18 @@ impl MasterCore {
     /// Withdraws an offer. `notify`: tell its framework; `recover`: give it back to the
     /// allocator (not when a RemoveAgent/RemoveFramework follows, which releases it anyway).
     fn rescind_offer(&mut self, id: &OfferId, notify: bool, recover: bool, out: &mut Out) {
+        self.rescind_offer_refusing(id, notify, recover, None, out)
+    }
+
+    /// `rescind_offer` that also withholds the resources from the framework for `refuse_ms`.
+    fn rescind_offer_refusing(
+        &mut self,
+        id: &OfferId,
+        notify: bool,
+        recover: bool,
+        refuse_ms: Option<u64>,
+        out: &mut Out,
+    ) {
         let Some(offer) = self.remove_offer(id) else {
             return;
         };
@@ -180,7 +192,7 @@ impl MasterCore {
                 framework_id: offer.framework_id,
                 agent_id: offer.agent_id,
                 resources: offer.resources,
-                refuse_ms: None,
+                refuse_ms,
             }));
         }
     }
@@ -221,7 +233,10 @@ impl MasterCore {
     pub(crate) fn offer_timed_out(&mut self, id: &OfferId, out: &mut Out) {
         if self.offers.contains_key(id) {
             debug!(offer = %id, "offer timed out; rescinding");
-            self.rescind_offer(id, true, true, out);
+            // A framework that sat on an offer is treated as having declined it with the default
+            // filter, so the resources go to someone else rather than straight back to it.
+            let refuse_ms = (agora_actors::DEFAULT_REFUSE_SECONDS * 1000.0) as u64;
+            self.rescind_offer_refusing(id, true, true, Some(refuse_ms), out);
         }
     }
 

@@ -134,7 +134,8 @@ fn an_offer_times_out_into_rescind_and_recover() {
             offer_id: offer.id.clone()
         }]
     );
-    assert_eq!(recovers(&actions), vec![(res("cpus:4"), None)]);
+    // Timed-out resources are withheld from the sitter for the default refusal (5 s).
+    assert_eq!(recovers(&actions), vec![(res("cpus:4"), Some(5_000))]);
     assert_eq!(h.core.counters().offers_rescinded, 1);
     // A second firing (or one after the offer was used) does nothing.
     assert!(h.timer(MasterTimer::OfferTimeout(offer.id)).is_empty());
