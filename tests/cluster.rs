@@ -253,3 +253,62 @@ fn a_task_can_be_killed() {
         (a["used"] == "").then_some(())
     });
 }
+
+#[test]
+fn cli_tables_and_http_endpoints_show_the_cluster() {
+    let c = cluster();
+    let (code, out) = c.run_cli(&[
+        "run",
+        "--master",
+        &c.master_addr,
+        "--name",
+        "tabled",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = c.run_cli(&["agents", "--master", &c.master_http, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let agents: serde_json::Value = serde_json::from_str(&out).expect("agents --json");
+    assert_eq!(agents.as_array().map(|a| a.len()), Some(2), "{out}");
+    let (code, out) = c.run_cli(&["agents", "--master", &c.master_http]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("ID") && out.contains("127.0.0.1:") && out.lines().count() == 3,
+        "{out}"
+    );
+    let (code, out) = c.run_cli(&["tasks", "--master", &c.master_http, "--all"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("tabled-0") && out.contains("TASK_FINISHED"),
+        "{out}"
+    );
+    let (code, out) = c.run_cli(&["state", "--master", &c.master_http]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"completed_tasks\""), "{out}");
+    let metrics = common::http_get::get(&c.master_http, "/metrics").unwrap();
+    assert!(
+        metrics.contains("agora_master_offers_made_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agora_master_tasks{state=\"TASK_FINISHED\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agora_master_allocation_run_seconds"),
+        "{metrics}"
+    );
+    let agent_state = get_json(&c.agents[0].1, "/state").expect("agent /state");
+    assert!(
+        agent_state["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("agent-")),
+        "{agent_state}"
+    );
+    assert!(common::http_get::get(&c.agents[0].1, "/monitor/statistics").is_ok());
+    // A master that is not there gives a clear error, not a hang or a panic.
+    let (code, out) = c.run_cli(&["agents", "--master", "127.0.0.1:1"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("127.0.0.1:1"), "{out}");
+}

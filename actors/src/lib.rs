@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod ids;
 pub mod messages;
+pub mod metrics;
 pub mod resources;
 pub mod sdk;
 pub mod time;

@@ -216,14 +216,27 @@ impl Handler<Exited> for AgentActor {
     }
 }
 
+/// The agent's `/state` document: the core's view, its counters and the containerizer in use.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentSnapshot {
+    #[serde(flatten)]
+    pub state: AgentState,
+    pub counters: crate::core::AgentCounters,
+    pub containerizer: &'static str,
+}
+
 #[derive(Message)]
-#[rtype(result = "AgentState")]
+#[rtype(result = "AgentSnapshot")]
 pub struct GetAgentState;
 
 impl Handler<GetAgentState> for AgentActor {
     type Result = MessageResult<GetAgentState>;
     fn handle(&mut self, _: GetAgentState, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.core.state())
+        MessageResult(AgentSnapshot {
+            state: self.core.state(),
+            counters: self.core.counters().clone(),
+            containerizer: self.containerizer.name(),
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::actor::{AgentActor, GetAgentState, GetUsage};
 use actix::Addr;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use std::fmt::Write as _;
+use agora_actors::metrics;
 
 async fn health() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
@@ -47,33 +47,22 @@ async fn metrics(addr: web::Data<Addr<AgentActor>>) -> HttpResponse {
         Ok(s) => serde_json::to_value(s).unwrap_or_default(),
         Err(e) => return unavailable(e),
     };
+    const P: &str = "agora_agent";
     let mut out = String::new();
-    if let Some(obj) = state.get("counters").and_then(|c| c.as_object()) {
-        for (k, v) in obj {
-            if let Some(n) = v.as_f64() {
-                let _ = writeln!(
-                    out,
-                    "# TYPE agora_agent_{k}_total counter\nagora_agent_{k}_total {n}"
-                );
-            }
-        }
-    }
+    let counters = state
+        .get("counters")
+        .and_then(|c| c.as_object())
+        .into_iter()
+        .flatten();
+    metrics::counters_from(&mut out, P, counters.map(|(k, v)| (k.as_str(), v.as_f64())));
     let len = |key: &str| {
         state
             .get(key)
             .and_then(|a| a.as_array())
             .map_or(0, |a| a.len())
     };
-    let _ = writeln!(
-        out,
-        "# TYPE agora_agent_executors gauge\nagora_agent_executors {}",
-        len("executors")
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE agora_agent_tasks gauge\nagora_agent_tasks {}",
-        len("tasks")
-    );
+    metrics::gauge(&mut out, P, "executors", len("executors") as f64);
+    metrics::gauge(&mut out, P, "tasks", len("tasks") as f64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

@@ -57,6 +57,9 @@ pub struct BatchConfig {
     pub executor_resources: Resources,
     /// Most tasks placed in one offer; 0 means no limit (pack as many as fit).
     pub max_tasks_per_offer: usize,
+    /// Most tasks launched and not yet ended at once; 0 means no limit. With 1 the job runs
+    /// its tasks one after another (how launch latency is measured without queueing).
+    pub max_in_flight: usize,
     /// Tear the framework down at the master when done (frees shared executors at once).
     pub teardown_on_finish: bool,
     pub failover_timeout_ms: u64,
@@ -85,6 +88,7 @@ impl BatchConfig {
             executor_id: DEFAULT_EXECUTOR_ID.to_string(),
             executor_resources: Resources::parse("cpus:0.1;mem:32").unwrap_or_default(),
             max_tasks_per_offer: 0,
+            max_in_flight: 0,
             teardown_on_finish: true,
             failover_timeout_ms: 0,
             sample_interval_ms: 1_000,
@@ -448,7 +452,8 @@ impl BatchFramework {
         let limit = match self.config.max_tasks_per_offer {
             0 => usize::MAX,
             n => n,
-        };
+        }
+        .min(self.room_in_flight());
         while let Some(&index) = self.pending.first() {
             if out.len() >= limit {
                 break;
@@ -668,7 +673,21 @@ impl BatchFramework {
     // ---- offers wanted or not, and the end --------------------------------------------------
 
     fn wants_offers(&self) -> bool {
-        !self.pending.is_empty() && !self.aborting && self.exit_code.is_none()
+        !self.pending.is_empty()
+            && !self.aborting
+            && self.exit_code.is_none()
+            && self.room_in_flight() > 0
+    }
+
+    /// How many more tasks may be launched now under `max_in_flight`.
+    fn room_in_flight(&self) -> usize {
+        match self.config.max_in_flight {
+            0 => usize::MAX,
+            n => {
+                let p = self.progress();
+                n.saturating_sub(p.staged + p.running)
+            }
+        }
     }
 
     fn update_suppression(&mut self, ctx: &mut SchedulerCtx) {

@@ -30,6 +30,8 @@ pub struct RunConfig {
     /// One command executor per agent runs all of this job's tasks there (fewer processes, far
     /// higher launch rates) instead of one executor per task.
     pub shared_executor: bool,
+    /// Most tasks launched and not yet ended at once (0: no limit).
+    pub max_in_flight: usize,
 }
 
 impl RunConfig {
@@ -44,6 +46,7 @@ impl RunConfig {
             refuse_seconds: 5.0,
             max_retries_lost: 3,
             shared_executor: false,
+            max_in_flight: 0,
         }
     }
 
@@ -61,6 +64,7 @@ impl RunConfig {
         b.max_retries_failed = 0;
         b.max_retries_lost = self.max_retries_lost;
         b.shared_executor = self.shared_executor;
+        b.max_in_flight = self.max_in_flight;
         b.teardown_on_finish = true;
         b.sample_interval_ms = 0;
         b.record_events = true;

@@ -4,6 +4,7 @@
 use crate::actor::{GetSnapshot, MasterActor, Snapshot};
 use actix::Addr;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use agora_actors::metrics;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -49,77 +50,51 @@ async fn metrics(addr: web::Data<Addr<MasterActor>>) -> HttpResponse {
 /// Prometheus exposition of the snapshot. Counter names come from the core's counters struct so
 /// a new counter shows up without touching this file.
 pub fn metrics_text(s: &Snapshot) -> String {
+    const P: &str = "agora_master";
     let mut out = String::new();
-    if let Some(obj) = s.counters.as_object() {
-        for (k, v) in obj {
-            if let Some(n) = v.as_f64() {
-                let _ = writeln!(
-                    out,
-                    "# TYPE agora_master_{k}_total counter\nagora_master_{k}_total {n}"
-                );
-            }
-        }
-    }
+    let counters = s.counters.as_object().into_iter().flatten();
+    metrics::counters_from(&mut out, P, counters.map(|(k, v)| (k.as_str(), v.as_f64())));
     let state = serde_json::to_value(&s.state).unwrap_or_default();
-    let len = |key: &str| {
+    let items = |key: &str| {
         state
             .get(key)
             .and_then(|a| a.as_array())
-            .map_or(0, |a| a.len())
+            .cloned()
+            .unwrap_or_default()
     };
-    let _ = writeln!(
-        out,
-        "# TYPE agora_master_agents gauge\nagora_master_agents {}",
-        len("agents")
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE agora_master_frameworks gauge\nagora_master_frameworks {}",
-        len("frameworks")
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE agora_master_offers_outstanding gauge\nagora_master_offers_outstanding {}",
-        len("offers")
+    metrics::gauge(&mut out, P, "agents", items("agents").len() as f64);
+    metrics::gauge(&mut out, P, "frameworks", items("frameworks").len() as f64);
+    metrics::gauge(
+        &mut out,
+        P,
+        "offers_outstanding",
+        items("offers").len() as f64,
     );
     let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
-    for key in ["tasks", "completed_tasks"] {
-        for t in state
-            .get(key)
-            .and_then(|a| a.as_array())
-            .into_iter()
-            .flatten()
-        {
-            if let Some(st) = t.get("state").and_then(|x| x.as_str()) {
-                *by_state.entry(st.to_string()).or_default() += 1;
-            }
+    for t in items("tasks").iter().chain(items("completed_tasks").iter()) {
+        if let Some(st) = t.get("state").and_then(|x| x.as_str()) {
+            *by_state.entry(st.to_string()).or_default() += 1;
         }
     }
-    let _ = writeln!(out, "# TYPE agora_master_tasks gauge");
+    let _ = writeln!(out, "# TYPE {P}_tasks gauge");
     for (st, n) in by_state {
-        let _ = writeln!(out, "agora_master_tasks{{state=\"{st}\"}} {n}");
+        let _ = writeln!(out, "{P}_tasks{{state=\"{st}\"}} {n}");
     }
     let f = &s.figures;
-    let _ = writeln!(
-        out,
-        "# TYPE agora_master_allocation_runs_total counter\nagora_master_allocation_runs_total {}",
-        f.allocation_runs
+    metrics::counter(&mut out, P, "allocation_runs", f.allocation_runs as f64);
+    metrics::gauge(
+        &mut out,
+        P,
+        "allocation_run_seconds",
+        f.allocation_last_micros as f64 / 1e6,
     );
-    let _ = writeln!(
-        out,
-        "# TYPE agora_master_allocation_run_seconds gauge\nagora_master_allocation_run_seconds {}",
-        f.allocation_last_micros as f64 / 1e6
+    metrics::counter(
+        &mut out,
+        P,
+        "allocation_run_seconds",
+        f.allocation_total_micros as f64 / 1e6,
     );
-    let _ = writeln!(
-        out,
-        "# TYPE agora_master_allocation_run_seconds_total counter\nagora_master_allocation_run_seconds_total {}",
-        f.allocation_total_micros as f64 / 1e6
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE agora_master_send_failures_total counter\nagora_master_send_failures_total {}",
-        f.send_failures
-    );
+    metrics::counter(&mut out, P, "send_failures", f.send_failures as f64);
     out
 }
 

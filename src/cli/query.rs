@@ -13,6 +13,9 @@ pub struct QueryArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// (tasks) Also list recently completed tasks.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub fn fetch_state(masters: &str) -> anyhow::Result<Value> {

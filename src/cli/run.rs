@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// One executor per agent runs all the job's tasks (default with --instances > 1).
     #[arg(long)]
     pub shared_executor: Option<bool>,
+    /// Most tasks running (or starting) at once; 0 = as many as the offers hold.
+    #[arg(long, default_value_t = 0)]
+    pub max_in_flight: usize,
     /// No progress bar (for logs and benchmarks).
     #[arg(long)]
     pub no_progress: bool,
@@ -65,6 +68,7 @@ fn config(a: &RunArgs) -> anyhow::Result<RunConfig> {
     let mut c = RunConfig::new(&a.name, a.instances, command, resources);
     c.shared_executor = a.shared_executor.unwrap_or(a.instances > 1);
     c.refuse_seconds = 1.0;
+    c.max_in_flight = a.max_in_flight;
     Ok(c)
 }
 
@@ -236,7 +240,6 @@ struct View {
     single: bool,
     bar: Option<indicatif::ProgressBar>,
     printed_sandbox: bool,
-    start: Instant,
 }
 
 impl View {
@@ -257,7 +260,6 @@ impl View {
             single,
             bar,
             printed_sandbox: false,
-            start: Instant::now(),
         }
     }
 
@@ -276,7 +278,8 @@ impl View {
                 };
                 println!(
                     "[{:>7.3}s] {} {}{}{}",
-                    self.start.elapsed().as_secs_f64(),
+                    // The driver's clock starts with the run: `at` is time since submission.
+                    e.at.ms() as f64 / 1000.0,
                     e.task_id,
                     e.state.name(),
                     reason,

@@ -382,3 +382,27 @@ fn updates_for_unknown_tasks_change_nothing() {
     assert!(c.calls.is_empty());
     assert_eq!(b.progress().finished, 0);
 }
+
+#[test]
+fn max_in_flight_runs_tasks_one_after_another() {
+    let mut cfg = config(3);
+    cfg.max_in_flight = 1;
+    let mut b = BatchFramework::new(cfg).unwrap();
+    subscribe(&mut b);
+    let first = launch_all(&mut b);
+    assert_eq!(first.len(), 1, "only one task may be in flight");
+    // While it runs, further offers are declined.
+    let mut c = ctx(20);
+    b.offers(&mut c, vec![offer("o2", "a1", "cpus:100;mem:100000")]);
+    assert!(launched_ids(&c).is_empty());
+    let mut c = ctx(30);
+    b.update(&mut c, &status(&first[0], TaskState::Running));
+    b.update(&mut c, &status(&first[0], TaskState::Finished));
+    let mut c = ctx(40);
+    b.offers(&mut c, vec![offer("o3", "a1", "cpus:100;mem:100000")]);
+    assert_eq!(
+        launched_ids(&c).len(),
+        1,
+        "the next one goes once the first has ended"
+    );
+}
