@@ -84,6 +84,16 @@ fn two_frameworks_run_tasks_at_once() {
         .filter(|t| t["state"] == "TASK_FINISHED")
         .count();
     assert_eq!(done, 12, "{s:#}");
+    // The frameworks tore themselves down: their shared executors are shut down on every agent.
+    wait_until("executors shut down", SECS, || {
+        c.agents
+            .iter()
+            .all(|(_, http)| {
+                get_json(http, "/state")
+                    .is_some_and(|s| s["executors"].as_array().is_some_and(|e| e.is_empty()))
+            })
+            .then_some(())
+    });
 }
 
 #[test]

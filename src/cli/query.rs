@@ -69,11 +69,16 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 fn list(a: QueryArgs, key: &str, header: &[&str], cols: &[&str]) -> anyhow::Result<i32> {
     let v = fetch_state(&a.master)?;
-    let items = v
-        .get(key)
-        .and_then(|x| x.as_array())
-        .cloned()
-        .unwrap_or_default();
+    let array = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut items = array(key);
+    if a.all && key == "tasks" {
+        items.extend(array("completed_tasks"));
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(0);

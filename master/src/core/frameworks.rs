@@ -291,12 +291,9 @@ impl MasterCore {
             .iter()
             .map(|t| (fw.clone(), t.clone()))
             .collect();
-        let mut agents: BTreeSet<_> = self
-            .agents
-            .iter()
-            .filter(|(_, a)| a.executors.keys().any(|(f, _)| f == fw))
-            .map(|(id, _)| id.clone())
-            .collect();
+        // Every agent is told, not only those the master sees executors on: an executor whose
+        // tasks have all ended is no longer visible here but may still run (a shared executor).
+        let mut agents: BTreeSet<_> = self.agents.keys().cloned().collect();
         // RemoveFramework releases everything the allocator had for it: no Recover anywhere.
         self.rescind_framework_offers(fw, false, false, out);
         for key in keys {
