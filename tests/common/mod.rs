@@ -339,13 +339,16 @@ impl RawClient {
 
     /// Connects as a scheduler and subscribes; returns the framework id.
     pub fn subscribe(addr: &str, name: &str) -> RawClient {
+        RawClient::subscribe_with(addr, FrameworkInfo::new(name))
+    }
+
+    /// Subscribes with a given framework info (an id set = re-subscribe / failover).
+    pub fn subscribe_with(addr: &str, info: FrameworkInfo) -> RawClient {
         let mut c = RawClient::connect(addr, NodeKind::Scheduler, CLUSTER);
         c.expect("hello", Duration::from_secs(5), |m| {
             matches!(m, Message::Hello(_)).then_some(())
         });
-        c.send(&Message::Subscribe {
-            framework: FrameworkInfo::new(name),
-        });
+        c.send(&Message::Subscribe { framework: info });
         let id = c.expect("subscribed", Duration::from_secs(5), |m| match m {
             Message::Subscribed { framework_id, .. } => Some(framework_id.clone()),
             _ => None,
