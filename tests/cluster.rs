@@ -145,7 +145,7 @@ fn killed_agent_tasks_are_reported_lost() {
         .agents
         .iter()
         .position(|(_, http)| {
-            get_json(http, "/state").map_or(false, |s| s["id"] == o.agent_id.as_str())
+            get_json(http, "/state").is_some_and(|s| s["id"] == o.agent_id.as_str())
         })
         .expect("agent of the offer");
     c.agents[idx].0.kill9();
@@ -333,7 +333,9 @@ fn a_restarted_scheduler_keeps_its_tasks_and_reconciles_them() {
     fw.send(&Message::Accept {
         framework_id: fw.fid(),
         offer_ids: vec![o.id.clone()],
-        operations: vec![Operation::Launch { tasks: vec![task("survivor", &o.agent_id, "cpus:0.1;mem:32", "sleep 60")] }],
+        operations: vec![Operation::Launch {
+            tasks: vec![task("survivor", &o.agent_id, "cpus:0.1;mem:32", "sleep 60")],
+        }],
         filters: Filters::default(),
     });
     fw.wait_update("survivor", TaskState::Running, SECS);
@@ -341,14 +343,21 @@ fn a_restarted_scheduler_keeps_its_tasks_and_reconciles_them() {
     drop(fw); // the scheduler process dies
     wait_until("framework inactive", SECS, || {
         let s = c.state();
-        let f = s["frameworks"].as_array()?.iter().find(|f| f["id"] == id.as_str())?.clone();
+        let f = s["frameworks"]
+            .as_array()?
+            .iter()
+            .find(|f| f["id"] == id.as_str())?
+            .clone();
         (f["active"] == false).then_some(())
     });
     info.id = Some(id.clone());
     let mut again = RawClient::subscribe_with(&c.master_addr, info);
     assert_eq!(again.fid(), id, "re-subscribed under the same id");
     // Implicit reconciliation: the master reports every task it knows for the framework.
-    again.send(&Message::Reconcile { framework_id: id.clone(), tasks: vec![] });
+    again.send(&Message::Reconcile {
+        framework_id: id.clone(),
+        tasks: vec![],
+    });
     let st = again.expect("reconciled update", SECS, |m| match m {
         Message::Update { status } if status.task_id.as_str() == "survivor" => Some(status.clone()),
         _ => None,
@@ -356,16 +365,25 @@ fn a_restarted_scheduler_keeps_its_tasks_and_reconciles_them() {
     assert_eq!(st.state, TaskState::Running);
     assert_eq!(st.reason.as_deref(), Some("reconciliation"));
     // Explicit reconciliation of an unknown task.
-    again.send(&Message::Reconcile { framework_id: id.clone(), tasks: vec![(TaskId::new("never").unwrap(), None)] });
+    again.send(&Message::Reconcile {
+        framework_id: id.clone(),
+        tasks: vec![(TaskId::new("never").unwrap(), None)],
+    });
     let st = again.expect("unknown task", SECS, |m| match m {
         Message::Update { status } if status.task_id.as_str() == "never" => Some(status.clone()),
         _ => None,
     });
     assert_eq!(st.state, TaskState::Unknown, "{st:?}");
     // Teardown kills the task.
-    again.send(&Message::Teardown { framework_id: id.clone() });
+    again.send(&Message::Teardown {
+        framework_id: id.clone(),
+    });
     wait_until("task killed by teardown", SECS, || {
         let s = c.state();
-        s["completed_tasks"].as_array()?.iter().any(|t| t["id"] == "survivor" && t["state"] == "TASK_KILLED").then_some(())
+        s["completed_tasks"]
+            .as_array()?
+            .iter()
+            .any(|t| t["id"] == "survivor" && t["state"] == "TASK_KILLED")
+            .then_some(())
     });
 }

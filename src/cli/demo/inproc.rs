@@ -85,7 +85,7 @@ impl Containerizer for InProcessContainerizer {
         let entry = Entry {
             done: rx,
             abort: handle.abort_handle(),
-            limits: config.limits.clone(),
+            limits: config.limits,
         };
         self.entries
             .lock()
@@ -128,7 +128,7 @@ impl Containerizer for InProcessContainerizer {
     }
 
     fn usage(&self, id: &str) -> Result<Usage, IsolationError> {
-        let limits = self.entry(id, |e| e.limits.clone())?;
+        let limits = self.entry(id, |e| e.limits)?;
         Ok(Usage {
             cpu_time_ms: 0,
             mem_rss_bytes: 0,
