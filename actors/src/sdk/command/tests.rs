@@ -408,7 +408,9 @@ mod shell {
         sink.do_send(frame(run("fail", CommandInfo::shell("exit 3"))));
         sink.do_send(frame(run(
             "stubborn",
-            CommandInfo::shell("trap '' TERM; sleep 30"),
+            // The marker file says the trap is in place (RUNNING is reported at spawn, before
+            // the shell has run a single command).
+            CommandInfo::shell("trap '' TERM; touch trapped; sleep 30"),
         )));
         let missing = CommandInfo::argv(&["/nonexistent/agora-test-prog".to_string()]);
         sink.do_send(frame(run("missing", missing)));
@@ -427,6 +429,12 @@ mod shell {
             }));
             let id = status.task_id.to_string();
             if id == "stubborn" && status.state == TaskState::Running {
+                for _ in 0..200 {
+                    if dir.join("trapped").exists() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
                 sink.do_send(frame(Message::KillTask {
                     framework_id: FrameworkId::new("f1").unwrap(),
                     task_id: status.task_id.clone(),
