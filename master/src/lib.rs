@@ -8,3 +8,4 @@ pub mod http;
 pub use crate::core::{
     Action, Input, MasterConfig, MasterCore, MasterCounters, MasterError, MasterState, MasterTimer,
 };
+pub mod registry;
