@@ -3,6 +3,7 @@
 
 pub mod actor;
 pub mod core;
+pub mod ha;
 pub mod http;
 
 pub use crate::core::{

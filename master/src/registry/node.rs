@@ -115,6 +115,10 @@ impl RegistryNode {
     pub fn id(&self) -> u64 {
         self.config.identity.node_id
     }
+    /// Raft id → transport address of every master of the group.
+    pub fn peers(&self) -> &std::collections::BTreeMap<u64, String> {
+        &self.config.identity.peers
+    }
     pub fn state(&self) -> &RegistryState {
         &self.state
     }
