@@ -6,6 +6,7 @@ pub mod dev;
 pub mod executor;
 pub mod http_get;
 pub mod master;
+pub mod masters;
 pub mod publish;
 pub mod query;
 pub mod run;

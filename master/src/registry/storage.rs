@@ -108,8 +108,10 @@ impl SledStorage {
 
     fn init(&mut self, identity: &Identity) -> Result<(), RegistryError> {
         let mut snap = Snapshot::default();
-        let mut cs = ConfState::default();
-        cs.voters = identity.peers.keys().copied().collect();
+        let cs = ConfState {
+            voters: identity.peers.keys().copied().collect(),
+            ..ConfState::default()
+        };
         snap.mut_metadata().set_conf_state(cs);
         let id = serde_json::to_vec(identity).unwrap_or_default();
         self.meta.insert(K_SNAPSHOT, to_bytes(&snap)).map_err(io)?;
