@@ -34,6 +34,9 @@ enum Cmd {
     Frameworks(cli::query::QueryArgs),
     /// List tasks.
     Tasks(cli::query::QueryArgs),
+    /// Emulated agents for benchmarks (scripts/bench-failover.sh).
+    #[command(hide = true)]
+    EmulateAgents(cli::emulate_agents::EmulateArgs),
     /// The masters of the group: who leads, term, commit index, each peer's replication.
     Masters(cli::query::QueryArgs),
     /// A master, 3 agents and two example frameworks in one process (in-memory transport).
@@ -66,6 +69,7 @@ fn main() {
         Cmd::Frameworks(a) => cli::query::frameworks(a),
         Cmd::Tasks(a) => cli::query::tasks(a),
         Cmd::Masters(a) => cli::masters::run(a),
+        Cmd::EmulateAgents(a) => cli::emulate_agents::run(a),
         Cmd::Demo(a) => cli::demo::run(a),
         Cmd::Dev(a) => cli::dev::run(a),
         Cmd::Executor => cli::executor::run(),

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod demo;
 pub mod dev;
+pub mod emulate_agents;
 pub mod executor;
 pub mod http_get;
 pub mod master;
