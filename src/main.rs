@@ -34,6 +34,11 @@ enum Cmd {
     Frameworks(cli::query::QueryArgs),
     /// List tasks.
     Tasks(cli::query::QueryArgs),
+    /// Emulated agents for benchmarks (scripts/bench-failover.sh).
+    #[command(hide = true)]
+    EmulateAgents(cli::emulate_agents::EmulateArgs),
+    /// The masters of the group: who leads, term, commit index, each peer's replication.
+    Masters(cli::query::QueryArgs),
     /// A master, 3 agents and two example frameworks in one process (in-memory transport).
     Demo(cli::demo::DemoArgs),
     /// A master and one agent on 127.0.0.1 for local use, until Ctrl-C.
@@ -63,6 +68,8 @@ fn main() {
         Cmd::Agents(a) => cli::query::agents(a),
         Cmd::Frameworks(a) => cli::query::frameworks(a),
         Cmd::Tasks(a) => cli::query::tasks(a),
+        Cmd::Masters(a) => cli::masters::run(a),
+        Cmd::EmulateAgents(a) => cli::emulate_agents::run(a),
         Cmd::Demo(a) => cli::demo::run(a),
         Cmd::Dev(a) => cli::dev::run(a),
         Cmd::Executor => cli::executor::run(),

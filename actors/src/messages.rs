@@ -318,6 +318,9 @@ pub enum ErrorCode {
     TooLarge,
     NotSubscribed,
     Internal,
+    /// The master is a standby; the message names the leader if one is known. Clients try
+    /// the next master address.
+    NotLeader,
 }
 
 /// One task as an agent reports it when re-registering or as the master reports it.
@@ -477,6 +480,13 @@ pub enum Message {
         message: String,
         fatal: bool,
     },
+
+    // ---- master <-> master -----------------------------------------------------------------
+    /// A raft message of the master registry (protobuf-encoded `eraftpb::Message`; it names
+    /// its sender and receiver, which the receiver checks against the connection's peer).
+    Raft {
+        data: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -515,6 +525,7 @@ impl Message {
             Message::ExecutorRegistered { .. } => "executor_registered",
             Message::ShutdownExecutor { .. } => "shutdown_executor",
             Message::Error { .. } => "error",
+            Message::Raft { .. } => "raft",
         }
     }
 

@@ -2,6 +2,7 @@
 //! `MasterCore` and performs the actions it returns. No decisions are made here.
 
 use crate::core::{Action, Input, MasterConfig, MasterCore, MasterState};
+use crate::ha::{HaView, RaftShell};
 use actix::prelude::*;
 use agora_actors::time::MonoClock;
 use agora_actors::transport::{ConnHandle, ConnId, NetEvent, Transport, TransportError};
@@ -20,31 +21,49 @@ pub struct ShellFigures {
 }
 
 pub struct MasterActor {
-    core: MasterCore,
-    clock: MonoClock,
-    conns: HashMap<ConnId, ConnHandle>,
-    allocator: Option<Addr<AllocatorActor>>,
-    figures: ShellFigures,
+    pub(crate) core: MasterCore,
+    pub(crate) clock: MonoClock,
+    pub(crate) conns: HashMap<ConnId, ConnHandle>,
+    pub(crate) allocator: Option<Addr<AllocatorActor>>,
+    pub(crate) figures: ShellFigures,
+    /// Only the leader feeds its core and makes offers. Always true without a registry.
+    pub(crate) leading: bool,
+    /// Bumped whenever the core is replaced, so timers armed by an earlier core are ignored.
+    pub(crate) generation: u64,
+    /// The replicated registry and the links to the other masters (`agora master` always has
+    /// one; the in-process demo runs without).
+    pub(crate) raft: Option<RaftShell>,
 }
 
 impl MasterActor {
-    fn deliver(&mut self, input: Input, ctx: &mut Context<Self>) {
+    pub(crate) fn deliver(&mut self, input: Input, ctx: &mut Context<Self>) {
+        if !self.leading {
+            tracing::debug!(?input, "standby master: input dropped");
+            return;
+        }
+        self.registry_observe_input(&input);
         let actions = self.core.handle(self.clock.now(), input);
         self.perform(actions, ctx);
     }
 
-    fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+    pub(crate) fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
         for action in actions {
             match action {
-                Action::Send { conn, msg } => self.send(conn, msg),
+                Action::Send { conn, msg } => {
+                    self.registry_observe_output(conn, &msg, ctx);
+                    self.send(conn, msg)
+                }
                 Action::Close { conn, last } => {
                     if let Some(h) = self.conns.get(&conn) {
                         h.close(last);
                     }
                 }
                 Action::SetTimer { timer, at } => {
+                    let generation = self.generation;
                     ctx.run_later(self.clock.until(at), move |act, ctx| {
-                        act.deliver(Input::Timer(timer), ctx)
+                        if act.generation == generation {
+                            act.deliver(Input::Timer(timer), ctx)
+                        }
                     });
                 }
                 Action::Allocator(event) => match &self.allocator {
@@ -78,8 +97,13 @@ impl Actor for MasterActor {
         // The mailbox must not bound a burst of agent/scheduler traffic below the transport's
         // own per-connection limits.
         ctx.set_mailbox_capacity(1 << 20);
-        let actions = self.core.start(self.clock.now());
-        self.perform(actions, ctx);
+        if self.raft.is_some() {
+            // The core starts when raft makes this master the leader.
+            self.start_raft(ctx);
+        } else {
+            let actions = self.core.start(self.clock.now());
+            self.perform(actions, ctx);
+        }
     }
 }
 
@@ -89,12 +113,23 @@ impl Handler<NetEvent> for MasterActor {
         match ev {
             NetEvent::Connected { conn, peer, handle } => {
                 tracing::debug!(conn, peer = %handle.peer_addr, kind = ?peer.node_kind, "connected");
+                if self.raft.is_some() && !self.admit_connection(conn, &peer, &handle, ctx) {
+                    return;
+                }
                 self.conns.insert(conn, handle);
                 self.deliver(Input::Connected { conn, peer }, ctx);
             }
-            NetEvent::Frame { conn, msg } => self.deliver(Input::Message { conn, msg }, ctx),
+            NetEvent::Frame { conn, msg } => {
+                if self.raft.is_some() && self.peer_frame(conn, &msg, ctx) {
+                    return;
+                }
+                self.deliver(Input::Message { conn, msg }, ctx)
+            }
             NetEvent::Closed { conn, reason } => {
                 tracing::debug!(conn, %reason, "connection closed");
+                if let Some(r) = &mut self.raft {
+                    r.peer_closed(conn);
+                }
                 if self.conns.remove(&conn).is_some() {
                     self.deliver(Input::Disconnected { conn }, ctx);
                 }
@@ -106,6 +141,9 @@ impl Handler<NetEvent> for MasterActor {
 impl Handler<Allocations> for MasterActor {
     type Result = ();
     fn handle(&mut self, msg: Allocations, ctx: &mut Context<Self>) {
+        if !self.leading {
+            return; // a stale allocator of an earlier leadership
+        }
         self.figures.allocation_runs += 1;
         self.figures.allocation_last_micros = msg.run_micros;
         self.figures.allocation_total_micros += msg.run_micros;
@@ -121,6 +159,8 @@ pub struct Snapshot {
     pub figures: ShellFigures,
     pub allocator: String,
     pub shares: Vec<ShareReport>,
+    /// Raft figures and who leads; `None` without a registry (in-process demo).
+    pub ha: Option<HaView>,
 }
 
 #[derive(Message)]
@@ -134,6 +174,7 @@ impl Handler<GetSnapshot> for MasterActor {
         let counters = serde_json::to_value(self.core.counters()).unwrap_or_default();
         let figures = self.figures.clone();
         let alloc = self.allocator.clone();
+        let ha = self.raft.as_ref().map(|r| r.view());
         Box::pin(
             async move {
                 match alloc {
@@ -153,6 +194,7 @@ impl Handler<GetSnapshot> for MasterActor {
                     figures,
                     allocator,
                     shares,
+                    ha,
                 }
             }),
         )
@@ -167,6 +209,8 @@ pub struct MasterOptions {
     pub allocator_config: AllocatorConfig,
     /// Distinguishes id generations across restarts (e.g. start time in seconds).
     pub epoch: u64,
+    /// The replicated registry; `None` only for in-process use (the demo).
+    pub registry: Option<crate::ha::RegistryOptions>,
 }
 
 /// A running master: its actor and the address its transport listens on.
@@ -176,31 +220,58 @@ pub struct MasterHandle {
     pub bound: String,
 }
 
-/// Starts the master and its allocator actor on the current actix system and begins listening.
+/// Starts the master on the current actix system and begins listening. Without a registry the
+/// master leads at once; with one, its core and allocator start when raft elects it.
 pub async fn start_master(
     opts: MasterOptions,
     transport: Arc<dyn Transport>,
 ) -> Result<MasterHandle, TransportError> {
-    let hello = Hello::new(&opts.config.cluster, NodeKind::Master, &opts.listen);
-    let core = MasterCore::new(opts.config, opts.epoch);
+    let listen_err = |why: String| TransportError::Listen {
+        addr: opts.listen.clone(),
+        why,
+    };
     let master_ctx = Context::<MasterActor>::new();
     let master_addr = master_ctx.address();
-    let allocator = AllocatorActor::new(
-        opts.allocator,
-        opts.allocator_config,
-        master_addr.clone().recipient(),
-    )
-    .map_err(|e| TransportError::Listen {
-        addr: opts.listen.clone(),
-        why: format!("allocator: {e}"),
-    })?
-    .start();
+    let node_id = match &opts.registry {
+        Some(r) => crate::ha::hello_node_id(r),
+        None => opts.listen.clone(),
+    };
+    let hello = Hello::new(&opts.config.cluster, NodeKind::Master, &node_id);
+    let core = MasterCore::new(opts.config.clone(), opts.epoch);
+    let (allocator, raft) = match opts.registry {
+        None => {
+            let a = AllocatorActor::new(
+                opts.allocator,
+                opts.allocator_config,
+                master_addr.clone().recipient(),
+            )
+            .map_err(|e| listen_err(format!("allocator: {e}")))?
+            .start();
+            (Some(a), None)
+        }
+        Some(r) => {
+            let shell = RaftShell::open(
+                r,
+                opts.config,
+                opts.epoch,
+                opts.allocator,
+                opts.allocator_config,
+                transport.clone(),
+                hello.clone(),
+            )
+            .map_err(|e| listen_err(e.to_string()))?;
+            (None, Some(shell))
+        }
+    };
     let actor = MasterActor {
         core,
         clock: MonoClock::new(),
         conns: HashMap::new(),
-        allocator: Some(allocator),
+        leading: raft.is_none(),
+        allocator,
         figures: ShellFigures::default(),
+        generation: 0,
+        raft,
     };
     let addr = master_ctx.run(actor);
     let bound = transport

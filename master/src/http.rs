@@ -34,6 +34,17 @@ pub fn state_json(s: &Snapshot) -> serde_json::Value {
             serde_json::json!({ "name": s.allocator, "shares": s.shares }),
         );
         obj.insert("counters".into(), s.counters.clone());
+        // Who leads: on every master, leader or standby. Without a registry (in-process demo)
+        // this master simply leads.
+        let (leader, role) = match &s.ha {
+            Some(ha) => (serde_json::json!(ha.leader), ha.raft_role),
+            None => (serde_json::Value::Null, "leader"),
+        };
+        obj.insert("leader".into(), leader);
+        obj.insert("raft_role".into(), role.into());
+        if let Some(ha) = &s.ha {
+            obj.insert("raft".into(), serde_json::to_value(ha).unwrap_or_default());
+        }
     }
     v
 }
@@ -95,7 +106,51 @@ pub fn metrics_text(s: &Snapshot) -> String {
         f.allocation_total_micros as f64 / 1e6,
     );
     metrics::counter(&mut out, P, "send_failures", f.send_failures as f64);
+    if let Some(ha) = &s.ha {
+        let is_leader = if ha.raft_role == "leader" { 1.0 } else { 0.0 };
+        metrics::gauge(&mut out, P, "raft_is_leader", is_leader);
+        metrics::gauge(&mut out, P, "raft_term", ha.term as f64);
+        metrics::gauge(&mut out, P, "raft_commit_index", ha.commit_index as f64);
+        metrics::gauge(&mut out, P, "raft_applied_index", ha.applied_index as f64);
+        metrics::counter(&mut out, P, "raft_leader_changes", ha.leader_changes as f64);
+        metrics::counter(&mut out, P, "raft_peer_errors", ha.peer_errors as f64);
+        metrics::gauge(&mut out, P, "registry_agents", ha.registry_agents as f64);
+        metrics::gauge(
+            &mut out,
+            P,
+            "registry_frameworks",
+            ha.registry_frameworks as f64,
+        );
+    }
     out
+}
+
+/// Any path the master does not serve itself: on a standby, `307` to the same path on the
+/// leader, or `503` when no leader is known; on the leader, `404`.
+async fn elsewhere(
+    req: actix_web::HttpRequest,
+    addr: web::Data<Addr<MasterActor>>,
+) -> HttpResponse {
+    let s = match snapshot(&addr).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    match s.ha.as_ref() {
+        Some(ha) if ha.raft_role != "leader" => match &ha.leader {
+            Some(leader) => {
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                HttpResponse::TemporaryRedirect()
+                    .insert_header(("Location", format!("http://{leader}{path}")))
+                    .body(format!("not the leader; the leader is {leader}\n"))
+            }
+            None => HttpResponse::ServiceUnavailable().body("not the leader; no leader is known\n"),
+        },
+        _ => HttpResponse::NotFound().body("not found\n"),
+    }
 }
 
 /// Binds the HTTP server and runs it on the current actix system. Returns the bound address.
@@ -107,6 +162,7 @@ pub fn serve(addr: Addr<MasterActor>, bind: &str) -> std::io::Result<String> {
             .route("/health", web::get().to(health))
             .route("/state", web::get().to(state))
             .route("/metrics", web::get().to(metrics))
+            .default_service(web::to(elsewhere))
     })
     .workers(1)
     .disable_signals()

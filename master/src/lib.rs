@@ -3,8 +3,10 @@
 
 pub mod actor;
 pub mod core;
+pub mod ha;
 pub mod http;
 
 pub use crate::core::{
     Action, Input, MasterConfig, MasterCore, MasterCounters, MasterError, MasterState, MasterTimer,
 };
+pub mod registry;

@@ -35,6 +35,10 @@ pub fn run(a: DevArgs) -> anyhow::Result<i32> {
             max_missed_pings: 5,
             allocation_interval_ms: 1_000,
             kill_grace_ms: 3_000,
+            id: 1,
+            peers: None,
+            raft_tick_ms: 50,
+            raft_election_ticks: 10,
         };
         let (mbound, mhttp) = super::master::start(&m).await?;
         let ag = AgentArgs {

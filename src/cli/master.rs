@@ -3,8 +3,11 @@
 use agora_allocator::{AllocatorConfig, DrfAllocator, DrfConfig};
 use agora_master::actor::{start_master, MasterOptions};
 use agora_master::core::MasterConfig;
+use agora_master::ha::{MakeAllocator, RegistryOptions};
+use agora_master::registry::{format_peers, parse_peers, Identity, RegistryConfig};
 use anyhow::Context as _;
 use clap::Args;
+use std::sync::Arc;
 
 #[derive(Args, Debug, Clone)]
 pub struct MasterArgs {
@@ -37,6 +40,20 @@ pub struct MasterArgs {
     /// Grace period between SIGTERM and SIGKILL when a task is killed.
     #[arg(long, default_value_t = 3_000, env = "AGORA_KILL_GRACE_MS")]
     pub kill_grace_ms: u64,
+    /// This master's id in `--peers`.
+    #[arg(long, default_value_t = 1, env = "AGORA_MASTER_ID")]
+    pub id: u64,
+    /// Every master of the group, this one included: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`
+    /// (their `--listen` addresses). Without it the master is a group of one.
+    #[arg(long, env = "AGORA_MASTER_PEERS")]
+    pub peers: Option<String>,
+    /// Raft clock tick.
+    #[arg(long, default_value_t = 50, env = "AGORA_RAFT_TICK_MS")]
+    pub raft_tick_ms: u64,
+    /// Raft election timeout in ticks (randomised up to twice this). A leader that hears from
+    /// no majority for this long steps down and stops offering.
+    #[arg(long, default_value_t = 10, env = "AGORA_RAFT_ELECTION_TICKS")]
+    pub raft_election_ticks: usize,
 }
 
 impl MasterArgs {
@@ -50,10 +67,46 @@ impl MasterArgs {
             ..MasterConfig::default()
         }
     }
+    /// The registry settings: the peer group (or a group of one) under `WORK_DIR/registry`.
+    pub fn registry(&self, http: &str) -> anyhow::Result<RegistryOptions> {
+        let peers = match &self.peers {
+            Some(p) => parse_peers(p)?,
+            // A group of one: the address is never dialed, so it is not part of the identity.
+            None => [(self.id, "local".to_string())].into_iter().collect(),
+        };
+        if !peers.contains_key(&self.id) {
+            anyhow::bail!(
+                "--id {} is not in --peers {}",
+                self.id,
+                format_peers(&peers)
+            );
+        }
+        let mut config = RegistryConfig::new(Identity {
+            cluster: self.cluster.clone(),
+            node_id: self.id,
+            peers,
+        });
+        config.election_ticks = self.raft_election_ticks.max(3);
+        config.heartbeat_ticks = (config.election_ticks / 5).max(1);
+        let make_allocator: MakeAllocator = Arc::new(|| {
+            DrfAllocator::new(DrfConfig::default())
+                .map(|a| Box::new(a) as Box<dyn agora_allocator::Allocator>)
+                .map_err(|e| e.to_string())
+        });
+        Ok(RegistryOptions {
+            dir: std::path::Path::new(&self.work_dir).join("registry"),
+            config,
+            tick_ms: self.raft_tick_ms,
+            http: http.to_string(),
+            make_allocator,
+        })
+    }
+
     pub fn options(&self) -> anyhow::Result<MasterOptions> {
         let drf = DrfAllocator::new(DrfConfig::default())
             .map_err(|e| anyhow::anyhow!("allocator: {e}"))?;
         Ok(MasterOptions {
+            registry: Some(self.registry(&self.http)?),
             listen: self.listen.clone(),
             config: self.config(),
             allocator: Box::new(drf),

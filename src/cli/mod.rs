@@ -3,9 +3,11 @@
 pub mod agent;
 pub mod demo;
 pub mod dev;
+pub mod emulate_agents;
 pub mod executor;
 pub mod http_get;
 pub mod master;
+pub mod masters;
 pub mod publish;
 pub mod query;
 pub mod run;

@@ -18,17 +18,37 @@ pub struct QueryArgs {
     pub all: bool,
 }
 
+/// The leader's `/state`: the first master that answers tells who leads; a standby's answer is
+/// followed to the leader (its own view of the cluster is empty).
 pub fn fetch_state(masters: &str) -> anyhow::Result<Value> {
     let mut last = None;
     for m in super::parse_masters(masters)? {
         match super::http_get::get(&m, "/state") {
             Ok(body) => {
-                return serde_json::from_str(&body).context("the master's /state is not JSON")
+                let v: Value =
+                    serde_json::from_str(&body).context("the master's /state is not JSON")?;
+                return follow_leader(&m, v);
             }
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no master answered")))
+}
+
+fn follow_leader(asked: &str, v: Value) -> anyhow::Result<Value> {
+    let role = v
+        .get("raft_role")
+        .and_then(|r| r.as_str())
+        .unwrap_or("leader");
+    if role == "leader" {
+        return Ok(v);
+    }
+    let Some(leader) = v.get("leader").and_then(|l| l.as_str()) else {
+        anyhow::bail!("{asked} is a standby ({role}) and knows no leader yet; try again shortly");
+    };
+    let body = super::http_get::get(leader, "/state")
+        .with_context(|| format!("{asked} says the leader is {leader}"))?;
+    serde_json::from_str(&body).context("the leader's /state is not JSON")
 }
 
 pub fn state(a: QueryArgs) -> anyhow::Result<i32> {

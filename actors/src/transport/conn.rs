@@ -511,10 +511,12 @@ async fn link_loop<S: ByteStream>(
                     return;
                 }
                 Some(Outcome::Ended { up_ms, .. }) => {
-                    start = idx;
                     // A connection that outlived the longest backoff counts as healthy; one
                     // that is dropped right away keeps growing the delay.
                     healthy = up_ms >= backoff.cap_ms;
+                    // A peer that drops us at once (e.g. a standby master) is not retried
+                    // first: the next address is, so a list of masters finds the leader.
+                    start = if healthy { idx } else { idx + 1 };
                     break;
                 }
             }

@@ -154,6 +154,8 @@ async fn start_cluster(
             ..AllocatorConfig::default()
         },
         epoch: super::epoch_now(),
+        // In one process there is nothing to fail over to: no replicated registry.
+        registry: None,
     };
     let master = start_master(opts, transport.clone()).await?;
     let containerizer = Arc::new(inproc::InProcessContainerizer::new(transport.clone()));

@@ -1,0 +1,150 @@
+//! The registry's state machine: what a new leader must know that no agent or scheduler can tell
+//! it. Pure data; `apply` is deterministic (same ops in the same order, same state on every
+//! master) and refuses, rather than panics on, ops that do not fit.
+
+use super::RegistryError;
+use agora_actors::{AgentId, FrameworkId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bounds on the replicated state, so a misbehaving leader cannot grow every master's memory
+/// without limit. The same values must be used on every master (they are part of `apply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    pub max_agents: usize,
+    pub max_frameworks: usize,
+    pub max_roles: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            max_agents: 100_000,
+            max_frameworks: 20_000,
+            max_roles: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub hostname: String,
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameworkRecord {
+    pub name: String,
+    pub roles: Vec<String>,
+    pub failover_timeout_ms: u64,
+}
+
+/// One change of the registry: the payload of a raft log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistryOp {
+    AdmitAgent {
+        agent_id: AgentId,
+        record: AgentRecord,
+    },
+    RemoveAgent {
+        agent_id: AgentId,
+    },
+    AddFramework {
+        framework_id: FrameworkId,
+        record: FrameworkRecord,
+    },
+    RemoveFramework {
+        framework_id: FrameworkId,
+    },
+    /// Weight of a role in thousandths (1000 = 1.0); fixed point so every master agrees.
+    SetWeight {
+        role: String,
+        weight_milli: u64,
+    },
+}
+
+/// The replicated state. New kinds of records (quotas, reservations, maintenance) are added as
+/// `#[serde(default)]` maps so an older snapshot still decodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryState {
+    pub agents: BTreeMap<AgentId, AgentRecord>,
+    pub frameworks: BTreeMap<FrameworkId, FrameworkRecord>,
+    #[serde(default)]
+    pub weights_milli: BTreeMap<String, u64>,
+    /// Frameworks removed for good (torn down or failed over too late); they may not come back.
+    #[serde(default)]
+    pub removed_frameworks: BTreeMap<FrameworkId, ()>,
+}
+
+impl RegistryState {
+    /// Applies one op. An op that does not fit is refused with the same error on every master,
+    /// and leaves the state as it was.
+    pub fn apply(&mut self, op: &RegistryOp, limits: &RegistryLimits) -> Result<(), RegistryError> {
+        match op {
+            RegistryOp::AdmitAgent { agent_id, record } => {
+                if !self.agents.contains_key(agent_id) && self.agents.len() >= limits.max_agents {
+                    return Err(RegistryError::Full("agents", limits.max_agents));
+                }
+                self.agents.insert(agent_id.clone(), record.clone());
+            }
+            RegistryOp::RemoveAgent { agent_id } => {
+                self.agents.remove(agent_id);
+            }
+            RegistryOp::AddFramework {
+                framework_id,
+                record,
+            } => {
+                if self.removed_frameworks.contains_key(framework_id) {
+                    return Err(RegistryError::FrameworkRemoved(framework_id.to_string()));
+                }
+                if !self.frameworks.contains_key(framework_id)
+                    && self.frameworks.len() >= limits.max_frameworks
+                {
+                    return Err(RegistryError::Full("frameworks", limits.max_frameworks));
+                }
+                self.frameworks.insert(framework_id.clone(), record.clone());
+            }
+            RegistryOp::RemoveFramework { framework_id } => {
+                self.frameworks.remove(framework_id);
+                if self.removed_frameworks.len() >= limits.max_frameworks {
+                    // Forget the oldest-sorting id; bounded memory beats perfect recall here.
+                    let first = self.removed_frameworks.keys().next().cloned();
+                    if let Some(first) = first {
+                        self.removed_frameworks.remove(&first);
+                    }
+                }
+                self.removed_frameworks.insert(framework_id.clone(), ());
+            }
+            RegistryOp::SetWeight { role, weight_milli } => {
+                if !self.weights_milli.contains_key(role)
+                    && self.weights_milli.len() >= limits.max_roles
+                {
+                    return Err(RegistryError::Full("roles", limits.max_roles));
+                }
+                self.weights_milli.insert(role.clone(), *weight_milli);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain maps of strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<RegistryState, RegistryError> {
+        if bytes.is_empty() {
+            return Ok(RegistryState::default());
+        }
+        serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt(format!("state: {e}")))
+    }
+}
+
+impl RegistryOp {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    pub fn decode(bytes: &[u8]) -> Result<RegistryOp, RegistryError> {
+        serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt(format!("entry: {e}")))
+    }
+}
