@@ -14,8 +14,12 @@
 //! `free + Σ held == total` exactly, and the sorter's per-framework sums equal the ledger's.
 
 use crate::error::AllocatorError;
-use crate::sorter::{DrfSorter, Sorter};
-use crate::{Allocation, Allocator, AllocatorEvent, ShareReport};
+use crate::hierarchy::HierarchicalSorter;
+use crate::lottery::LotterySorter;
+use crate::priority::PrioritySorter;
+use crate::roles::Weight;
+use crate::sorter::{ClientInfo, Sorter};
+use crate::{Allocation, Allocator, AllocatorEvent, OperatorCommand, RoleReport, ShareReport};
 use agora_actors::resources::Value;
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +43,55 @@ pub struct DrfConfig {
     pub min_allocatable_mem_mb: u64,
     /// Scalar resource names left out of dominant-share calculations.
     pub fair_sharing_excluded: BTreeSet<String>,
+    /// Which ordering of frameworks runs (switchable at runtime).
+    pub policy: PolicyKind,
+    /// Seed of the lottery policy's RNG, so runs replay.
+    pub lottery_seed: u64,
+}
+
+/// The framework orderings the allocator can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PolicyKind {
+    /// Hierarchical DRF: roles by weighted dominant share, then frameworks within a role.
+    #[default]
+    Drf,
+    /// Strict priority levels (per role, set by the operator), hierarchical DRF within a level.
+    Priority,
+    /// Seeded lottery weighted by entitled share.
+    Lottery,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 3] = [PolicyKind::Drf, PolicyKind::Priority, PolicyKind::Lottery];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Drf => "drf",
+            PolicyKind::Priority => "priority",
+            PolicyKind::Lottery => "lottery",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<PolicyKind, AllocatorError> {
+        PolicyKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim())
+            .ok_or_else(|| {
+                AllocatorError::Config(format!(
+                    "unknown allocator {name:?}; choose one of drf, priority, lottery"
+                ))
+            })
+    }
+
+    /// A fresh, empty sorter for this policy.
+    pub fn sorter(self, config: &DrfConfig) -> Box<dyn Sorter<FrameworkId>> {
+        let excluded = config.fair_sharing_excluded.clone();
+        match self {
+            PolicyKind::Drf => Box::new(HierarchicalSorter::new(excluded)),
+            PolicyKind::Priority => Box::new(PrioritySorter::new(excluded)),
+            PolicyKind::Lottery => Box::new(LotterySorter::new(excluded, config.lottery_seed)),
+        }
+    }
 }
 
 impl Default for DrfConfig {
@@ -48,6 +101,8 @@ impl Default for DrfConfig {
             min_allocatable_cpus_milli: 10,
             min_allocatable_mem_mb: 32,
             fair_sharing_excluded: BTreeSet::new(),
+            policy: PolicyKind::Drf,
+            lottery_seed: 0,
         }
     }
 }
@@ -104,7 +159,9 @@ struct Filter {
 
 #[derive(Debug, Clone)]
 struct FrameworkState {
+    /// The role it is allocated under (its first role).
     role: String,
+    priority: u32,
     /// `None` while the framework is known only from an agent's report of what it runs (after
     /// a master failover, before its scheduler re-subscribes).
     info: Option<FrameworkInfo>,
@@ -120,6 +177,7 @@ impl FrameworkState {
     fn placeholder() -> Self {
         FrameworkState {
             role: "*".to_string(),
+            priority: 0,
             info: None,
             active: false,
             suppressed: false,
@@ -129,9 +187,14 @@ impl FrameworkState {
     }
 }
 
-/// Dominant Resource Fairness over frameworks (roles, weights and quota come later).
+/// The allocator: a ledger of agents and frameworks plus an allocation loop over a
+/// switchable framework ordering (hierarchical DRF, strict priority, lottery).
 pub struct DrfAllocator {
     config: DrfConfig,
+    /// Role weights other than 1.
+    weights: BTreeMap<String, Weight>,
+    /// Role priority levels other than 0 (used by the strict-priority policy).
+    priorities: BTreeMap<String, u32>,
     agents: BTreeMap<AgentId, AgentState>,
     frameworks: BTreeMap<FrameworkId, FrameworkState>,
     sorter: Box<dyn Sorter<FrameworkId>>,
@@ -153,8 +216,8 @@ impl std::fmt::Debug for DrfAllocator {
 
 impl DrfAllocator {
     pub fn new(config: DrfConfig) -> Result<Self, AllocatorError> {
-        let sorter = DrfSorter::new(config.fair_sharing_excluded.clone());
-        Self::with_sorter(config, Box::new(sorter))
+        let sorter = config.policy.sorter(&config);
+        Self::with_sorter(config, sorter)
     }
 
     /// The same allocation loop over another framework ordering (e.g. a test sorter, or a
@@ -166,6 +229,8 @@ impl DrfAllocator {
         config.validate()?;
         Ok(DrfAllocator {
             config,
+            weights: BTreeMap::new(),
+            priorities: BTreeMap::new(),
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             sorter,
@@ -264,6 +329,91 @@ impl DrfAllocator {
         }
     }
 
+    /// Sets the given roles' weights (others keep theirs); weight 1 is the default.
+    fn update_weights(&mut self, weights: BTreeMap<String, Weight>) {
+        for (role, w) in weights {
+            self.sorter.set_weight(&role, w.0);
+            if w == Weight::ONE {
+                self.weights.remove(&role);
+            } else {
+                self.weights.insert(role, w);
+            }
+        }
+    }
+
+    /// Sets the given roles' strict-priority levels (0 removes); frameworks take the level of
+    /// their role or its nearest ancestor that has one.
+    fn update_priorities(&mut self, priorities: BTreeMap<String, u32>) {
+        for (role, level) in priorities {
+            if level == 0 {
+                self.priorities.remove(&role);
+            } else {
+                self.priorities.insert(role, level);
+            }
+        }
+        let ids: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+        for id in ids {
+            let Some(role) = self.frameworks.get(&id).map(|f| f.role.clone()) else {
+                continue;
+            };
+            let priority = self.priority_of(&role);
+            if let Some(f) = self.frameworks.get_mut(&id) {
+                f.priority = priority;
+            }
+            let info = ClientInfo { role, priority };
+            if let Err(e) = self.sorter.set_info(&id, &info) {
+                tracing::warn!(framework = %id, error = %e, "allocator: sorter out of step");
+            }
+        }
+    }
+
+    fn priority_of(&self, role: &str) -> u32 {
+        crate::roles::ancestors(role)
+            .find_map(|r| self.priorities.get(r).copied())
+            .unwrap_or(0)
+    }
+
+    /// Role priority levels other than 0.
+    pub fn priorities(&self) -> &BTreeMap<String, u32> {
+        &self.priorities
+    }
+
+    /// Role weights other than 1.
+    pub fn role_weights(&self) -> &BTreeMap<String, Weight> {
+        &self.weights
+    }
+
+    /// Replaces the framework ordering, handing it the whole ledger: every agent's capacity,
+    /// every framework's role, level, activity and holdings. The ledger itself (free, held,
+    /// filters) is untouched, so no allocation is lost or duplicated by a switch.
+    pub fn switch(&mut self, kind: PolicyKind) {
+        let mut sorter = kind.sorter(&self.config);
+        for agent in self.agents.values() {
+            sorter.add_total(&agent.total);
+        }
+        for (role, w) in &self.weights {
+            sorter.set_weight(role, w.0);
+        }
+        for (id, f) in &self.frameworks {
+            let _ = sorter.add_client(id.clone());
+            let info = ClientInfo {
+                role: f.role.clone(),
+                priority: f.priority,
+            };
+            let _ = sorter.set_info(id, &info);
+            for agent_id in &f.holds {
+                if let Some(held) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+                    let _ = sorter.allocated(id, agent_id, held);
+                }
+            }
+            if f.active && !f.suppressed {
+                let _ = sorter.activate(id);
+            }
+        }
+        self.config.policy = kind;
+        self.sorter = sorter;
+    }
+
     fn add_agent(
         &mut self,
         agent_id: AgentId,
@@ -325,20 +475,27 @@ impl DrfAllocator {
         active: bool,
     ) {
         let role = info.role().to_string();
+        let priority = self.priority_of(&role);
         match self.frameworks.get_mut(&framework_id) {
             Some(f) => {
                 tracing::debug!(framework = %framework_id, "allocator: framework re-added; updating it");
-                f.role = role;
+                f.role = role.clone();
+                f.priority = priority;
                 f.info = Some(info);
                 f.active = active;
             }
             None => {
                 let mut f = FrameworkState::placeholder();
-                f.role = role;
+                f.role = role.clone();
+                f.priority = priority;
                 f.info = Some(info);
                 f.active = active;
                 self.insert_framework(framework_id.clone(), f);
             }
+        }
+        let client = ClientInfo { role, priority };
+        if let Err(e) = self.sorter.set_info(&framework_id, &client) {
+            tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
         for (agent_id, resources) in used {
             let Some(agent) = self.agents.get(&agent_id) else {
@@ -669,6 +826,38 @@ impl DrfAllocator {
         Some((framework_id, offer?))
     }
 
+    /// Per role: weight, frameworks, allocated (offered or used) and the weighted share the
+    /// sorter ranks it by. Roles appear if they have frameworks or a non-default weight.
+    pub fn role_reports(&self) -> Vec<RoleReport> {
+        let mut out: BTreeMap<String, RoleReport> = BTreeMap::new();
+        let blank = |role: &str, weights: &BTreeMap<String, Weight>| RoleReport {
+            role: role.to_string(),
+            weight: weights.get(role).copied().unwrap_or_default().as_f64(),
+            frameworks: Vec::new(),
+            allocated: String::new(),
+            dominant_share: 0.0,
+        };
+        for role in self.weights.keys() {
+            out.insert(role.clone(), blank(role, &self.weights));
+        }
+        let mut sums: BTreeMap<String, Resources> = BTreeMap::new();
+        for (id, f) in &self.frameworks {
+            let entry = out
+                .entry(f.role.clone())
+                .or_insert_with(|| blank(&f.role, &self.weights));
+            entry.frameworks.push(id.clone());
+            let sum = sums.entry(f.role.clone()).or_default();
+            if let Some(r) = self.sorter.allocation(id) {
+                *sum = sum.checked_add(&r).unwrap_or_else(|_| sum.clone());
+            }
+        }
+        for (role, r) in out.iter_mut() {
+            r.allocated = sums.get(role).map(|x| x.to_string()).unwrap_or_default();
+            r.dominant_share = self.sorter.role_share(role).unwrap_or(0.0);
+        }
+        out.into_values().collect()
+    }
+
     /// Checks the ledger: `free + Σ held == total` per agent, the framework/agent indexes and
     /// the filter index agree, and the sorter's sums match. For tests and the simulator.
     pub fn check_invariants(&self) -> Result<(), String> {
@@ -778,7 +967,48 @@ fn intersect(a: &Resources, b: &Resources) -> Resources {
 
 impl Allocator for DrfAllocator {
     fn name(&self) -> &'static str {
-        "drf"
+        self.config.policy.name()
+    }
+
+    fn operate(&mut self, cmd: OperatorCommand) -> Result<(), AllocatorError> {
+        let too_many = || AllocatorError::Config(crate::roles::RoleError::TooMany.to_string());
+        match cmd {
+            OperatorCommand::UpdateWeights { weights } => {
+                if self.weights.len() + weights.len() > crate::roles::MAX_ROLES {
+                    return Err(too_many());
+                }
+                self.update_weights(weights);
+            }
+            OperatorCommand::UpdatePriorities { priorities } => {
+                if self.priorities.len() + priorities.len() > crate::roles::MAX_ROLES {
+                    return Err(too_many());
+                }
+                self.update_priorities(priorities);
+            }
+            OperatorCommand::SwitchPolicy { name } => {
+                let kind = PolicyKind::parse(&name)?;
+                if kind != self.config.policy {
+                    tracing::info!(
+                        from = self.config.policy.name(),
+                        to = kind.name(),
+                        "allocator: switching policy"
+                    );
+                    self.switch(kind);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn weights(&self) -> BTreeMap<String, f64> {
+        self.weights
+            .iter()
+            .map(|(r, w)| (r.clone(), w.as_f64()))
+            .collect()
+    }
+
+    fn roles(&self) -> Vec<RoleReport> {
+        self.role_reports()
     }
 
     fn handle(&mut self, now: Time, event: AllocatorEvent) {

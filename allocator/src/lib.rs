@@ -13,9 +13,14 @@
 pub mod actor;
 pub mod drf;
 pub mod error;
+pub mod hierarchy;
+pub mod lottery;
+pub mod priority;
+pub mod roles;
 pub mod sorter;
 
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
+
 use std::collections::BTreeMap;
 
 /// What the master tells the allocator. The allocator's view of "allocated" (offered or used)
@@ -70,6 +75,20 @@ pub enum AllocatorEvent {
     },
 }
 
+/// What an operator asks of the allocator (kept apart from `AllocatorEvent`, which is the
+/// master's bookkeeping feed). Each is answered with `Ok` or a clear error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorCommand {
+    /// Set these roles' weights (roles not listed keep theirs).
+    UpdateWeights {
+        weights: BTreeMap<String, roles::Weight>,
+    },
+    /// Set these roles' strict-priority levels (0 = default level).
+    UpdatePriorities { priorities: BTreeMap<String, u32> },
+    /// Switch the running policy (`drf`, `priority`, `lottery`), keeping every allocation.
+    SwitchPolicy { name: String },
+}
+
 impl AllocatorEvent {
     /// The variant's name, for log lines that must not print whole resource maps.
     pub fn kind(&self) -> &'static str {
@@ -105,6 +124,18 @@ pub struct ShareReport {
     pub dominant_share: f64,
 }
 
+/// Per-role view for operators (`GET /roles`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RoleReport {
+    pub role: String,
+    pub weight: f64,
+    pub frameworks: Vec<FrameworkId>,
+    /// Offered or in use, reservations folded in.
+    pub allocated: String,
+    /// Dominant share divided by the weight, as the allocator ranks the role.
+    pub dominant_share: f64,
+}
+
 /// A policy. Implementations must be deterministic (iterate in a fixed order, seed any RNG).
 pub trait Allocator: Send + 'static {
     /// Short name (`drf`), as the operator selects it.
@@ -118,11 +149,33 @@ pub trait Allocator: Send + 'static {
     /// Earliest time a filter expires (the shell wakes the allocator then), if any.
     fn next_wakeup(&self) -> Option<Time>;
     fn shares(&self) -> Vec<ShareReport>;
+    /// Applies an operator command. Allocators that do not support one refuse it.
+    fn operate(&mut self, cmd: OperatorCommand) -> Result<(), AllocatorError> {
+        Err(AllocatorError::Config(format!(
+            "allocator {} does not support {cmd:?}",
+            self.name()
+        )))
+    }
+    /// Switches the ordering policy at runtime keeping every allocation.
+    fn switch_policy(&mut self, name: &str) -> Result<(), AllocatorError> {
+        self.operate(OperatorCommand::SwitchPolicy {
+            name: name.to_string(),
+        })
+    }
+    /// Role weights other than 1, for operators.
+    fn weights(&self) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
+    /// Per-role view for operators.
+    fn roles(&self) -> Vec<RoleReport> {
+        Vec::new()
+    }
 }
 
 pub use actor::{
     AllocateNow, Allocations, AllocatorActor, AllocatorConfig, GetShares, SharesReport,
 };
-pub use drf::{DrfAllocator, DrfConfig};
+pub use drf::{DrfAllocator, DrfConfig, PolicyKind};
 pub use error::AllocatorError;
-pub use sorter::{DrfSorter, Share, Sorter, SorterError};
+pub use roles::{validate_role, RoleError, Weight};
+pub use sorter::{ClientInfo, DrfSorter, Share, Sorter, SorterError};

@@ -73,8 +73,41 @@ pub trait Sorter<C>: Send {
 
     /// The client's share as a fraction for operators (`None` for an unknown client).
     fn share(&self, client: &C) -> Option<f64>;
+
+    /// Short policy name (`drf`, `priority`, `lottery`).
+    fn name(&self) -> &'static str {
+        "drf"
+    }
+    /// Where the client belongs: its role and priority level. Sorters that ignore roles or
+    /// levels keep the default (nothing to do). The client's allocation moves with it.
+    fn set_info(&mut self, _client: &C, _info: &ClientInfo) -> Result<(), SorterError> {
+        Ok(())
+    }
+    /// A role's weight in thousandths (1000 = 1).
+    fn set_weight(&mut self, _role: &str, _weight_milli: i64) {}
+    /// A role's weighted dominant share as the sorter ranks it, if it knows roles.
+    fn role_share(&self, _role: &str) -> Option<f64> {
+        None
+    }
     /// Scalar totals allocated to the client, reservations folded in (for operators).
     fn allocation(&self, client: &C) -> Option<Resources>;
+}
+
+/// Where a client belongs, for sorters that group clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub role: String,
+    /// Strict-priority level; higher is offered first.
+    pub priority: u32,
+}
+
+impl Default for ClientInfo {
+    fn default() -> Self {
+        ClientInfo {
+            role: "*".to_string(),
+            priority: 0,
+        }
+    }
 }
 
 /// An exact non-negative fraction `num / den` (`den > 0`), compared by cross-multiplication in
@@ -82,8 +115,8 @@ pub trait Sorter<C>: Send {
 /// to the client name instead of to floating-point noise.
 #[derive(Clone, Copy)]
 pub struct Share {
-    num: i64,
-    den: i64,
+    num: i128,
+    den: i128,
 }
 
 impl Share {
@@ -95,7 +128,21 @@ impl Share {
         if den <= 0 || num <= 0 {
             return Share::ZERO;
         }
-        Share { num, den }
+        Share {
+            num: num as i128,
+            den: den as i128,
+        }
+    }
+    /// The share divided by a weight given in thousandths (`1000` = weight 1): a role of
+    /// weight 2 holding 0.4 of the cluster ranks like a role of weight 1 holding 0.2.
+    pub fn weighted(self, weight_milli: i64) -> Share {
+        if weight_milli <= 0 || weight_milli == 1000 {
+            return self;
+        }
+        Share {
+            num: self.num * 1000,
+            den: self.den * weight_milli as i128,
+        }
     }
     pub fn as_f64(self) -> f64 {
         self.num as f64 / self.den as f64
@@ -115,10 +162,18 @@ impl PartialOrd for Share {
 }
 impl Ord for Share {
     fn cmp(&self, other: &Self) -> Ordering {
-        // Milli values stay below ~1e18, so each product stays below ~1e36 < i128::MAX.
-        let lhs = self.num as i128 * other.den as i128;
-        let rhs = other.num as i128 * self.den as i128;
-        lhs.cmp(&rhs)
+        // Unweighted milli values stay below ~1e18, so products stay below ~1e36 and are
+        // exact; only huge weights can overflow, and then the (still monotone) float decides.
+        match (
+            self.num.checked_mul(other.den),
+            other.num.checked_mul(self.den),
+        ) {
+            (Some(lhs), Some(rhs)) => lhs.cmp(&rhs),
+            _ => self
+                .as_f64()
+                .partial_cmp(&other.as_f64())
+                .unwrap_or(Ordering::Equal),
+        }
     }
 }
 impl fmt::Debug for Share {
@@ -134,17 +189,41 @@ fn apply_scalars(sums: &mut BTreeMap<String, Milli>, r: &Resources, sign: i64) -
     let mut clamped = false;
     for (key, value) in r.iter() {
         let Value::Scalar(m) = value else { continue };
-        let entry = sums.entry(key.name.clone()).or_insert(Milli::ZERO);
-        let next = entry.0.saturating_add(sign.saturating_mul(m.0));
+        // Look up before inserting: the hot path (a known name) must not allocate a key.
+        let old = sums.get(&key.name).copied().unwrap_or(Milli::ZERO);
+        let next = old.0.saturating_add(sign.saturating_mul(m.0));
         if next < 0 {
             clamped = true;
         }
-        *entry = Milli(next.max(0));
-        if entry.0 == 0 {
-            sums.remove(&key.name);
+        match sums.get_mut(&key.name) {
+            Some(_) if next <= 0 => {
+                sums.remove(&key.name);
+            }
+            Some(entry) => *entry = Milli(next),
+            None if next > 0 => {
+                sums.insert(key.name.clone(), Milli(next));
+            }
+            None => {}
         }
     }
     clamped
+}
+
+/// The largest fraction of any non-excluded total that `allocated` holds (unweighted).
+pub fn dominant_share_of(
+    allocated: &BTreeMap<String, Milli>,
+    totals: &BTreeMap<String, Milli>,
+    excluded: &BTreeSet<String>,
+) -> Share {
+    allocated
+        .iter()
+        .filter(|(name, _)| !excluded.contains(*name))
+        .map(|(name, held)| {
+            let total = totals.get(name).copied().unwrap_or(Milli::ZERO);
+            Share::new(held.0, total.0)
+        })
+        .max()
+        .unwrap_or(Share::ZERO)
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +233,8 @@ struct ClientState {
     /// The share the client is filed under in `order` (while active). Stale while dirty.
     share: Share,
     active: bool,
+    /// Weight in thousandths (1000 = 1); the share is divided by it.
+    weight_milli: i64,
 }
 
 /// Dominant Resource Fairness: a client's share is the largest fraction of any (non-excluded)
@@ -173,6 +254,8 @@ pub struct DrfSorter<C: Ord + Clone> {
     /// Resource names left out of the dominant share (e.g. `gpus`, so GPU-less frameworks are
     /// not ranked by a resource they never asked for).
     excluded: BTreeSet<String>,
+    /// Version of externally shared totals last pulled in by `sync_totals`.
+    totals_version: u64,
 }
 
 impl<C: Ord + Clone + fmt::Display> Default for DrfSorter<C> {
@@ -190,12 +273,59 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
             totals: BTreeMap::new(),
             totals_dirty: false,
             excluded,
+            totals_version: 0,
         }
     }
 
-    /// The exact dominant share from the current allocation and totals (never stale).
+    /// Sets a client's weight (thousandths; 1000 = 1). Its share is recomputed lazily.
+    pub fn set_client_weight(&mut self, client: &C, weight_milli: i64) {
+        let Some(state) = self.clients.get_mut(client) else {
+            return;
+        };
+        if state.weight_milli != weight_milli {
+            state.weight_milli = weight_milli.max(1);
+            self.dirty.insert(client.clone());
+        }
+    }
+
+    /// Replaces the totals with a shared copy if its version differs from the one last seen.
+    /// Nested sorters use this so one cluster change is not pushed into thousands of them.
+    pub fn sync_totals(&mut self, totals: &BTreeMap<String, Milli>, version: u64) {
+        if self.totals_version != version {
+            self.totals_version = version;
+            self.totals = totals.clone();
+            self.totals_dirty = true;
+        }
+    }
+
+    /// Brings the order up to date (after changes); queries do this themselves.
+    pub fn prepare(&mut self) {
+        self.refresh();
+    }
+
+    /// Active clients by client order (not by share).
+    pub fn ordered_by_id_active(&self) -> Vec<&C> {
+        self.clients
+            .iter()
+            .filter(|(_, s)| s.active)
+            .map(|(c, _)| c)
+            .collect()
+    }
+
+    /// Active clients in order, without refreshing (call `prepare` first).
+    pub fn ordered(&self) -> impl Iterator<Item = &C> + '_ {
+        self.order.iter().map(|(_, c)| c)
+    }
+
+    /// The exact dominant share from the current allocation and totals (never stale),
+    /// not divided by the weight.
     pub fn dominant_share(&self, client: &C) -> Option<Share> {
         self.clients.get(client).map(|s| self.compute(&s.allocated))
+    }
+
+    /// Scalar sums allocated to the client.
+    pub fn allocated_scalars(&self, client: &C) -> Option<&BTreeMap<String, Milli>> {
+        self.clients.get(client).map(|s| &s.allocated)
     }
 
     /// Cluster totals as the sorter sees them (scalars by name).
@@ -204,15 +334,15 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
     }
 
     fn compute(&self, allocated: &BTreeMap<String, Milli>) -> Share {
-        self.totals
-            .iter()
-            .filter(|(name, _)| !self.excluded.contains(*name))
-            .map(|(name, total)| {
-                let held = allocated.get(name).copied().unwrap_or(Milli::ZERO);
-                Share::new(held.0, total.0)
-            })
-            .max()
-            .unwrap_or(Share::ZERO)
+        dominant_share_of(allocated, &self.totals, &self.excluded)
+    }
+
+    /// Number of clients, active or not.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
     }
 
     /// Brings `order` up to date: all clients after a total change, else only the dirty ones.
@@ -238,7 +368,7 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
         let Some(state) = self.clients.get(client) else {
             return;
         };
-        let share = self.compute(&state.allocated);
+        let share = self.compute(&state.allocated).weighted(state.weight_milli);
         let (old, active) = (state.share, state.active);
         if active && remove_old {
             self.order.remove(&(old, client.clone()));
@@ -279,6 +409,7 @@ impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
             allocated: BTreeMap::new(),
             share: Share::ZERO,
             active: false,
+            weight_milli: 1000,
         };
         self.clients.insert(client, state);
         Ok(())
