@@ -22,6 +22,7 @@ use crate::sorter::{ClientInfo, Sorter};
 use crate::{Allocation, Allocator, AllocatorEvent, OperatorCommand, RoleReport, ShareReport};
 use agora_actors::resources::Value;
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -719,14 +720,22 @@ impl DrfAllocator {
             .frameworks
             .get_mut(framework_id)
             .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
-        let free = agent.free.checked_sub(res).map_err(accounting)?;
-        let held = match agent.held.get(framework_id) {
-            Some(h) => h.checked_add(res).map_err(accounting)?,
-            None => res.clone(),
+        // The usual case offers the whole free pool: nothing to subtract.
+        let free = if *res == agent.free {
+            Resources::new()
+        } else {
+            agent.free.checked_sub(res).map_err(accounting)?
         };
+        match agent.held.get_mut(framework_id) {
+            Some(h) => *h = h.checked_add(res).map_err(accounting)?,
+            None => {
+                agent.held.insert(framework_id.clone(), res.clone());
+            }
+        }
         agent.free = free;
-        agent.held.insert(framework_id.clone(), held);
-        f.holds.insert(agent_id.clone());
+        if !f.holds.contains(agent_id) {
+            f.holds.insert(agent_id.clone());
+        }
         if let Err(e) = self.sorter.allocated(framework_id, agent_id, res) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
@@ -804,26 +813,79 @@ impl DrfAllocator {
     }
 
     /// The first framework in sorter order that may be offered `agent_id`, with the offer.
-    fn pick(&mut self, now: Time, agent_id: &AgentId) -> Option<(FrameworkId, Resources)> {
+    /// The first framework in sorter order that may be offered `agent_id`, with the part of
+    /// the free pool it may have (`None`: the whole pool, the usual case).
+    fn pick(&mut self, now: Time, agent_id: &AgentId) -> Option<(FrameworkId, Option<Resources>)> {
         let agent = self.agents.get(agent_id)?;
         let (frameworks, config) = (&self.frameworks, &self.config);
+        // Usually nothing on the agent is reserved: then every role's candidate is the whole
+        // free pool, and nothing is copied while searching.
+        let unreserved = !agent.free.iter().any(|(k, _)| k.role.is_some());
         let mut offer = None;
         let framework_id = self.sorter.find_first(&mut |framework_id| {
             let Some(f) = frameworks.get(framework_id) else {
                 return false;
             };
-            let candidate = agent.free.allocatable_to(&f.role);
-            if !config.is_allocatable(&candidate) {
+            let candidate = if unreserved {
+                Cow::Borrowed(&agent.free)
+            } else {
+                Cow::Owned(agent.free.allocatable_to(&f.role))
+            };
+            // `cycle_agents` already checked the whole pool.
+            if !unreserved && !config.is_allocatable(&candidate) {
                 return false;
             }
-            let filtered = f.filters.get(agent_id);
-            if filtered.is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate)) {
-                return false;
+            if !f.filters.is_empty() {
+                let filtered = f.filters.get(agent_id);
+                if filtered.is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate)) {
+                    return false;
+                }
             }
-            offer = Some(candidate);
+            offer = match candidate {
+                Cow::Borrowed(_) => None,
+                Cow::Owned(r) => Some(r),
+            };
             true
         })?;
-        Some((framework_id, offer?))
+        Some((framework_id, offer))
+    }
+
+    /// Gives the agent's whole free pool to the framework; returns a copy for the offer.
+    fn move_whole_pool(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+    ) -> Result<Resources, AllocatorError> {
+        let agent = self
+            .agents
+            .get_mut(agent_id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let f = self
+            .frameworks
+            .get_mut(framework_id)
+            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        let res = std::mem::take(&mut agent.free);
+        let offer = res.clone();
+        match agent.held.get_mut(framework_id) {
+            Some(h) => match h.checked_add(&res) {
+                Ok(sum) => *h = sum,
+                Err(source) => {
+                    agent.free = res;
+                    let agent = agent_id.clone();
+                    return Err(AllocatorError::Accounting { agent, source });
+                }
+            },
+            None => {
+                agent.held.insert(framework_id.clone(), res);
+            }
+        }
+        if !f.holds.contains(agent_id) {
+            f.holds.insert(agent_id.clone());
+        }
+        if let Err(e) = self.sorter.allocated(framework_id, agent_id, &offer) {
+            tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
+        }
+        Ok(offer)
     }
 
     /// Per role: weight, frameworks, allocated (offered or used) and the weighted share the
@@ -833,11 +895,12 @@ impl DrfAllocator {
         let blank = |role: &str, weights: &BTreeMap<String, Weight>| RoleReport {
             role: role.to_string(),
             weight: weights.get(role).copied().unwrap_or_default().as_f64(),
+            priority: self.priority_of(role),
             frameworks: Vec::new(),
             allocated: String::new(),
             dominant_share: 0.0,
         };
-        for role in self.weights.keys() {
+        for role in self.weights.keys().chain(self.priorities.keys()) {
             out.insert(role.clone(), blank(role, &self.weights));
         }
         let mut sums: BTreeMap<String, Resources> = BTreeMap::new();
@@ -1031,14 +1094,26 @@ impl Allocator for DrfAllocator {
             if self.sorter.active_count() == 0 {
                 break;
             }
-            let Some((framework_id, resources)) = self.pick(now, &agent_id) else {
+            let Some((framework_id, part)) = self.pick(now, &agent_id) else {
                 continue;
             };
-            if let Err(e) = self.move_to_framework(&framework_id, &agent_id, &resources) {
-                tracing::warn!(error = %e, "allocator: offer skipped");
-                continue;
-            }
-            let n = counts.entry(framework_id.clone()).or_insert(0);
+            let moved = match part {
+                Some(resources) => self
+                    .move_to_framework(&framework_id, &agent_id, &resources)
+                    .map(|()| resources),
+                None => self.move_whole_pool(&framework_id, &agent_id),
+            };
+            let resources = match moved {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "allocator: offer skipped");
+                    continue;
+                }
+            };
+            let n = match counts.get_mut(&framework_id) {
+                Some(n) => n,
+                None => counts.entry(framework_id.clone()).or_insert(0),
+            };
             *n += 1;
             if *n >= cap {
                 // Out of the running for the rest of this cycle only.

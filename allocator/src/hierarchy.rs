@@ -32,6 +32,12 @@ pub struct HierarchicalSorter {
     weights: BTreeMap<String, i64>,
     totals: BTreeMap<String, Milli>,
     totals_version: u64,
+    /// Active frameworks over all roles (kept so `active_count` is O(1)).
+    active_total: usize,
+    /// Whether the role sorter's per-role sums are maintained. With a single role there is
+    /// nothing to order, so the per-allocation role update is skipped and the sums are rebuilt
+    /// from the frameworks when a second role appears (or a report asks).
+    roles_synced: bool,
 }
 
 impl HierarchicalSorter {
@@ -44,6 +50,8 @@ impl HierarchicalSorter {
             weights: BTreeMap::new(),
             totals: BTreeMap::new(),
             totals_version: 1,
+            active_total: 0,
+            roles_synced: true,
         }
     }
 
@@ -63,8 +71,31 @@ impl HierarchicalSorter {
                 active: 0,
             };
             self.members.insert(role.to_string(), e);
+            if self.members.len() > 1 {
+                self.sync_roles();
+            }
         }
         self.members.get_mut(role).expect("inserted above")
+    }
+
+    /// Rebuilds every role's sum from its frameworks if single-role mode let them lapse.
+    fn sync_roles(&mut self) {
+        if self.roles_synced {
+            return;
+        }
+        for (role, e) in &self.members {
+            self.roles.set_allocated(role, e.frameworks.sum_allocated());
+        }
+        self.roles_synced = true;
+    }
+
+    /// True if role sums must be updated on each allocation change.
+    fn track_roles(&mut self) -> bool {
+        if self.members.len() > 1 {
+            return true;
+        }
+        self.roles_synced = false;
+        false
     }
 
     /// Drops a role with no frameworks left, so thousands of departed roles cost nothing.
@@ -85,6 +116,7 @@ impl HierarchicalSorter {
         };
         let before = e.active;
         e.active = e.active.saturating_add_signed(delta);
+        self.active_total = self.active_total + e.active - before;
         let r = role.to_string();
         if before == 0 && e.active > 0 {
             let _ = self.roles.activate(&r);
@@ -213,7 +245,7 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
     }
 
     fn active_count(&self) -> usize {
-        self.members.values().map(|e| e.active).sum()
+        self.active_total
     }
 
     fn add_total(&mut self, resources: &Resources) {
@@ -240,7 +272,10 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
             .ok_or_else(|| Self::unknown(client))?;
         e.frameworks.allocated(client, agent, resources)?;
         // The role is in the role sorter whenever it has members (see `entry`).
-        let _ = self.roles.allocated(role, agent, resources);
+        let role = role.clone();
+        if self.track_roles() {
+            let _ = self.roles.allocated(&role, agent, resources);
+        }
         Ok(())
     }
 
@@ -258,13 +293,13 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
             .members
             .get_mut(role)
             .ok_or_else(|| Self::unknown(client))?;
-        // Clamp the role's change to what the framework really held, so a bad recover cannot
-        // take more from the role than this framework contributed.
-        let before = e.frameworks.allocation(client).unwrap_or_default();
+        // The allocator's ledger only ever releases what a framework holds, so the role's
+        // sum stays the sum of its frameworks' (both clamp at zero regardless).
         e.frameworks.unallocated(client, agent, resources)?;
-        let after = e.frameworks.allocation(client).unwrap_or_default();
-        let taken = before.checked_sub(&after).unwrap_or_default();
-        let _ = self.roles.unallocated(role, agent, &taken);
+        let role = role.clone();
+        if self.track_roles() {
+            let _ = self.roles.unallocated(&role, agent, resources);
+        }
         Ok(())
     }
 
@@ -323,7 +358,13 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
     }
 
     fn role_share(&self, role: &str) -> Option<f64> {
-        let held = self.roles.allocated_scalars(&role.to_string())?;
+        let lazily;
+        let held = if self.roles_synced {
+            self.roles.allocated_scalars(&role.to_string())?
+        } else {
+            lazily = self.members.get(role)?.frameworks.sum_allocated();
+            &lazily
+        };
         let w = self.weights.get(role).copied().unwrap_or(1000);
         Some(
             crate::sorter::dominant_share_of(held, &self.totals, &self.excluded)

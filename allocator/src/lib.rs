@@ -129,6 +129,8 @@ pub struct ShareReport {
 pub struct RoleReport {
     pub role: String,
     pub weight: f64,
+    /// Strict-priority level (used by the `priority` policy; 0 by default).
+    pub priority: u32,
     pub frameworks: Vec<FrameworkId>,
     /// Offered or in use, reservations folded in.
     pub allocated: String,
@@ -173,7 +175,8 @@ pub trait Allocator: Send + 'static {
 }
 
 pub use actor::{
-    AllocateNow, Allocations, AllocatorActor, AllocatorConfig, GetShares, SharesReport,
+    AllocateNow, Allocations, AllocatorActor, AllocatorConfig, GetRoles, GetShares, Operate,
+    RolesView, SharesReport,
 };
 pub use drf::{DrfAllocator, DrfConfig, PolicyKind};
 pub use error::AllocatorError;

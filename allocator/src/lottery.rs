@@ -129,13 +129,16 @@ impl Sorter<FrameworkId> for LotterySorter {
     }
 
     fn find_first(&mut self, accept: &mut dyn FnMut(&FrameworkId) -> bool) -> Option<FrameworkId> {
-        let mut pool: Vec<(FrameworkId, u64)> = self.tickets().to_vec();
-        let mut sum: u64 = pool.iter().map(|(_, t)| *t).sum();
+        self.tickets();
+        let list = self.tickets.as_deref().unwrap_or(&[]);
+        // Only the ticket counts are copied per draw; ids stay in the cached list.
+        let mut pool: Vec<u64> = list.iter().map(|(_, t)| *t).collect();
+        let mut sum: u64 = pool.iter().sum();
         while sum > 0 {
             let mut ticket = self.rng.gen_range(0..sum);
             let idx = pool
                 .iter()
-                .position(|(_, t)| {
+                .position(|t| {
                     if ticket < *t {
                         return true;
                     }
@@ -143,11 +146,11 @@ impl Sorter<FrameworkId> for LotterySorter {
                     false
                 })
                 .unwrap_or(pool.len() - 1);
-            if accept(&pool[idx].0) {
-                return Some(pool[idx].0.clone());
+            if accept(&list[idx].0) {
+                return Some(list[idx].0.clone());
             }
-            sum -= pool[idx].1;
-            pool[idx].1 = 0;
+            sum -= pool[idx];
+            pool[idx] = 0;
         }
         None
     }

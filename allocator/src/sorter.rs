@@ -337,6 +337,28 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
         dominant_share_of(allocated, &self.totals, &self.excluded)
     }
 
+    /// Sum of every client's allocation (scalars by name).
+    pub fn sum_allocated(&self) -> BTreeMap<String, Milli> {
+        let mut out: BTreeMap<String, Milli> = BTreeMap::new();
+        for state in self.clients.values() {
+            for (name, m) in &state.allocated {
+                let e = out.entry(name.clone()).or_insert(Milli::ZERO);
+                *e = Milli(e.0.saturating_add(m.0));
+            }
+        }
+        out
+    }
+
+    /// Replaces a client's allocation outright (used to rebuild sums kept lazily elsewhere).
+    pub fn set_allocated(&mut self, client: &C, allocated: BTreeMap<String, Milli>) {
+        if let Some(state) = self.clients.get_mut(client) {
+            state.allocated = allocated;
+            if !self.dirty.contains(client) {
+                self.dirty.insert(client.clone());
+            }
+        }
+    }
+
     /// Number of clients, active or not.
     pub fn len(&self) -> usize {
         self.clients.len()
@@ -395,7 +417,20 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
         if apply_scalars(&mut state.allocated, resources, sign) {
             tracing::warn!(%client, %agent, %resources, "sorter: unallocating more than allocated; clamped at zero");
         }
-        self.dirty.insert(client.clone());
+        if self.totals_dirty {
+            // Every share is recomputed before the next query anyway.
+            return Ok(());
+        }
+        // Re-file at once: the allocation loop queries right after every change, so deferring
+        // would only add a dirty-set round trip per allocation.
+        let share = dominant_share_of(&state.allocated, &self.totals, &self.excluded)
+            .weighted(state.weight_milli);
+        let old = std::mem::replace(&mut state.share, share);
+        if state.active && old != share {
+            let key = self.order.take(&(old, client.clone()));
+            let c = key.map(|(_, c)| c).unwrap_or_else(|| client.clone());
+            self.order.insert((share, c));
+        }
         Ok(())
     }
 }

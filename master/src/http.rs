@@ -107,6 +107,7 @@ pub fn serve(addr: Addr<MasterActor>, bind: &str) -> std::io::Result<String> {
             .route("/health", web::get().to(health))
             .route("/state", web::get().to(state))
             .route("/metrics", web::get().to(metrics))
+            .configure(crate::operator_http::routes)
     })
     .workers(1)
     .disable_signals()

@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod core;
 pub mod http;
+pub mod operator_http;
 
 pub use crate::core::{
     Action, Input, MasterConfig, MasterCore, MasterCounters, MasterError, MasterState, MasterTimer,
