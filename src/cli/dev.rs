@@ -35,6 +35,7 @@ pub fn run(a: DevArgs) -> anyhow::Result<i32> {
             max_missed_pings: 5,
             allocation_interval_ms: 1_000,
             kill_grace_ms: 3_000,
+            alloc: Default::default(),
         };
         let (mbound, mhttp) = super::master::start(&m).await?;
         let ag = AgentArgs {

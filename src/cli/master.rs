@@ -1,6 +1,6 @@
 //! `agora master`.
 
-use agora_allocator::{AllocatorConfig, DrfAllocator, DrfConfig};
+use agora_allocator::{AllocatorConfig, DrfAllocator};
 use agora_master::actor::{start_master, MasterOptions};
 use agora_master::core::MasterConfig;
 use anyhow::Context as _;
@@ -37,6 +37,8 @@ pub struct MasterArgs {
     /// Grace period between SIGTERM and SIGKILL when a task is killed.
     #[arg(long, default_value_t = 3_000, env = "AGORA_KILL_GRACE_MS")]
     pub kill_grace_ms: u64,
+    #[command(flatten)]
+    pub alloc: super::alloc_cmds::AllocatorArgs,
 }
 
 impl MasterArgs {
@@ -51,7 +53,7 @@ impl MasterArgs {
         }
     }
     pub fn options(&self) -> anyhow::Result<MasterOptions> {
-        let drf = DrfAllocator::new(DrfConfig::default())
+        let drf = DrfAllocator::new(self.alloc.drf_config()?)
             .map_err(|e| anyhow::anyhow!("allocator: {e}"))?;
         Ok(MasterOptions {
             listen: self.listen.clone(),
