@@ -44,6 +44,8 @@ enum Cmd {
     Weights(cli::alloc_cmds::OperatorArgs),
     /// Set strict-priority levels of roles: `agora priorities set prod=10`.
     Priorities(cli::alloc_cmds::OperatorArgs),
+    /// Show role quotas, or set/remove one: `agora quota set eng --guarantee 'cpus:4'`.
+    Quota(cli::alloc_cmds::QuotaArgs),
     /// List roles: weight, priority, frameworks, share, allocation.
     Roles(cli::alloc_cmds::OperatorArgs),
     /// The built-in command executor (started by agents, not by people).
@@ -65,6 +67,7 @@ fn main() {
             | Cmd::Weights(_)
             | Cmd::Priorities(_)
             | Cmd::Roles(_)
+            | Cmd::Quota(_)
     );
     cli::init_logging(cli.log_json, if quiet { "warn" } else { "info" });
     let result = match cli.cmd {
@@ -82,6 +85,7 @@ fn main() {
         Cmd::Weights(a) => cli::alloc_cmds::weights(a),
         Cmd::Priorities(a) => cli::alloc_cmds::priorities(a),
         Cmd::Roles(a) => cli::alloc_cmds::roles(a),
+        Cmd::Quota(a) => cli::alloc_cmds::quota(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

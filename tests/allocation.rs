@@ -101,6 +101,39 @@ fn operators_see_roles_set_weights_and_switch_allocators_without_losing_offers()
         eng_line.contains("2.5") && eng_line.contains("cpus:4"),
         "{out}"
     );
+    // Quota: set, shown, refused when inconsistent, removed.
+    let (code, out) = c.run_cli(&[
+        "quota",
+        "--master",
+        http,
+        "set",
+        "ads",
+        "--guarantee",
+        "cpus:2",
+        "--limit",
+        "cpus:6",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ads") && out.contains("cpus:2") && out.contains("cpus:6"),
+        "{out}"
+    );
+    let (code, out) = c.run_cli(&[
+        "quota",
+        "--master",
+        http,
+        "set",
+        "ads",
+        "--guarantee",
+        "cpus:9",
+        "--limit",
+        "cpus:6",
+    ]);
+    assert_ne!(code, 0);
+    assert!(out.contains("above its limit"), "{out}");
+    let (code, out) = c.run_cli(&["quota", "--master", http, "remove", "ads"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("ads"), "{out}");
     let state = c.state();
     assert_eq!(state["allocator"]["name"], "drf");
     assert_eq!(state["offers"].as_array().map(|o| o.len()), Some(2));

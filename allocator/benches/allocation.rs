@@ -7,8 +7,9 @@
 //! picks sizes; `AGORA_BENCH_ROUNDS` the measured cycles per scenario; `AGORA_BENCH_ONLY`
 //! a substring of the scenarios to run.
 //!
-//! Memory is the allocator's own heap (bytes live after setup and the first cycle, counted by
-//! a wrapping global allocator), not the process RSS.
+//! Memory is the allocator's own heap (bytes live after setup, the first cycle and its
+//! declines, counted by a wrapping global allocator that is switched off while cycles are
+//! timed), not the process RSS.
 
 use agora_actors::{AgentId, FrameworkId, FrameworkInfo, Resources, Time};
 use agora_allocator::{
@@ -17,24 +18,32 @@ use agora_allocator::{
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Counting is switched off while cycles are timed: the atomic adds would slow every malloc.
+static COUNTING: AtomicBool = AtomicBool::new(false);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        }
         System.alloc(l)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        }
         System.dealloc(p, l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LIVE.fetch_add(n, Ordering::Relaxed);
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(n, Ordering::Relaxed);
+            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        }
         System.realloc(p, l, n)
     }
 }
@@ -60,6 +69,8 @@ struct Outcome {
     setup: Duration,
     first: Duration,
     cycles: Vec<Duration>,
+    /// Thread CPU time of the same cycles.
+    cpu: Vec<Duration>,
     offers: usize,
     heap_mb: f64,
 }
@@ -136,6 +147,8 @@ fn decline_all(a: &mut DrfAllocator, now: Time, offers: Vec<Allocation>) {
 }
 
 fn run(s: Scenario, rounds: usize) -> Outcome {
+    LIVE.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
     let base = LIVE.load(Ordering::Relaxed);
     let started = Instant::now();
     let mut a = setup(s);
@@ -146,11 +159,15 @@ fn run(s: Scenario, rounds: usize) -> Outcome {
     let mut offers = first.len();
     decline_all(&mut a, Time(1), first);
     let heap = LIVE.load(Ordering::Relaxed).saturating_sub(base);
+    COUNTING.store(false, Ordering::Relaxed);
     let mut cycles = Vec::new();
+    let mut cpu = Vec::new();
     for round in 0..rounds {
         let now = Time(2 + round as u64);
         let started = Instant::now();
+        let cpu_started = thread_cpu();
         let got = a.allocate(now);
+        cpu.push(thread_cpu().saturating_sub(cpu_started));
         cycles.push(started.elapsed());
         offers += got.len();
         decline_all(&mut a, now, got);
@@ -162,9 +179,25 @@ fn run(s: Scenario, rounds: usize) -> Outcome {
         setup: setup_time,
         first: first_time,
         cycles,
+        cpu,
         offers,
         heap_mb: heap as f64 / (1024.0 * 1024.0),
     }
+}
+
+/// CPU time of this thread: unlike wall time it does not count time other processes on a
+/// shared machine took the core away.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -193,9 +226,9 @@ fn main() {
     // `AGORA_BENCH_ONLY=decline drf` runs only scenarios whose "name policy" contains it.
     let only = std::env::var("AGORA_BENCH_ONLY").ok();
     println!(
-        "| scenario | policy | agents x frameworks | setup ms | first cycle ms | decline cycle ms (mean / max) | offers | heap MB |"
+        "| scenario | policy | agents x frameworks | setup ms | first cycle ms | decline cycle ms wall (mean / max) | decline cycle ms CPU (mean / min) | offers | heap MB |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let scenarios: [(&str, usize, usize); 3] = [
         ("decline", 0, 1),
         ("decline, 90% suppressed", 900, 1),
@@ -222,13 +255,18 @@ fn main() {
                 let mean =
                     o.cycles.iter().map(|d| ms(*d)).sum::<f64>() / o.cycles.len().max(1) as f64;
                 let max = o.cycles.iter().map(|d| ms(*d)).fold(0.0, f64::max);
+                let n = o.cpu.len().max(1) as f64;
+                let cpu_mean = o.cpu.iter().map(|d| ms(*d)).sum::<f64>() / n;
+                let cpu_min = o.cpu.iter().map(|d| ms(*d)).fold(f64::MAX, f64::min);
                 println!(
-                    "| {name} | {} | {agents} x {frameworks} | {:.0} | {:.1} | {:.1} / {:.1} | {} | {:.1} |",
+                    "| {name} | {} | {agents} x {frameworks} | {:.0} | {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {} | {:.1} |",
                     policy.name(),
                     ms(o.setup),
                     ms(o.first),
                     mean,
                     max,
+                    cpu_mean,
+                    cpu_min,
                     o.offers,
                     o.heap_mb
                 );

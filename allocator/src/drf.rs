@@ -17,6 +17,7 @@ use crate::error::AllocatorError;
 use crate::hierarchy::HierarchicalSorter;
 use crate::lottery::LotterySorter;
 use crate::priority::PrioritySorter;
+use crate::quota::{add_scalars, Quota, QuotaCycle, Scalars};
 use crate::roles::Weight;
 use crate::sorter::{ClientInfo, Sorter};
 use crate::{Allocation, Allocator, AllocatorEvent, OperatorCommand, RoleReport, ShareReport};
@@ -196,6 +197,8 @@ pub struct DrfAllocator {
     weights: BTreeMap<String, Weight>,
     /// Role priority levels other than 0 (used by the strict-priority policy).
     priorities: BTreeMap<String, u32>,
+    /// Role quotas (guarantee and limit).
+    quotas: BTreeMap<String, Quota>,
     agents: BTreeMap<AgentId, AgentState>,
     frameworks: BTreeMap<FrameworkId, FrameworkState>,
     sorter: Box<dyn Sorter<FrameworkId>>,
@@ -232,6 +235,7 @@ impl DrfAllocator {
             config,
             weights: BTreeMap::new(),
             priorities: BTreeMap::new(),
+            quotas: BTreeMap::new(),
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             sorter,
@@ -815,7 +819,12 @@ impl DrfAllocator {
     /// The first framework in sorter order that may be offered `agent_id`, with the offer.
     /// The first framework in sorter order that may be offered `agent_id`, with the part of
     /// the free pool it may have (`None`: the whole pool, the usual case).
-    fn pick(&mut self, now: Time, agent_id: &AgentId) -> Option<(FrameworkId, Option<Resources>)> {
+    fn pick(
+        &mut self,
+        now: Time,
+        agent_id: &AgentId,
+        quota: Option<(&QuotaCycle, bool)>,
+    ) -> Option<(FrameworkId, Option<Resources>)> {
         let agent = self.agents.get(agent_id)?;
         let (frameworks, config) = (&self.frameworks, &self.config);
         // Usually nothing on the agent is reserved: then every role's candidate is the whole
@@ -834,6 +843,11 @@ impl DrfAllocator {
             // `cycle_agents` already checked the whole pool.
             if !unreserved && !config.is_allocatable(&candidate) {
                 return false;
+            }
+            if let Some((q, guarantee_pass)) = quota {
+                if !q.allows(&f.role, &candidate, guarantee_pass) {
+                    return false;
+                }
             }
             if !f.filters.is_empty() {
                 let filtered = f.filters.get(agent_id);
@@ -896,11 +910,13 @@ impl DrfAllocator {
             role: role.to_string(),
             weight: weights.get(role).copied().unwrap_or_default().as_f64(),
             priority: self.priority_of(role),
+            quota: self.quotas.get(role).cloned(),
             frameworks: Vec::new(),
             allocated: String::new(),
             dominant_share: 0.0,
         };
-        for role in self.weights.keys().chain(self.priorities.keys()) {
+        let named = self.weights.keys().chain(self.priorities.keys());
+        for role in named.chain(self.quotas.keys()) {
             out.insert(role.clone(), blank(role, &self.weights));
         }
         let mut sums: BTreeMap<String, Resources> = BTreeMap::new();
@@ -919,6 +935,36 @@ impl DrfAllocator {
             r.dominant_share = self.sorter.role_share(role).unwrap_or(0.0);
         }
         out.into_values().collect()
+    }
+
+    /// Quota bookkeeping for a cycle: what roles with quota hold, and what the cluster has
+    /// free. `None` (and no cost) when no role has a quota.
+    fn quota_cycle(&self) -> Option<QuotaCycle> {
+        if self.quotas.is_empty() {
+            return None;
+        }
+        let mut usage: BTreeMap<String, Scalars> = BTreeMap::new();
+        for (id, f) in &self.frameworks {
+            if !self.quotas.contains_key(&f.role) {
+                continue;
+            }
+            let sums = usage.entry(f.role.clone()).or_default();
+            for agent_id in &f.holds {
+                if let Some(held) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+                    add_scalars(sums, held, 1);
+                }
+            }
+        }
+        let mut free = Scalars::new();
+        for agent in self.agents.values() {
+            add_scalars(&mut free, &agent.free, 1);
+        }
+        Some(QuotaCycle::new(self.quotas.clone(), usage, free))
+    }
+
+    /// Role quotas.
+    pub fn quotas(&self) -> &BTreeMap<String, Quota> {
+        &self.quotas
     }
 
     /// Checks the ledger: `free + Σ held == total` per agent, the framework/agent indexes and
@@ -1048,6 +1094,21 @@ impl Allocator for DrfAllocator {
                 }
                 self.update_priorities(priorities);
             }
+            OperatorCommand::SetQuota { role, quota } => match quota {
+                Some(q) => {
+                    q.validate(&role)
+                        .map_err(|e| AllocatorError::Config(e.to_string()))?;
+                    if !self.quotas.contains_key(&role)
+                        && self.quotas.len() >= crate::roles::MAX_ROLES
+                    {
+                        return Err(too_many());
+                    }
+                    self.quotas.insert(role, q);
+                }
+                None => {
+                    self.quotas.remove(&role);
+                }
+            },
             OperatorCommand::SwitchPolicy { name } => {
                 let kind = PolicyKind::parse(&name)?;
                 if kind != self.config.policy {
@@ -1090,11 +1151,22 @@ impl Allocator for DrfAllocator {
         let cap = self.config.max_offers_per_framework_per_cycle;
         let mut counts: BTreeMap<FrameworkId, usize> = BTreeMap::new();
         let mut capped: Vec<FrameworkId> = Vec::new();
+        let mut quota = self.quota_cycle();
         for agent_id in self.cycle_agents() {
             if self.sorter.active_count() == 0 {
                 break;
             }
-            let Some((framework_id, part)) = self.pick(now, &agent_id) else {
+            // Roles below their guarantee are served first; then everyone, within limits and
+            // leaving headroom for unmet guarantees.
+            let first = match &quota {
+                Some(q) if q.any_deficit() => self.pick(now, &agent_id, Some((q, true))),
+                _ => None,
+            };
+            let picked = match first {
+                Some(p) => Some(p),
+                None => self.pick(now, &agent_id, quota.as_ref().map(|q| (q, false))),
+            };
+            let Some((framework_id, part)) = picked else {
                 continue;
             };
             let moved = match part {
@@ -1110,6 +1182,11 @@ impl Allocator for DrfAllocator {
                     continue;
                 }
             };
+            if let Some(q) = quota.as_mut() {
+                if let Some(f) = self.frameworks.get(&framework_id) {
+                    q.allocated(&f.role, &resources);
+                }
+            }
             let n = match counts.get_mut(&framework_id) {
                 Some(n) => n,
                 None => counts.entry(framework_id.clone()).or_insert(0),

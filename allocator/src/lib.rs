@@ -16,6 +16,7 @@ pub mod error;
 pub mod hierarchy;
 pub mod lottery;
 pub mod priority;
+pub mod quota;
 pub mod roles;
 pub mod sorter;
 
@@ -87,6 +88,11 @@ pub enum OperatorCommand {
     UpdatePriorities { priorities: BTreeMap<String, u32> },
     /// Switch the running policy (`drf`, `priority`, `lottery`), keeping every allocation.
     SwitchPolicy { name: String },
+    /// Set (`Some`) or remove (`None`) a role's quota.
+    SetQuota {
+        role: String,
+        quota: Option<quota::Quota>,
+    },
 }
 
 impl AllocatorEvent {
@@ -131,6 +137,8 @@ pub struct RoleReport {
     pub weight: f64,
     /// Strict-priority level (used by the `priority` policy; 0 by default).
     pub priority: u32,
+    /// Guarantee and limit, if the role has a quota.
+    pub quota: Option<quota::Quota>,
     pub frameworks: Vec<FrameworkId>,
     /// Offered or in use, reservations folded in.
     pub allocated: String,
@@ -180,5 +188,6 @@ pub use actor::{
 };
 pub use drf::{DrfAllocator, DrfConfig, PolicyKind};
 pub use error::AllocatorError;
+pub use quota::Quota;
 pub use roles::{validate_role, RoleError, Weight};
 pub use sorter::{ClientInfo, DrfSorter, Share, Sorter, SorterError};

@@ -4,7 +4,7 @@
 use agora_actors::{AgentId, FrameworkId, FrameworkInfo, Resources, Time};
 use agora_allocator::{
     Allocation, Allocator, AllocatorEvent, DrfAllocator, DrfConfig, OperatorCommand, PolicyKind,
-    Weight,
+    Quota, Weight,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -347,5 +347,89 @@ proptest! {
             let i: usize = x.framework_id.to_string()[1..].parse().expect("index");
             prop_assert_eq!(levels[i], top);
         }
+    }
+}
+
+fn set_quota(a: &mut DrfAllocator, role: &str, guarantee: &str, limit: Option<&str>) {
+    let quota = Some(Quota::parse(role, guarantee, limit).expect("valid quota"));
+    a.operate(OperatorCommand::SetQuota {
+        role: role.to_string(),
+        quota,
+    })
+    .expect("quota accepted");
+}
+fn role_cpus(allocs: &[Allocation], prefix: &str) -> i64 {
+    allocs
+        .iter()
+        .filter(|x| x.framework_id.to_string().starts_with(prefix))
+        .map(|x| x.resources.scalar_total("cpus").0 / 1000)
+        .sum()
+}
+
+/// Headroom: 4 agents of 4 CPUs (16). Role g is guaranteed 8 CPUs but its framework is not
+/// asking yet. X (no quota) may take only what leaves 8 free: 2 agents. When G comes, it gets
+/// the other 2 — its guarantee, at once.
+#[test]
+fn guarantee_headroom_is_held_back_and_served_first() {
+    let mut a = alloc_with(PolicyKind::Drf, 1000);
+    add_agents(&mut a, 4, "cpus:4;mem:1024");
+    set_quota(&mut a, "g", "cpus:8", None);
+    add_fw(&mut a, "X", "x", 0);
+    let first = a.allocate(Time(1));
+    assert_eq!(counts(&first), count_map(&[("X", 2)]));
+    add_fw(&mut a, "G", "g", 0);
+    let second = a.allocate(Time(2));
+    assert_eq!(counts(&second), count_map(&[("G", 2)]));
+    let roles = a.roles();
+    let g = roles.iter().find(|r| r.role == "g").expect("g listed");
+    assert!(g.quota.is_some());
+}
+
+/// Limit: role l may hold at most 6 CPUs; with 4 agents of 4 CPUs its framework gets one
+/// agent (4 CPUs; a second would make 8). Nothing else wants the rest.
+#[test]
+fn limits_are_never_exceeded() {
+    let mut a = alloc_with(PolicyKind::Drf, 1000);
+    add_agents(&mut a, 4, "cpus:4;mem:1024");
+    set_quota(&mut a, "l", "", Some("cpus:6"));
+    add_fw(&mut a, "L", "l", 0);
+    assert_eq!(counts(&a.allocate(Time(1))), count_map(&[("L", 1)]));
+    assert!(a.allocate(Time(2)).is_empty());
+    let bad = a.operate(OperatorCommand::SetQuota {
+        role: "l".into(),
+        quota: Some(agora_allocator::Quota {
+            guarantee: [("cpus".to_string(), agora_actors::Milli(9000))].into(),
+            limit: Some([("cpus".to_string(), agora_actors::Milli(1000))].into()),
+        }),
+    });
+    assert!(bad.unwrap_err().to_string().contains("above its limit"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Under every policy: a role with a limit never holds more than it, and a role with a
+    /// feasible guarantee (at most the cluster) gets at least it in one cycle when it asks.
+    #[test]
+    fn quota_guarantees_met_and_limits_held(
+        policy in 0..3usize,
+        agents in 1..12usize,
+        cpus in 1..9u32,
+        guarantee in 0..40i64,
+        limit in 1..40i64,
+    ) {
+        let mut a = alloc_with(PolicyKind::ALL[policy], 1000);
+        add_agents(&mut a, agents, &format!("cpus:{cpus};mem:1024"));
+        let total = agents as i64 * i64::from(cpus);
+        let guarantee = guarantee.min(total);
+        set_quota(&mut a, "g", &format!("cpus:{guarantee}"), None);
+        set_quota(&mut a, "l", "", Some(&format!("cpus:{limit}")));
+        for (f, role) in [("a1", "x"), ("g1", "g"), ("l1", "l"), ("l2", "l")] {
+            add_fw(&mut a, f, role, 0);
+        }
+        let allocs = a.allocate(Time(1));
+        prop_assert!(role_cpus(&allocs, "l") <= limit, "{allocs:?}");
+        prop_assert!(role_cpus(&allocs, "g") >= guarantee, "{allocs:?}");
+        a.check_invariants().map_err(TestCaseError::fail)?;
     }
 }

@@ -4,16 +4,20 @@
 //! - `GET /weights` → `{"role": weight, ...}` (weights other than 1); `PUT /weights` with the
 //!   same shape sets the listed roles' weights (1 resets one);
 //! - `PUT /priorities` with `{"role": level, ...}` sets strict-priority levels (0 resets);
+//! - `GET /quota` → `{"role": {"guarantee": {...}, "limit": {...}}}`; `PUT /quota` with
+//!   `{"role": "eng", "guarantee": "cpus:4;mem:4096", "limit": "cpus:8"}` sets one (both
+//!   empty/absent removes it);
 //! - `GET /roles` → per role: weight, priority, frameworks, allocated, weighted dominant share.
 //!
 //! Handlers validate the input (role names, weight range) and answer 400 with the reason;
-//! the allocator actor applies the change. Weights are not yet persisted in the registry.
+//! the allocator actor applies the change. Weights, priorities and quota are not yet persisted
+//! in the registry (they live in the running allocator).
 
 use crate::actor::{GetAllocator, MasterActor};
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 use agora_allocator::{
-    validate_role, AllocatorActor, GetRoles, Operate, OperatorCommand, RolesView, Weight,
+    validate_role, AllocatorActor, GetRoles, Operate, OperatorCommand, Quota, RolesView, Weight,
 };
 use std::collections::BTreeMap;
 
@@ -28,7 +32,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/weights", web::get().to(get_weights))
         .route("/weights", web::put().to(put_weights))
         .route("/priorities", web::put().to(put_priorities))
-        .route("/roles", web::get().to(get_roles));
+        .route("/roles", web::get().to(get_roles))
+        .route("/quota", web::get().to(get_quota))
+        .route("/quota", web::put().to(put_quota));
 }
 
 async fn allocator(master: &Addr<MasterActor>) -> Result<Addr<AllocatorActor>, HttpResponse> {
@@ -133,4 +139,57 @@ async fn get_roles(master: web::Data<Addr<MasterActor>>) -> HttpResponse {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(resp) => resp,
     }
+}
+
+async fn get_quota(master: web::Data<Addr<MasterActor>>) -> HttpResponse {
+    match view(&master).await {
+        Ok(v) => {
+            let quotas: BTreeMap<String, Quota> = v
+                .roles
+                .into_iter()
+                .filter_map(|r| Some((r.role, r.quota?)))
+                .collect();
+            HttpResponse::Ok().json(quotas)
+        }
+        Err(resp) => resp,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct QuotaBody {
+    role: String,
+    #[serde(default)]
+    guarantee: String,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+async fn put_quota(
+    master: web::Data<Addr<MasterActor>>,
+    body: web::Json<QuotaBody>,
+) -> HttpResponse {
+    let b = body.into_inner();
+    let quota = if b.guarantee.trim().is_empty() && b.limit.is_none() {
+        if let Err(e) = validate_role(&b.role) {
+            return HttpResponse::BadRequest().body(format!("{e}\n"));
+        }
+        None
+    } else {
+        match Quota::parse(&b.role, &b.guarantee, b.limit.as_deref()) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                tracing::warn!(error = %e, "operator: quota refused");
+                return HttpResponse::BadRequest().body(format!("{e}\n"));
+            }
+        }
+    };
+    tracing::info!(role = %b.role, set = quota.is_some(), "operator: quota");
+    operate(
+        &master,
+        OperatorCommand::SetQuota {
+            role: b.role,
+            quota,
+        },
+    )
+    .await
 }

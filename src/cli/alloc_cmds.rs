@@ -1,6 +1,7 @@
 //! Allocator flags of `agora master`, and the operator commands of the allocation module:
 //! `agora allocator [set NAME]`, `agora weights [set ROLE=W ...]`, `agora priorities set
-//! ROLE=LEVEL ...`, `agora roles`. They talk to the master's HTTP API.
+//! ROLE=LEVEL ...`, `agora quota [set ROLE --guarantee R --limit R | remove ROLE]`,
+//! `agora roles`. They talk to the master's HTTP API.
 
 use agora_allocator::{DrfConfig, PolicyKind};
 use anyhow::Context as _;
@@ -214,5 +215,78 @@ pub fn roles(a: OperatorArgs) -> anyhow::Result<i32> {
         ],
         &rows,
     );
+    Ok(0)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QuotaArgs {
+    /// The master's HTTP address (HOST:PORT).
+    #[arg(long, env = "AGORA_MASTER_HTTP", default_value = "127.0.0.1:5080")]
+    pub master: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub action: Option<QuotaAction>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum QuotaAction {
+    /// Set a role's quota: `agora quota set eng --guarantee 'cpus:4;mem:4096' --limit 'cpus:8'`.
+    Set {
+        role: String,
+        /// Resources the role gets when it asks (if the cluster can hold them).
+        #[arg(long, default_value = "")]
+        guarantee: String,
+        /// Most the role may hold, offered or used.
+        #[arg(long)]
+        limit: Option<String>,
+    },
+    /// Remove a role's quota.
+    Remove { role: String },
+}
+
+pub fn quota(a: QuotaArgs) -> anyhow::Result<i32> {
+    let m = first_master(&a.master)?;
+    let req = match &a.action {
+        Some(QuotaAction::Set {
+            role,
+            guarantee,
+            limit,
+        }) => {
+            if guarantee.trim().is_empty() && limit.is_none() {
+                anyhow::bail!("give --guarantee and/or --limit (or use `agora quota remove ROLE`)");
+            }
+            Some(serde_json::json!({ "role": role, "guarantee": guarantee, "limit": limit }))
+        }
+        Some(QuotaAction::Remove { role }) => Some(serde_json::json!({ "role": role })),
+        None => None,
+    };
+    if let Some(req) = req {
+        super::http_get::put_json(&m, "/quota", &req.to_string())?;
+    }
+    let body = super::http_get::get(&m, "/quota")?;
+    let v: Value = serde_json::from_str(&body).context("the master's /quota is not JSON")?;
+    if a.json {
+        println!("{v}");
+        return Ok(0);
+    }
+    let text = |x: &Value| -> String {
+        match x.as_object() {
+            Some(o) if !o.is_empty() => o
+                .iter()
+                .map(|(k, m)| format!("{k}:{}", m.as_f64().unwrap_or(0.0) / 1000.0))
+                .collect::<Vec<_>>()
+                .join(";"),
+            _ => "-".to_string(),
+        }
+    };
+    let rows: Vec<Vec<String>> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(role, q)| vec![role.clone(), text(&q["guarantee"]), text(&q["limit"])])
+        .collect();
+    super::query::print_table(&["ROLE", "GUARANTEE", "LIMIT"], &rows);
     Ok(0)
 }
