@@ -14,7 +14,7 @@
 use agora_actors::{AgentId, FrameworkId, FrameworkInfo, Resources, Time};
 use agora_allocator::{
     Allocation, Allocator, AllocatorEvent, DrfAllocator, DrfConfig, OperatorCommand, PolicyKind,
-    Weight,
+    Quota, Weight,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -62,6 +62,8 @@ struct Scenario {
     suppressed_per_mille: usize,
     /// Roles: frameworks are spread over this many roles (each with a weight).
     roles: usize,
+    /// Every role also gets a quota (guarantee `cpus:1;mem:32`, limit `cpus:2400`).
+    quota: bool,
     policy: PolicyKind,
 }
 
@@ -105,6 +107,17 @@ fn setup(s: Scenario) -> DrfAllocator {
             .collect();
         a.operate(OperatorCommand::UpdateWeights { weights })
             .expect("weights");
+    }
+    if s.quota {
+        for r in 0..s.roles {
+            let role = format!("role-{r}");
+            let quota = Quota::parse(&role, "cpus:1;mem:32", Some("cpus:2400")).expect("quota");
+            a.operate(OperatorCommand::SetQuota {
+                role,
+                quota: Some(quota),
+            })
+            .expect("quota accepted");
+        }
     }
     let suppressed = s.frameworks * s.suppressed_per_mille / 1000;
     for i in 0..s.frameworks {
@@ -229,13 +242,14 @@ fn main() {
         "| scenario | policy | agents x frameworks | setup ms | first cycle ms | decline cycle ms wall (mean / max) | decline cycle ms CPU (mean / min) | offers | heap MB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let scenarios: [(&str, usize, usize); 3] = [
-        ("decline", 0, 1),
-        ("decline, 90% suppressed", 900, 1),
-        ("decline, 1000 weighted roles", 0, 1000),
+    let scenarios: [(&str, usize, usize, bool); 4] = [
+        ("decline", 0, 1, false),
+        ("decline, 90% suppressed", 900, 1, false),
+        ("decline, 1000 weighted roles", 0, 1000, false),
+        ("decline, 3000 roles with quota", 0, 3000, true),
     ];
     for (agents, frameworks) in sizes {
-        for (name, suppressed, roles) in scenarios {
+        for (name, suppressed, roles, quota) in scenarios {
             for policy in PolicyKind::ALL {
                 if policy != PolicyKind::Drf && (roles > 1 || suppressed > 0) {
                     continue;
@@ -249,6 +263,7 @@ fn main() {
                     frameworks,
                     suppressed_per_mille: suppressed,
                     roles: roles.min(frameworks),
+                    quota,
                     policy,
                 };
                 let o = run(s, rounds);

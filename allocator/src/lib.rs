@@ -1,13 +1,17 @@
 //! The allocation module: decides which framework is offered which agent's free resources.
 //!
 //! The master never knows which policy runs. It reports events (`AllocatorEvent`) and receives
-//! decisions (`Allocation`s). A policy is an `Allocator` (a pure core: no IO, no clock); the
+//! decisions (`Allocation`s); operators send `OperatorCommand`s (weights, priorities, quota,
+//! policy switch). A policy is an `Allocator` (a pure core: no IO, no clock); the
 //! `AllocatorActor` shell hosts any `Box<dyn Allocator>`, coalesces bursts of events into one
 //! allocation run, and also runs one every `allocation_interval_ms`.
 //!
-//! Layers: a `Sorter` orders clients (DRF today; weights, priority and lottery later fit the
-//! same trait); `DrfAllocator` keeps the ledger (agents, frameworks, filters) and runs the
-//! allocation loop over any `Box<dyn Sorter<FrameworkId>>`; `AllocatorActor` decides when.
+//! Layers: a `Sorter` orders frameworks — `HierarchicalSorter` (DRF over roles by weighted
+//! dominant share, then over frameworks within a role), `PrioritySorter` (strict per-role
+//! levels, hierarchical DRF within a level) and `LotterySorter` (seeded draws weighted by
+//! entitled share); `DrfAllocator` keeps the ledger (agents, frameworks, filters, weights,
+//! quota) and runs the allocation loop over whichever sorter is selected, and can switch
+//! sorters at runtime by handing the new one the whole ledger; `AllocatorActor` decides when.
 //! `AllocatorEvent` is itself the actix message the actor receives.
 
 pub mod actor;
