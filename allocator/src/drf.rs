@@ -16,6 +16,7 @@
 use crate::error::AllocatorError;
 use crate::hierarchy::HierarchicalSorter;
 use crate::lottery::LotterySorter;
+use crate::ordmap::{FixedHash, OrdMap};
 use crate::priority::PrioritySorter;
 use crate::quota::{add_scalars, Quota, QuotaCycle, Scalars};
 use crate::roles::Weight;
@@ -24,7 +25,7 @@ use crate::{Allocation, Allocator, AllocatorEvent, OperatorCommand, RoleReport, 
 use agora_actors::resources::Value;
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 /// Longest decline filter honoured (one year, as the master's `MAX_REFUSE_SECONDS`); longer
@@ -170,7 +171,9 @@ struct FrameworkState {
     active: bool,
     suppressed: bool,
     /// Agent -> its decline filter.
-    filters: BTreeMap<AgentId, Filter>,
+    /// Hashed (fixed keys): looked up for every candidate agent, and only ever iterated where
+    /// order cannot matter (clearing them into `filter_index`, counting them).
+    filters: HashMap<AgentId, Filter, FixedHash>,
     /// Agents on which the framework holds something (index into `AgentState::held`).
     holds: BTreeSet<AgentId>,
 }
@@ -183,7 +186,7 @@ impl FrameworkState {
             info: None,
             active: false,
             suppressed: false,
-            filters: BTreeMap::new(),
+            filters: HashMap::default(),
             holds: BTreeSet::new(),
         }
     }
@@ -199,8 +202,8 @@ pub struct DrfAllocator {
     priorities: BTreeMap<String, u32>,
     /// Role quotas (guarantee and limit).
     quotas: BTreeMap<String, Quota>,
-    agents: BTreeMap<AgentId, AgentState>,
-    frameworks: BTreeMap<FrameworkId, FrameworkState>,
+    agents: OrdMap<AgentId, AgentState>,
+    frameworks: OrdMap<FrameworkId, FrameworkState>,
     sorter: Box<dyn Sorter<FrameworkId>>,
     /// Every decline filter by expiry, so `next_wakeup` and expiry are cheap.
     filter_index: BTreeSet<(Time, FrameworkId, AgentId)>,
@@ -236,8 +239,8 @@ impl DrfAllocator {
             weights: BTreeMap::new(),
             priorities: BTreeMap::new(),
             quotas: BTreeMap::new(),
-            agents: BTreeMap::new(),
-            frameworks: BTreeMap::new(),
+            agents: OrdMap::new(),
+            frameworks: OrdMap::new(),
             sorter,
             filter_index: BTreeSet::new(),
             next_start: None,
@@ -462,12 +465,12 @@ impl DrfAllocator {
                 f.holds.remove(agent_id);
             }
         }
-        for (framework_id, f) in self.frameworks.iter_mut() {
+        let index = &mut self.filter_index;
+        self.frameworks.for_each_mut(|framework_id, f| {
             if let Some(flt) = f.filters.remove(agent_id) {
-                self.filter_index
-                    .remove(&(flt.until, framework_id.clone(), agent_id.clone()));
+                index.remove(&(flt.until, framework_id.clone(), agent_id.clone()));
             }
-        }
+        });
         self.sorter.remove_total(&agent.total);
         Ok(())
     }
@@ -1149,7 +1152,8 @@ impl Allocator for DrfAllocator {
             return out;
         }
         let cap = self.config.max_offers_per_framework_per_cycle;
-        let mut counts: BTreeMap<FrameworkId, usize> = BTreeMap::new();
+        // Only looked up, never iterated.
+        let mut counts: HashMap<FrameworkId, usize, FixedHash> = HashMap::default();
         let mut capped: Vec<FrameworkId> = Vec::new();
         let mut quota = self.quota_cycle();
         for agent_id in self.cycle_agents() {

@@ -19,6 +19,7 @@ pub mod drf;
 pub mod error;
 pub mod hierarchy;
 pub mod lottery;
+pub mod ordmap;
 pub mod priority;
 pub mod quota;
 pub mod roles;

@@ -11,11 +11,13 @@
 //! a fixed rank, a lottery sorter draws from a seeded RNG inside `sort`/`find_first` (both take
 //! `&mut self`), and a hierarchical allocator nests a role sorter over per-role framework sorters.
 
+use crate::ordmap::OrdMap;
 use agora_actors::resources::Value;
 use agora_actors::{AgentId, Milli, Resources};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::hash::Hash;
 
 /// Why a sorter refused a call. Callers log these; the sorter's state is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -235,17 +237,23 @@ struct ClientState {
     active: bool,
     /// Weight in thousandths (1000 = 1); the share is divided by it.
     weight_milli: i64,
+    /// Integer stand-in for the client's position in client order (see `order`).
+    rank: u128,
 }
 
 /// Dominant Resource Fairness: a client's share is the largest fraction of any (non-excluded)
 /// scalar resource it holds of the cluster total; the smallest share goes first, ties by client
 /// order (the framework id).
 ///
-/// Invariant: every active client `c` is in `order` exactly as `(clients[c].share, c)`.
+/// Invariant: every active client `c` is in `order` exactly as
+/// `(clients[c].share, clients[c].rank, c)`, and ranks increase with client order.
 #[derive(Debug, Clone)]
-pub struct DrfSorter<C: Ord + Clone> {
-    clients: BTreeMap<C, ClientState>,
-    order: BTreeSet<(Share, C)>,
+pub struct DrfSorter<C: Ord + Clone + Hash> {
+    clients: OrdMap<C, ClientState>,
+    /// Active clients by (share, rank). The rank follows client order (so ties go by client
+    /// name) but compares as an integer: with many equal shares a string tie-break would
+    /// dominate every re-file.
+    order: BTreeSet<(Share, u128, C)>,
     /// Clients whose allocation changed since their share was last computed.
     dirty: BTreeSet<C>,
     totals: BTreeMap<String, Milli>,
@@ -258,16 +266,16 @@ pub struct DrfSorter<C: Ord + Clone> {
     totals_version: u64,
 }
 
-impl<C: Ord + Clone + fmt::Display> Default for DrfSorter<C> {
+impl<C: Ord + Clone + Hash + fmt::Display> Default for DrfSorter<C> {
     fn default() -> Self {
         Self::new(BTreeSet::new())
     }
 }
 
-impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
+impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
     pub fn new(excluded: BTreeSet<String>) -> Self {
         DrfSorter {
-            clients: BTreeMap::new(),
+            clients: OrdMap::new(),
             order: BTreeSet::new(),
             dirty: BTreeSet::new(),
             totals: BTreeMap::new(),
@@ -314,7 +322,54 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
 
     /// Active clients in order, without refreshing (call `prepare` first).
     pub fn ordered(&self) -> impl Iterator<Item = &C> + '_ {
-        self.order.iter().map(|(_, c)| c)
+        self.order.iter().map(|(_, _, c)| c)
+    }
+
+    /// A rank between the client's neighbours in client order; renumbers everyone (rare:
+    /// after ~100 insertions into one gap) when there is no room left.
+    fn rank_for(&mut self, client: &C) -> u128 {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let lo = self
+            .clients
+            .range((Unbounded, Excluded(client)))
+            .next_back()
+            .map_or(0, |(_, s)| s.rank);
+        let hi = self
+            .clients
+            .range((Excluded(client), Unbounded))
+            .next()
+            .map_or(u128::MAX, |(_, s)| s.rank);
+        if hi - lo >= 2 {
+            return lo + (hi - lo) / 2;
+        }
+        self.renumber(Some(client))
+    }
+
+    /// Spreads ranks evenly in client order (leaving a slot for `new`), re-filing active
+    /// clients; returns `new`'s rank.
+    fn renumber(&mut self, new: Option<&C>) -> u128 {
+        let n = self.clients.len() as u128 + 2;
+        let step = u128::MAX / n;
+        let mut keys: Vec<C> = self.clients.keys().cloned().collect();
+        if let Some(c) = new {
+            keys.push(c.clone());
+            keys.sort();
+        }
+        let mut new_rank = 0;
+        self.order.clear();
+        for (i, k) in keys.iter().enumerate() {
+            let rank = step * (i as u128 + 1);
+            match self.clients.get_mut(k) {
+                Some(state) => {
+                    state.rank = rank;
+                    if state.active {
+                        self.order.insert((state.share, rank, k.clone()));
+                    }
+                }
+                None => new_rank = rank,
+            }
+        }
+        new_rank
     }
 
     /// The exact dominant share from the current allocation and totals (never stale),
@@ -391,15 +446,15 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
             return;
         };
         let share = self.compute(&state.allocated).weighted(state.weight_milli);
-        let (old, active) = (state.share, state.active);
+        let (old, active, rank) = (state.share, state.active, state.rank);
         if active && remove_old {
-            self.order.remove(&(old, client.clone()));
+            self.order.remove(&(old, rank, client.clone()));
         }
         if let Some(state) = self.clients.get_mut(client) {
             state.share = share;
         }
         if active {
-            self.order.insert((share, client.clone()));
+            self.order.insert((share, rank, client.clone()));
         }
     }
 
@@ -427,24 +482,26 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
             .weighted(state.weight_milli);
         let old = std::mem::replace(&mut state.share, share);
         if state.active && old != share {
-            let key = self.order.take(&(old, client.clone()));
-            let c = key.map(|(_, c)| c).unwrap_or_else(|| client.clone());
-            self.order.insert((share, c));
+            let key = self.order.take(&(old, state.rank, client.clone()));
+            let c = key.map(|(_, _, c)| c).unwrap_or_else(|| client.clone());
+            self.order.insert((share, state.rank, c));
         }
         Ok(())
     }
 }
 
-impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
+impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
     fn add_client(&mut self, client: C) -> Result<(), SorterError> {
         if self.clients.contains_key(&client) {
             return Err(SorterError::DuplicateClient(client.to_string()));
         }
+        let rank = self.rank_for(&client);
         let state = ClientState {
             allocated: BTreeMap::new(),
             share: Share::ZERO,
             active: false,
             weight_milli: 1000,
+            rank,
         };
         self.clients.insert(client, state);
         Ok(())
@@ -456,7 +513,8 @@ impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
             .remove(client)
             .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
         if state.active {
-            self.order.remove(&(state.share, client.clone()));
+            self.order
+                .remove(&(state.share, state.rank, client.clone()));
         }
         self.dirty.remove(client);
         Ok(())
@@ -488,8 +546,8 @@ impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
             .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
         if state.active {
             state.active = false;
-            let share = state.share;
-            self.order.remove(&(share, client.clone()));
+            let (share, rank) = (state.share, state.rank);
+            self.order.remove(&(share, rank, client.clone()));
         }
         Ok(())
     }
@@ -534,15 +592,15 @@ impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
 
     fn sort(&mut self) -> Vec<C> {
         self.refresh();
-        self.order.iter().map(|(_, c)| c.clone()).collect()
+        self.order.iter().map(|(_, _, c)| c.clone()).collect()
     }
 
     fn find_first(&mut self, accept: &mut dyn FnMut(&C) -> bool) -> Option<C> {
         self.refresh();
         self.order
             .iter()
-            .find(|(_, c)| accept(c))
-            .map(|(_, c)| c.clone())
+            .find(|(_, _, c)| accept(c))
+            .map(|(_, _, c)| c.clone())
     }
 
     fn share(&self, client: &C) -> Option<f64> {
@@ -694,6 +752,29 @@ mod tests {
         assert_eq!(s.share(&"a".to_string()), Some(0.0));
         s.remove_total(&r("cpus:100"));
         assert_eq!(s.totals().get("cpus"), None);
+    }
+
+    #[test]
+    fn ties_follow_client_order_through_rank_renumbering() {
+        // Inserting in descending order keeps halving the gap before the first client, so
+        // ranks are renumbered several times on the way.
+        let mut s: DrfSorter<String> = DrfSorter::default();
+        s.add_total(&r("cpus:10"));
+        let names: Vec<String> = (0..400).rev().map(|i| format!("c{i:03}")).collect();
+        for n in &names {
+            s.add_client(n.clone()).expect("new");
+            s.activate(n).expect("known");
+        }
+        let mut want = names.clone();
+        want.sort();
+        assert_eq!(s.sort(), want);
+        // A client inserted in the middle later still lands in name order.
+        s.add_client("c1505".into()).expect("new");
+        s.activate(&"c1505".to_string()).expect("known");
+        let got = s.sort();
+        let pos = got.iter().position(|c| c == "c1505").expect("present");
+        assert_eq!(&got[pos - 1], "c150");
+        assert_eq!(&got[pos + 1], "c151");
     }
 
     #[test]
