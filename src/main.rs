@@ -43,6 +43,16 @@ enum Cmd {
     Demo(cli::demo::DemoArgs),
     /// A master and one agent on 127.0.0.1 for local use, until Ctrl-C.
     Dev(cli::dev::DevArgs),
+    /// Show the running allocation policy, or switch it: `agora allocator set lottery`.
+    Allocator(cli::alloc_cmds::OperatorArgs),
+    /// Show role weights, or set some: `agora weights set eng=2 ads=0.5`.
+    Weights(cli::alloc_cmds::OperatorArgs),
+    /// Set strict-priority levels of roles: `agora priorities set prod=10`.
+    Priorities(cli::alloc_cmds::OperatorArgs),
+    /// Show role quotas, or set/remove one: `agora quota set eng --guarantee 'cpus:4'`.
+    Quota(cli::alloc_cmds::QuotaArgs),
+    /// List roles: weight, priority, frameworks, share, allocation.
+    Roles(cli::alloc_cmds::OperatorArgs),
     /// The built-in command executor (started by agents, not by people).
     #[command(hide = true)]
     Executor,
@@ -58,6 +68,11 @@ fn main() {
             | Cmd::Agents(_)
             | Cmd::Frameworks(_)
             | Cmd::Tasks(_)
+            | Cmd::Allocator(_)
+            | Cmd::Weights(_)
+            | Cmd::Priorities(_)
+            | Cmd::Roles(_)
+            | Cmd::Quota(_)
     );
     cli::init_logging(cli.log_json, if quiet { "warn" } else { "info" });
     let result = match cli.cmd {
@@ -73,6 +88,11 @@ fn main() {
         Cmd::Demo(a) => cli::demo::run(a),
         Cmd::Dev(a) => cli::dev::run(a),
         Cmd::Executor => cli::executor::run(),
+        Cmd::Allocator(a) => cli::alloc_cmds::allocator(a),
+        Cmd::Weights(a) => cli::alloc_cmds::weights(a),
+        Cmd::Priorities(a) => cli::alloc_cmds::priorities(a),
+        Cmd::Roles(a) => cli::alloc_cmds::roles(a),
+        Cmd::Quota(a) => cli::alloc_cmds::quota(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

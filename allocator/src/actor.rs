@@ -159,6 +159,18 @@ impl AllocatorActor {
         count
     }
 
+    /// The first change of a burst arms one run `coalesce_ms` later; the rest ride on it.
+    fn arm_coalesced_run(&mut self, ctx: &mut Context<Self>) {
+        if self.coalesce_timer.is_none() {
+            let delay = Duration::from_millis(self.config.coalesce_ms);
+            let handle = ctx.run_later(delay, |act, ctx| {
+                act.coalesce_timer = None;
+                act.run(ctx);
+            });
+            self.coalesce_timer = Some(handle);
+        }
+    }
+
     /// Keeps exactly one timer for the policy's earliest wakeup.
     fn schedule_wakeup(&mut self, ctx: &mut Context<Self>) {
         let wanted = self.allocator.next_wakeup();
@@ -201,14 +213,7 @@ impl Handler<AllocatorEvent> for AllocatorActor {
     fn handle(&mut self, event: AllocatorEvent, ctx: &mut Context<Self>) {
         let now = self.clock.now();
         self.allocator.handle(now, event);
-        if self.coalesce_timer.is_none() {
-            let delay = Duration::from_millis(self.config.coalesce_ms);
-            let handle = ctx.run_later(delay, |act, ctx| {
-                act.coalesce_timer = None;
-                act.run(ctx);
-            });
-            self.coalesce_timer = Some(handle);
-        }
+        self.arm_coalesced_run(ctx);
     }
 }
 
@@ -231,5 +236,57 @@ impl Handler<AllocateNow> for AllocatorActor {
 
     fn handle(&mut self, _: AllocateNow, ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.run(ctx))
+    }
+}
+
+/// An operator command (weights, priorities, policy switch); answered with the outcome. A
+/// successful command triggers an allocation run soon, so a change takes effect at once.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), AllocatorError>")]
+pub struct Operate(pub crate::OperatorCommand);
+
+/// Asks for the per-role view (`GET /roles`, `/weights`, `/allocator`).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "RolesView")]
+pub struct GetRoles;
+
+/// Answer to `GetRoles`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RolesView {
+    /// The running policy's name.
+    pub allocator: String,
+    pub roles: Vec<crate::RoleReport>,
+    /// Weights other than 1.
+    pub weights: std::collections::BTreeMap<String, f64>,
+}
+
+impl Handler<Operate> for AllocatorActor {
+    type Result = Result<(), AllocatorError>;
+
+    fn handle(&mut self, msg: Operate, ctx: &mut Context<Self>) -> Self::Result {
+        let kind = format!("{:?}", msg.0);
+        match self.allocator.operate(msg.0) {
+            Ok(()) => {
+                tracing::info!(command = %kind, "allocator: operator command applied");
+                self.arm_coalesced_run(ctx);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(command = %kind, error = %e, "allocator: operator command refused");
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Handler<GetRoles> for AllocatorActor {
+    type Result = MessageResult<GetRoles>;
+
+    fn handle(&mut self, _: GetRoles, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(RolesView {
+            allocator: self.allocator.name().to_string(),
+            roles: self.allocator.roles(),
+            weights: self.allocator.weights(),
+        })
     }
 }

@@ -14,11 +14,18 @@
 //! `free + Σ held == total` exactly, and the sorter's per-framework sums equal the ledger's.
 
 use crate::error::AllocatorError;
-use crate::sorter::{DrfSorter, Sorter};
-use crate::{Allocation, Allocator, AllocatorEvent, ShareReport};
+use crate::hierarchy::HierarchicalSorter;
+use crate::lottery::LotterySorter;
+use crate::ordmap::{FixedHash, OrdMap};
+use crate::priority::PrioritySorter;
+use crate::quota::{add_scalars, Quota, QuotaCycle, Scalars};
+use crate::roles::Weight;
+use crate::sorter::{ClientInfo, Sorter};
+use crate::{Allocation, Allocator, AllocatorEvent, OperatorCommand, RoleReport, ShareReport};
 use agora_actors::resources::Value;
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 /// Longest decline filter honoured (one year, as the master's `MAX_REFUSE_SECONDS`); longer
@@ -39,6 +46,55 @@ pub struct DrfConfig {
     pub min_allocatable_mem_mb: u64,
     /// Scalar resource names left out of dominant-share calculations.
     pub fair_sharing_excluded: BTreeSet<String>,
+    /// Which ordering of frameworks runs (switchable at runtime).
+    pub policy: PolicyKind,
+    /// Seed of the lottery policy's RNG, so runs replay.
+    pub lottery_seed: u64,
+}
+
+/// The framework orderings the allocator can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PolicyKind {
+    /// Hierarchical DRF: roles by weighted dominant share, then frameworks within a role.
+    #[default]
+    Drf,
+    /// Strict priority levels (per role, set by the operator), hierarchical DRF within a level.
+    Priority,
+    /// Seeded lottery weighted by entitled share.
+    Lottery,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 3] = [PolicyKind::Drf, PolicyKind::Priority, PolicyKind::Lottery];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Drf => "drf",
+            PolicyKind::Priority => "priority",
+            PolicyKind::Lottery => "lottery",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<PolicyKind, AllocatorError> {
+        PolicyKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim())
+            .ok_or_else(|| {
+                AllocatorError::Config(format!(
+                    "unknown allocator {name:?}; choose one of drf, priority, lottery"
+                ))
+            })
+    }
+
+    /// A fresh, empty sorter for this policy.
+    pub fn sorter(self, config: &DrfConfig) -> Box<dyn Sorter<FrameworkId>> {
+        let excluded = config.fair_sharing_excluded.clone();
+        match self {
+            PolicyKind::Drf => Box::new(HierarchicalSorter::new(excluded)),
+            PolicyKind::Priority => Box::new(PrioritySorter::new(excluded)),
+            PolicyKind::Lottery => Box::new(LotterySorter::new(excluded, config.lottery_seed)),
+        }
+    }
 }
 
 impl Default for DrfConfig {
@@ -48,6 +104,8 @@ impl Default for DrfConfig {
             min_allocatable_cpus_milli: 10,
             min_allocatable_mem_mb: 32,
             fair_sharing_excluded: BTreeSet::new(),
+            policy: PolicyKind::Drf,
+            lottery_seed: 0,
         }
     }
 }
@@ -104,14 +162,18 @@ struct Filter {
 
 #[derive(Debug, Clone)]
 struct FrameworkState {
+    /// The role it is allocated under (its first role).
     role: String,
+    priority: u32,
     /// `None` while the framework is known only from an agent's report of what it runs (after
     /// a master failover, before its scheduler re-subscribes).
     info: Option<FrameworkInfo>,
     active: bool,
     suppressed: bool,
     /// Agent -> its decline filter.
-    filters: BTreeMap<AgentId, Filter>,
+    /// Hashed (fixed keys): looked up for every candidate agent, and only ever iterated where
+    /// order cannot matter (clearing them into `filter_index`, counting them).
+    filters: HashMap<AgentId, Filter, FixedHash>,
     /// Agents on which the framework holds something (index into `AgentState::held`).
     holds: BTreeSet<AgentId>,
 }
@@ -120,20 +182,28 @@ impl FrameworkState {
     fn placeholder() -> Self {
         FrameworkState {
             role: "*".to_string(),
+            priority: 0,
             info: None,
             active: false,
             suppressed: false,
-            filters: BTreeMap::new(),
+            filters: HashMap::default(),
             holds: BTreeSet::new(),
         }
     }
 }
 
-/// Dominant Resource Fairness over frameworks (roles, weights and quota come later).
+/// The allocator: a ledger of agents and frameworks plus an allocation loop over a
+/// switchable framework ordering (hierarchical DRF, strict priority, lottery).
 pub struct DrfAllocator {
     config: DrfConfig,
-    agents: BTreeMap<AgentId, AgentState>,
-    frameworks: BTreeMap<FrameworkId, FrameworkState>,
+    /// Role weights other than 1.
+    weights: BTreeMap<String, Weight>,
+    /// Role priority levels other than 0 (used by the strict-priority policy).
+    priorities: BTreeMap<String, u32>,
+    /// Role quotas (guarantee and limit).
+    quotas: BTreeMap<String, Quota>,
+    agents: OrdMap<AgentId, AgentState>,
+    frameworks: OrdMap<FrameworkId, FrameworkState>,
     sorter: Box<dyn Sorter<FrameworkId>>,
     /// Every decline filter by expiry, so `next_wakeup` and expiry are cheap.
     filter_index: BTreeSet<(Time, FrameworkId, AgentId)>,
@@ -153,8 +223,8 @@ impl std::fmt::Debug for DrfAllocator {
 
 impl DrfAllocator {
     pub fn new(config: DrfConfig) -> Result<Self, AllocatorError> {
-        let sorter = DrfSorter::new(config.fair_sharing_excluded.clone());
-        Self::with_sorter(config, Box::new(sorter))
+        let sorter = config.policy.sorter(&config);
+        Self::with_sorter(config, sorter)
     }
 
     /// The same allocation loop over another framework ordering (e.g. a test sorter, or a
@@ -166,8 +236,11 @@ impl DrfAllocator {
         config.validate()?;
         Ok(DrfAllocator {
             config,
-            agents: BTreeMap::new(),
-            frameworks: BTreeMap::new(),
+            weights: BTreeMap::new(),
+            priorities: BTreeMap::new(),
+            quotas: BTreeMap::new(),
+            agents: OrdMap::new(),
+            frameworks: OrdMap::new(),
             sorter,
             filter_index: BTreeSet::new(),
             next_start: None,
@@ -264,6 +337,91 @@ impl DrfAllocator {
         }
     }
 
+    /// Sets the given roles' weights (others keep theirs); weight 1 is the default.
+    fn update_weights(&mut self, weights: BTreeMap<String, Weight>) {
+        for (role, w) in weights {
+            self.sorter.set_weight(&role, w.0);
+            if w == Weight::ONE {
+                self.weights.remove(&role);
+            } else {
+                self.weights.insert(role, w);
+            }
+        }
+    }
+
+    /// Sets the given roles' strict-priority levels (0 removes); frameworks take the level of
+    /// their role or its nearest ancestor that has one.
+    fn update_priorities(&mut self, priorities: BTreeMap<String, u32>) {
+        for (role, level) in priorities {
+            if level == 0 {
+                self.priorities.remove(&role);
+            } else {
+                self.priorities.insert(role, level);
+            }
+        }
+        let ids: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+        for id in ids {
+            let Some(role) = self.frameworks.get(&id).map(|f| f.role.clone()) else {
+                continue;
+            };
+            let priority = self.priority_of(&role);
+            if let Some(f) = self.frameworks.get_mut(&id) {
+                f.priority = priority;
+            }
+            let info = ClientInfo { role, priority };
+            if let Err(e) = self.sorter.set_info(&id, &info) {
+                tracing::warn!(framework = %id, error = %e, "allocator: sorter out of step");
+            }
+        }
+    }
+
+    fn priority_of(&self, role: &str) -> u32 {
+        crate::roles::ancestors(role)
+            .find_map(|r| self.priorities.get(r).copied())
+            .unwrap_or(0)
+    }
+
+    /// Role priority levels other than 0.
+    pub fn priorities(&self) -> &BTreeMap<String, u32> {
+        &self.priorities
+    }
+
+    /// Role weights other than 1.
+    pub fn role_weights(&self) -> &BTreeMap<String, Weight> {
+        &self.weights
+    }
+
+    /// Replaces the framework ordering, handing it the whole ledger: every agent's capacity,
+    /// every framework's role, level, activity and holdings. The ledger itself (free, held,
+    /// filters) is untouched, so no allocation is lost or duplicated by a switch.
+    pub fn switch(&mut self, kind: PolicyKind) {
+        let mut sorter = kind.sorter(&self.config);
+        for agent in self.agents.values() {
+            sorter.add_total(&agent.total);
+        }
+        for (role, w) in &self.weights {
+            sorter.set_weight(role, w.0);
+        }
+        for (id, f) in &self.frameworks {
+            let _ = sorter.add_client(id.clone());
+            let info = ClientInfo {
+                role: f.role.clone(),
+                priority: f.priority,
+            };
+            let _ = sorter.set_info(id, &info);
+            for agent_id in &f.holds {
+                if let Some(held) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+                    let _ = sorter.allocated(id, agent_id, held);
+                }
+            }
+            if f.active && !f.suppressed {
+                let _ = sorter.activate(id);
+            }
+        }
+        self.config.policy = kind;
+        self.sorter = sorter;
+    }
+
     fn add_agent(
         &mut self,
         agent_id: AgentId,
@@ -307,12 +465,12 @@ impl DrfAllocator {
                 f.holds.remove(agent_id);
             }
         }
-        for (framework_id, f) in self.frameworks.iter_mut() {
+        let index = &mut self.filter_index;
+        self.frameworks.for_each_mut(|framework_id, f| {
             if let Some(flt) = f.filters.remove(agent_id) {
-                self.filter_index
-                    .remove(&(flt.until, framework_id.clone(), agent_id.clone()));
+                index.remove(&(flt.until, framework_id.clone(), agent_id.clone()));
             }
-        }
+        });
         self.sorter.remove_total(&agent.total);
         Ok(())
     }
@@ -325,20 +483,27 @@ impl DrfAllocator {
         active: bool,
     ) {
         let role = info.role().to_string();
+        let priority = self.priority_of(&role);
         match self.frameworks.get_mut(&framework_id) {
             Some(f) => {
                 tracing::debug!(framework = %framework_id, "allocator: framework re-added; updating it");
-                f.role = role;
+                f.role = role.clone();
+                f.priority = priority;
                 f.info = Some(info);
                 f.active = active;
             }
             None => {
                 let mut f = FrameworkState::placeholder();
-                f.role = role;
+                f.role = role.clone();
+                f.priority = priority;
                 f.info = Some(info);
                 f.active = active;
                 self.insert_framework(framework_id.clone(), f);
             }
+        }
+        let client = ClientInfo { role, priority };
+        if let Err(e) = self.sorter.set_info(&framework_id, &client) {
+            tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
         for (agent_id, resources) in used {
             let Some(agent) = self.agents.get(&agent_id) else {
@@ -562,14 +727,22 @@ impl DrfAllocator {
             .frameworks
             .get_mut(framework_id)
             .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
-        let free = agent.free.checked_sub(res).map_err(accounting)?;
-        let held = match agent.held.get(framework_id) {
-            Some(h) => h.checked_add(res).map_err(accounting)?,
-            None => res.clone(),
+        // The usual case offers the whole free pool: nothing to subtract.
+        let free = if *res == agent.free {
+            Resources::new()
+        } else {
+            agent.free.checked_sub(res).map_err(accounting)?
         };
+        match agent.held.get_mut(framework_id) {
+            Some(h) => *h = h.checked_add(res).map_err(accounting)?,
+            None => {
+                agent.held.insert(framework_id.clone(), res.clone());
+            }
+        }
         agent.free = free;
-        agent.held.insert(framework_id.clone(), held);
-        f.holds.insert(agent_id.clone());
+        if !f.holds.contains(agent_id) {
+            f.holds.insert(agent_id.clone());
+        }
         if let Err(e) = self.sorter.allocated(framework_id, agent_id, res) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
@@ -647,26 +820,154 @@ impl DrfAllocator {
     }
 
     /// The first framework in sorter order that may be offered `agent_id`, with the offer.
-    fn pick(&mut self, now: Time, agent_id: &AgentId) -> Option<(FrameworkId, Resources)> {
+    /// The first framework in sorter order that may be offered `agent_id`, with the part of
+    /// the free pool it may have (`None`: the whole pool, the usual case).
+    fn pick(
+        &mut self,
+        now: Time,
+        agent_id: &AgentId,
+        quota: Option<(&QuotaCycle, bool)>,
+    ) -> Option<(FrameworkId, Option<Resources>)> {
         let agent = self.agents.get(agent_id)?;
         let (frameworks, config) = (&self.frameworks, &self.config);
+        // Usually nothing on the agent is reserved: then every role's candidate is the whole
+        // free pool, and nothing is copied while searching.
+        let unreserved = !agent.free.iter().any(|(k, _)| k.role.is_some());
         let mut offer = None;
         let framework_id = self.sorter.find_first(&mut |framework_id| {
             let Some(f) = frameworks.get(framework_id) else {
                 return false;
             };
-            let candidate = agent.free.allocatable_to(&f.role);
-            if !config.is_allocatable(&candidate) {
+            let candidate = if unreserved {
+                Cow::Borrowed(&agent.free)
+            } else {
+                Cow::Owned(agent.free.allocatable_to(&f.role))
+            };
+            // `cycle_agents` already checked the whole pool.
+            if !unreserved && !config.is_allocatable(&candidate) {
                 return false;
             }
-            let filtered = f.filters.get(agent_id);
-            if filtered.is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate)) {
-                return false;
+            if let Some((q, guarantee_pass)) = quota {
+                if !q.allows(&f.role, &candidate, guarantee_pass) {
+                    return false;
+                }
             }
-            offer = Some(candidate);
+            if !f.filters.is_empty() {
+                let filtered = f.filters.get(agent_id);
+                if filtered.is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate)) {
+                    return false;
+                }
+            }
+            offer = match candidate {
+                Cow::Borrowed(_) => None,
+                Cow::Owned(r) => Some(r),
+            };
             true
         })?;
-        Some((framework_id, offer?))
+        Some((framework_id, offer))
+    }
+
+    /// Gives the agent's whole free pool to the framework; returns a copy for the offer.
+    fn move_whole_pool(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+    ) -> Result<Resources, AllocatorError> {
+        let agent = self
+            .agents
+            .get_mut(agent_id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let f = self
+            .frameworks
+            .get_mut(framework_id)
+            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        let res = std::mem::take(&mut agent.free);
+        let offer = res.clone();
+        match agent.held.get_mut(framework_id) {
+            Some(h) => match h.checked_add(&res) {
+                Ok(sum) => *h = sum,
+                Err(source) => {
+                    agent.free = res;
+                    let agent = agent_id.clone();
+                    return Err(AllocatorError::Accounting { agent, source });
+                }
+            },
+            None => {
+                agent.held.insert(framework_id.clone(), res);
+            }
+        }
+        if !f.holds.contains(agent_id) {
+            f.holds.insert(agent_id.clone());
+        }
+        if let Err(e) = self.sorter.allocated(framework_id, agent_id, &offer) {
+            tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
+        }
+        Ok(offer)
+    }
+
+    /// Per role: weight, frameworks, allocated (offered or used) and the weighted share the
+    /// sorter ranks it by. Roles appear if they have frameworks or a non-default weight.
+    pub fn role_reports(&self) -> Vec<RoleReport> {
+        let mut out: BTreeMap<String, RoleReport> = BTreeMap::new();
+        let blank = |role: &str, weights: &BTreeMap<String, Weight>| RoleReport {
+            role: role.to_string(),
+            weight: weights.get(role).copied().unwrap_or_default().as_f64(),
+            priority: self.priority_of(role),
+            quota: self.quotas.get(role).cloned(),
+            frameworks: Vec::new(),
+            allocated: String::new(),
+            dominant_share: 0.0,
+        };
+        let named = self.weights.keys().chain(self.priorities.keys());
+        for role in named.chain(self.quotas.keys()) {
+            out.insert(role.clone(), blank(role, &self.weights));
+        }
+        let mut sums: BTreeMap<String, Resources> = BTreeMap::new();
+        for (id, f) in &self.frameworks {
+            let entry = out
+                .entry(f.role.clone())
+                .or_insert_with(|| blank(&f.role, &self.weights));
+            entry.frameworks.push(id.clone());
+            let sum = sums.entry(f.role.clone()).or_default();
+            if let Some(r) = self.sorter.allocation(id) {
+                *sum = sum.checked_add(&r).unwrap_or_else(|_| sum.clone());
+            }
+        }
+        for (role, r) in out.iter_mut() {
+            r.allocated = sums.get(role).map(|x| x.to_string()).unwrap_or_default();
+            r.dominant_share = self.sorter.role_share(role).unwrap_or(0.0);
+        }
+        out.into_values().collect()
+    }
+
+    /// Quota bookkeeping for a cycle: what roles with quota hold, and what the cluster has
+    /// free. `None` (and no cost) when no role has a quota.
+    fn quota_cycle(&self) -> Option<QuotaCycle> {
+        if self.quotas.is_empty() {
+            return None;
+        }
+        let mut usage: BTreeMap<String, Scalars> = BTreeMap::new();
+        for (id, f) in &self.frameworks {
+            if !self.quotas.contains_key(&f.role) {
+                continue;
+            }
+            let sums = usage.entry(f.role.clone()).or_default();
+            for agent_id in &f.holds {
+                if let Some(held) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+                    add_scalars(sums, held, 1);
+                }
+            }
+        }
+        let mut free = Scalars::new();
+        for agent in self.agents.values() {
+            add_scalars(&mut free, &agent.free, 1);
+        }
+        Some(QuotaCycle::new(self.quotas.clone(), usage, free))
+    }
+
+    /// Role quotas.
+    pub fn quotas(&self) -> &BTreeMap<String, Quota> {
+        &self.quotas
     }
 
     /// Checks the ledger: `free + Σ held == total` per agent, the framework/agent indexes and
@@ -778,7 +1079,63 @@ fn intersect(a: &Resources, b: &Resources) -> Resources {
 
 impl Allocator for DrfAllocator {
     fn name(&self) -> &'static str {
-        "drf"
+        self.config.policy.name()
+    }
+
+    fn operate(&mut self, cmd: OperatorCommand) -> Result<(), AllocatorError> {
+        let too_many = || AllocatorError::Config(crate::roles::RoleError::TooMany.to_string());
+        match cmd {
+            OperatorCommand::UpdateWeights { weights } => {
+                if self.weights.len() + weights.len() > crate::roles::MAX_ROLES {
+                    return Err(too_many());
+                }
+                self.update_weights(weights);
+            }
+            OperatorCommand::UpdatePriorities { priorities } => {
+                if self.priorities.len() + priorities.len() > crate::roles::MAX_ROLES {
+                    return Err(too_many());
+                }
+                self.update_priorities(priorities);
+            }
+            OperatorCommand::SetQuota { role, quota } => match quota {
+                Some(q) => {
+                    q.validate(&role)
+                        .map_err(|e| AllocatorError::Config(e.to_string()))?;
+                    if !self.quotas.contains_key(&role)
+                        && self.quotas.len() >= crate::roles::MAX_ROLES
+                    {
+                        return Err(too_many());
+                    }
+                    self.quotas.insert(role, q);
+                }
+                None => {
+                    self.quotas.remove(&role);
+                }
+            },
+            OperatorCommand::SwitchPolicy { name } => {
+                let kind = PolicyKind::parse(&name)?;
+                if kind != self.config.policy {
+                    tracing::info!(
+                        from = self.config.policy.name(),
+                        to = kind.name(),
+                        "allocator: switching policy"
+                    );
+                    self.switch(kind);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn weights(&self) -> BTreeMap<String, f64> {
+        self.weights
+            .iter()
+            .map(|(r, w)| (r.clone(), w.as_f64()))
+            .collect()
+    }
+
+    fn roles(&self) -> Vec<RoleReport> {
+        self.role_reports()
     }
 
     fn handle(&mut self, now: Time, event: AllocatorEvent) {
@@ -795,20 +1152,49 @@ impl Allocator for DrfAllocator {
             return out;
         }
         let cap = self.config.max_offers_per_framework_per_cycle;
-        let mut counts: BTreeMap<FrameworkId, usize> = BTreeMap::new();
+        // Only looked up, never iterated.
+        let mut counts: HashMap<FrameworkId, usize, FixedHash> = HashMap::default();
         let mut capped: Vec<FrameworkId> = Vec::new();
+        let mut quota = self.quota_cycle();
         for agent_id in self.cycle_agents() {
             if self.sorter.active_count() == 0 {
                 break;
             }
-            let Some((framework_id, resources)) = self.pick(now, &agent_id) else {
+            // Roles below their guarantee are served first; then everyone, within limits and
+            // leaving headroom for unmet guarantees.
+            let first = match &quota {
+                Some(q) if q.any_deficit() => self.pick(now, &agent_id, Some((q, true))),
+                _ => None,
+            };
+            let picked = match first {
+                Some(p) => Some(p),
+                None => self.pick(now, &agent_id, quota.as_ref().map(|q| (q, false))),
+            };
+            let Some((framework_id, part)) = picked else {
                 continue;
             };
-            if let Err(e) = self.move_to_framework(&framework_id, &agent_id, &resources) {
-                tracing::warn!(error = %e, "allocator: offer skipped");
-                continue;
+            let moved = match part {
+                Some(resources) => self
+                    .move_to_framework(&framework_id, &agent_id, &resources)
+                    .map(|()| resources),
+                None => self.move_whole_pool(&framework_id, &agent_id),
+            };
+            let resources = match moved {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "allocator: offer skipped");
+                    continue;
+                }
+            };
+            if let Some(q) = quota.as_mut() {
+                if let Some(f) = self.frameworks.get(&framework_id) {
+                    q.allocated(&f.role, &resources);
+                }
             }
-            let n = counts.entry(framework_id.clone()).or_insert(0);
+            let n = match counts.get_mut(&framework_id) {
+                Some(n) => n,
+                None => counts.entry(framework_id.clone()).or_insert(0),
+            };
             *n += 1;
             if *n >= cap {
                 // Out of the running for the rest of this cycle only.

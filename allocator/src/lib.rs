@@ -1,21 +1,32 @@
 //! The allocation module: decides which framework is offered which agent's free resources.
 //!
 //! The master never knows which policy runs. It reports events (`AllocatorEvent`) and receives
-//! decisions (`Allocation`s). A policy is an `Allocator` (a pure core: no IO, no clock); the
+//! decisions (`Allocation`s); operators send `OperatorCommand`s (weights, priorities, quota,
+//! policy switch). A policy is an `Allocator` (a pure core: no IO, no clock); the
 //! `AllocatorActor` shell hosts any `Box<dyn Allocator>`, coalesces bursts of events into one
 //! allocation run, and also runs one every `allocation_interval_ms`.
 //!
-//! Layers: a `Sorter` orders clients (DRF today; weights, priority and lottery later fit the
-//! same trait); `DrfAllocator` keeps the ledger (agents, frameworks, filters) and runs the
-//! allocation loop over any `Box<dyn Sorter<FrameworkId>>`; `AllocatorActor` decides when.
+//! Layers: a `Sorter` orders frameworks — `HierarchicalSorter` (DRF over roles by weighted
+//! dominant share, then over frameworks within a role), `PrioritySorter` (strict per-role
+//! levels, hierarchical DRF within a level) and `LotterySorter` (seeded draws weighted by
+//! entitled share); `DrfAllocator` keeps the ledger (agents, frameworks, filters, weights,
+//! quota) and runs the allocation loop over whichever sorter is selected, and can switch
+//! sorters at runtime by handing the new one the whole ledger; `AllocatorActor` decides when.
 //! `AllocatorEvent` is itself the actix message the actor receives.
 
 pub mod actor;
 pub mod drf;
 pub mod error;
+pub mod hierarchy;
+pub mod lottery;
+pub mod ordmap;
+pub mod priority;
+pub mod quota;
+pub mod roles;
 pub mod sorter;
 
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
+
 use std::collections::BTreeMap;
 
 /// What the master tells the allocator. The allocator's view of "allocated" (offered or used)
@@ -70,6 +81,25 @@ pub enum AllocatorEvent {
     },
 }
 
+/// What an operator asks of the allocator (kept apart from `AllocatorEvent`, which is the
+/// master's bookkeeping feed). Each is answered with `Ok` or a clear error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorCommand {
+    /// Set these roles' weights (roles not listed keep theirs).
+    UpdateWeights {
+        weights: BTreeMap<String, roles::Weight>,
+    },
+    /// Set these roles' strict-priority levels (0 = default level).
+    UpdatePriorities { priorities: BTreeMap<String, u32> },
+    /// Switch the running policy (`drf`, `priority`, `lottery`), keeping every allocation.
+    SwitchPolicy { name: String },
+    /// Set (`Some`) or remove (`None`) a role's quota.
+    SetQuota {
+        role: String,
+        quota: Option<quota::Quota>,
+    },
+}
+
 impl AllocatorEvent {
     /// The variant's name, for log lines that must not print whole resource maps.
     pub fn kind(&self) -> &'static str {
@@ -105,6 +135,22 @@ pub struct ShareReport {
     pub dominant_share: f64,
 }
 
+/// Per-role view for operators (`GET /roles`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RoleReport {
+    pub role: String,
+    pub weight: f64,
+    /// Strict-priority level (used by the `priority` policy; 0 by default).
+    pub priority: u32,
+    /// Guarantee and limit, if the role has a quota.
+    pub quota: Option<quota::Quota>,
+    pub frameworks: Vec<FrameworkId>,
+    /// Offered or in use, reservations folded in.
+    pub allocated: String,
+    /// Dominant share divided by the weight, as the allocator ranks the role.
+    pub dominant_share: f64,
+}
+
 /// A policy. Implementations must be deterministic (iterate in a fixed order, seed any RNG).
 pub trait Allocator: Send + 'static {
     /// Short name (`drf`), as the operator selects it.
@@ -118,11 +164,35 @@ pub trait Allocator: Send + 'static {
     /// Earliest time a filter expires (the shell wakes the allocator then), if any.
     fn next_wakeup(&self) -> Option<Time>;
     fn shares(&self) -> Vec<ShareReport>;
+    /// Applies an operator command. Allocators that do not support one refuse it.
+    fn operate(&mut self, cmd: OperatorCommand) -> Result<(), AllocatorError> {
+        Err(AllocatorError::Config(format!(
+            "allocator {} does not support {cmd:?}",
+            self.name()
+        )))
+    }
+    /// Switches the ordering policy at runtime keeping every allocation.
+    fn switch_policy(&mut self, name: &str) -> Result<(), AllocatorError> {
+        self.operate(OperatorCommand::SwitchPolicy {
+            name: name.to_string(),
+        })
+    }
+    /// Role weights other than 1, for operators.
+    fn weights(&self) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
+    /// Per-role view for operators.
+    fn roles(&self) -> Vec<RoleReport> {
+        Vec::new()
+    }
 }
 
 pub use actor::{
-    AllocateNow, Allocations, AllocatorActor, AllocatorConfig, GetShares, SharesReport,
+    AllocateNow, Allocations, AllocatorActor, AllocatorConfig, GetRoles, GetShares, Operate,
+    RolesView, SharesReport,
 };
-pub use drf::{DrfAllocator, DrfConfig};
+pub use drf::{DrfAllocator, DrfConfig, PolicyKind};
 pub use error::AllocatorError;
-pub use sorter::{DrfSorter, Share, Sorter, SorterError};
+pub use quota::Quota;
+pub use roles::{validate_role, RoleError, Weight};
+pub use sorter::{ClientInfo, DrfSorter, Share, Sorter, SorterError};

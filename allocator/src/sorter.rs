@@ -11,11 +11,13 @@
 //! a fixed rank, a lottery sorter draws from a seeded RNG inside `sort`/`find_first` (both take
 //! `&mut self`), and a hierarchical allocator nests a role sorter over per-role framework sorters.
 
+use crate::ordmap::OrdMap;
 use agora_actors::resources::Value;
 use agora_actors::{AgentId, Milli, Resources};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::hash::Hash;
 
 /// Why a sorter refused a call. Callers log these; the sorter's state is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,8 +75,41 @@ pub trait Sorter<C>: Send {
 
     /// The client's share as a fraction for operators (`None` for an unknown client).
     fn share(&self, client: &C) -> Option<f64>;
+
+    /// Short policy name (`drf`, `priority`, `lottery`).
+    fn name(&self) -> &'static str {
+        "drf"
+    }
+    /// Where the client belongs: its role and priority level. Sorters that ignore roles or
+    /// levels keep the default (nothing to do). The client's allocation moves with it.
+    fn set_info(&mut self, _client: &C, _info: &ClientInfo) -> Result<(), SorterError> {
+        Ok(())
+    }
+    /// A role's weight in thousandths (1000 = 1).
+    fn set_weight(&mut self, _role: &str, _weight_milli: i64) {}
+    /// A role's weighted dominant share as the sorter ranks it, if it knows roles.
+    fn role_share(&self, _role: &str) -> Option<f64> {
+        None
+    }
     /// Scalar totals allocated to the client, reservations folded in (for operators).
     fn allocation(&self, client: &C) -> Option<Resources>;
+}
+
+/// Where a client belongs, for sorters that group clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub role: String,
+    /// Strict-priority level; higher is offered first.
+    pub priority: u32,
+}
+
+impl Default for ClientInfo {
+    fn default() -> Self {
+        ClientInfo {
+            role: "*".to_string(),
+            priority: 0,
+        }
+    }
 }
 
 /// An exact non-negative fraction `num / den` (`den > 0`), compared by cross-multiplication in
@@ -82,8 +117,8 @@ pub trait Sorter<C>: Send {
 /// to the client name instead of to floating-point noise.
 #[derive(Clone, Copy)]
 pub struct Share {
-    num: i64,
-    den: i64,
+    num: i128,
+    den: i128,
 }
 
 impl Share {
@@ -95,7 +130,21 @@ impl Share {
         if den <= 0 || num <= 0 {
             return Share::ZERO;
         }
-        Share { num, den }
+        Share {
+            num: num as i128,
+            den: den as i128,
+        }
+    }
+    /// The share divided by a weight given in thousandths (`1000` = weight 1): a role of
+    /// weight 2 holding 0.4 of the cluster ranks like a role of weight 1 holding 0.2.
+    pub fn weighted(self, weight_milli: i64) -> Share {
+        if weight_milli <= 0 || weight_milli == 1000 {
+            return self;
+        }
+        Share {
+            num: self.num * 1000,
+            den: self.den * weight_milli as i128,
+        }
     }
     pub fn as_f64(self) -> f64 {
         self.num as f64 / self.den as f64
@@ -115,10 +164,18 @@ impl PartialOrd for Share {
 }
 impl Ord for Share {
     fn cmp(&self, other: &Self) -> Ordering {
-        // Milli values stay below ~1e18, so each product stays below ~1e36 < i128::MAX.
-        let lhs = self.num as i128 * other.den as i128;
-        let rhs = other.num as i128 * self.den as i128;
-        lhs.cmp(&rhs)
+        // Unweighted milli values stay below ~1e18, so products stay below ~1e36 and are
+        // exact; only huge weights can overflow, and then the (still monotone) float decides.
+        match (
+            self.num.checked_mul(other.den),
+            other.num.checked_mul(self.den),
+        ) {
+            (Some(lhs), Some(rhs)) => lhs.cmp(&rhs),
+            _ => self
+                .as_f64()
+                .partial_cmp(&other.as_f64())
+                .unwrap_or(Ordering::Equal),
+        }
     }
 }
 impl fmt::Debug for Share {
@@ -134,17 +191,41 @@ fn apply_scalars(sums: &mut BTreeMap<String, Milli>, r: &Resources, sign: i64) -
     let mut clamped = false;
     for (key, value) in r.iter() {
         let Value::Scalar(m) = value else { continue };
-        let entry = sums.entry(key.name.clone()).or_insert(Milli::ZERO);
-        let next = entry.0.saturating_add(sign.saturating_mul(m.0));
+        // Look up before inserting: the hot path (a known name) must not allocate a key.
+        let old = sums.get(&key.name).copied().unwrap_or(Milli::ZERO);
+        let next = old.0.saturating_add(sign.saturating_mul(m.0));
         if next < 0 {
             clamped = true;
         }
-        *entry = Milli(next.max(0));
-        if entry.0 == 0 {
-            sums.remove(&key.name);
+        match sums.get_mut(&key.name) {
+            Some(_) if next <= 0 => {
+                sums.remove(&key.name);
+            }
+            Some(entry) => *entry = Milli(next),
+            None if next > 0 => {
+                sums.insert(key.name.clone(), Milli(next));
+            }
+            None => {}
         }
     }
     clamped
+}
+
+/// The largest fraction of any non-excluded total that `allocated` holds (unweighted).
+pub fn dominant_share_of(
+    allocated: &BTreeMap<String, Milli>,
+    totals: &BTreeMap<String, Milli>,
+    excluded: &BTreeSet<String>,
+) -> Share {
+    allocated
+        .iter()
+        .filter(|(name, _)| !excluded.contains(*name))
+        .map(|(name, held)| {
+            let total = totals.get(name).copied().unwrap_or(Milli::ZERO);
+            Share::new(held.0, total.0)
+        })
+        .max()
+        .unwrap_or(Share::ZERO)
 }
 
 #[derive(Debug, Clone)]
@@ -154,17 +235,25 @@ struct ClientState {
     /// The share the client is filed under in `order` (while active). Stale while dirty.
     share: Share,
     active: bool,
+    /// Weight in thousandths (1000 = 1); the share is divided by it.
+    weight_milli: i64,
+    /// Integer stand-in for the client's position in client order (see `order`).
+    rank: u128,
 }
 
 /// Dominant Resource Fairness: a client's share is the largest fraction of any (non-excluded)
 /// scalar resource it holds of the cluster total; the smallest share goes first, ties by client
 /// order (the framework id).
 ///
-/// Invariant: every active client `c` is in `order` exactly as `(clients[c].share, c)`.
+/// Invariant: every active client `c` is in `order` exactly as
+/// `(clients[c].share, clients[c].rank, c)`, and ranks increase with client order.
 #[derive(Debug, Clone)]
-pub struct DrfSorter<C: Ord + Clone> {
-    clients: BTreeMap<C, ClientState>,
-    order: BTreeSet<(Share, C)>,
+pub struct DrfSorter<C: Ord + Clone + Hash> {
+    clients: OrdMap<C, ClientState>,
+    /// Active clients by (share, rank). The rank follows client order (so ties go by client
+    /// name) but compares as an integer: with many equal shares a string tie-break would
+    /// dominate every re-file.
+    order: BTreeSet<(Share, u128, C)>,
     /// Clients whose allocation changed since their share was last computed.
     dirty: BTreeSet<C>,
     totals: BTreeMap<String, Milli>,
@@ -173,29 +262,125 @@ pub struct DrfSorter<C: Ord + Clone> {
     /// Resource names left out of the dominant share (e.g. `gpus`, so GPU-less frameworks are
     /// not ranked by a resource they never asked for).
     excluded: BTreeSet<String>,
+    /// Version of externally shared totals last pulled in by `sync_totals`.
+    totals_version: u64,
 }
 
-impl<C: Ord + Clone + fmt::Display> Default for DrfSorter<C> {
+impl<C: Ord + Clone + Hash + fmt::Display> Default for DrfSorter<C> {
     fn default() -> Self {
         Self::new(BTreeSet::new())
     }
 }
 
-impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
+impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
     pub fn new(excluded: BTreeSet<String>) -> Self {
         DrfSorter {
-            clients: BTreeMap::new(),
+            clients: OrdMap::new(),
             order: BTreeSet::new(),
             dirty: BTreeSet::new(),
             totals: BTreeMap::new(),
             totals_dirty: false,
             excluded,
+            totals_version: 0,
         }
     }
 
-    /// The exact dominant share from the current allocation and totals (never stale).
+    /// Sets a client's weight (thousandths; 1000 = 1). Its share is recomputed lazily.
+    pub fn set_client_weight(&mut self, client: &C, weight_milli: i64) {
+        let Some(state) = self.clients.get_mut(client) else {
+            return;
+        };
+        if state.weight_milli != weight_milli {
+            state.weight_milli = weight_milli.max(1);
+            self.dirty.insert(client.clone());
+        }
+    }
+
+    /// Replaces the totals with a shared copy if its version differs from the one last seen.
+    /// Nested sorters use this so one cluster change is not pushed into thousands of them.
+    pub fn sync_totals(&mut self, totals: &BTreeMap<String, Milli>, version: u64) {
+        if self.totals_version != version {
+            self.totals_version = version;
+            self.totals = totals.clone();
+            self.totals_dirty = true;
+        }
+    }
+
+    /// Brings the order up to date (after changes); queries do this themselves.
+    pub fn prepare(&mut self) {
+        self.refresh();
+    }
+
+    /// Active clients by client order (not by share).
+    pub fn ordered_by_id_active(&self) -> Vec<&C> {
+        self.clients
+            .iter()
+            .filter(|(_, s)| s.active)
+            .map(|(c, _)| c)
+            .collect()
+    }
+
+    /// Active clients in order, without refreshing (call `prepare` first).
+    pub fn ordered(&self) -> impl Iterator<Item = &C> + '_ {
+        self.order.iter().map(|(_, _, c)| c)
+    }
+
+    /// A rank between the client's neighbours in client order; renumbers everyone (rare:
+    /// after ~100 insertions into one gap) when there is no room left.
+    fn rank_for(&mut self, client: &C) -> u128 {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let lo = self
+            .clients
+            .range((Unbounded, Excluded(client)))
+            .next_back()
+            .map_or(0, |(_, s)| s.rank);
+        let hi = self
+            .clients
+            .range((Excluded(client), Unbounded))
+            .next()
+            .map_or(u128::MAX, |(_, s)| s.rank);
+        if hi - lo >= 2 {
+            return lo + (hi - lo) / 2;
+        }
+        self.renumber(Some(client))
+    }
+
+    /// Spreads ranks evenly in client order (leaving a slot for `new`), re-filing active
+    /// clients; returns `new`'s rank.
+    fn renumber(&mut self, new: Option<&C>) -> u128 {
+        let n = self.clients.len() as u128 + 2;
+        let step = u128::MAX / n;
+        let mut keys: Vec<C> = self.clients.keys().cloned().collect();
+        if let Some(c) = new {
+            keys.push(c.clone());
+            keys.sort();
+        }
+        let mut new_rank = 0;
+        self.order.clear();
+        for (i, k) in keys.iter().enumerate() {
+            let rank = step * (i as u128 + 1);
+            match self.clients.get_mut(k) {
+                Some(state) => {
+                    state.rank = rank;
+                    if state.active {
+                        self.order.insert((state.share, rank, k.clone()));
+                    }
+                }
+                None => new_rank = rank,
+            }
+        }
+        new_rank
+    }
+
+    /// The exact dominant share from the current allocation and totals (never stale),
+    /// not divided by the weight.
     pub fn dominant_share(&self, client: &C) -> Option<Share> {
         self.clients.get(client).map(|s| self.compute(&s.allocated))
+    }
+
+    /// Scalar sums allocated to the client.
+    pub fn allocated_scalars(&self, client: &C) -> Option<&BTreeMap<String, Milli>> {
+        self.clients.get(client).map(|s| &s.allocated)
     }
 
     /// Cluster totals as the sorter sees them (scalars by name).
@@ -204,15 +389,37 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
     }
 
     fn compute(&self, allocated: &BTreeMap<String, Milli>) -> Share {
-        self.totals
-            .iter()
-            .filter(|(name, _)| !self.excluded.contains(*name))
-            .map(|(name, total)| {
-                let held = allocated.get(name).copied().unwrap_or(Milli::ZERO);
-                Share::new(held.0, total.0)
-            })
-            .max()
-            .unwrap_or(Share::ZERO)
+        dominant_share_of(allocated, &self.totals, &self.excluded)
+    }
+
+    /// Sum of every client's allocation (scalars by name).
+    pub fn sum_allocated(&self) -> BTreeMap<String, Milli> {
+        let mut out: BTreeMap<String, Milli> = BTreeMap::new();
+        for state in self.clients.values() {
+            for (name, m) in &state.allocated {
+                let e = out.entry(name.clone()).or_insert(Milli::ZERO);
+                *e = Milli(e.0.saturating_add(m.0));
+            }
+        }
+        out
+    }
+
+    /// Replaces a client's allocation outright (used to rebuild sums kept lazily elsewhere).
+    pub fn set_allocated(&mut self, client: &C, allocated: BTreeMap<String, Milli>) {
+        if let Some(state) = self.clients.get_mut(client) {
+            state.allocated = allocated;
+            if !self.dirty.contains(client) {
+                self.dirty.insert(client.clone());
+            }
+        }
+    }
+
+    /// Number of clients, active or not.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
     }
 
     /// Brings `order` up to date: all clients after a total change, else only the dirty ones.
@@ -238,16 +445,16 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
         let Some(state) = self.clients.get(client) else {
             return;
         };
-        let share = self.compute(&state.allocated);
-        let (old, active) = (state.share, state.active);
+        let share = self.compute(&state.allocated).weighted(state.weight_milli);
+        let (old, active, rank) = (state.share, state.active, state.rank);
         if active && remove_old {
-            self.order.remove(&(old, client.clone()));
+            self.order.remove(&(old, rank, client.clone()));
         }
         if let Some(state) = self.clients.get_mut(client) {
             state.share = share;
         }
         if active {
-            self.order.insert((share, client.clone()));
+            self.order.insert((share, rank, client.clone()));
         }
     }
 
@@ -265,20 +472,36 @@ impl<C: Ord + Clone + fmt::Display> DrfSorter<C> {
         if apply_scalars(&mut state.allocated, resources, sign) {
             tracing::warn!(%client, %agent, %resources, "sorter: unallocating more than allocated; clamped at zero");
         }
-        self.dirty.insert(client.clone());
+        if self.totals_dirty {
+            // Every share is recomputed before the next query anyway.
+            return Ok(());
+        }
+        // Re-file at once: the allocation loop queries right after every change, so deferring
+        // would only add a dirty-set round trip per allocation.
+        let share = dominant_share_of(&state.allocated, &self.totals, &self.excluded)
+            .weighted(state.weight_milli);
+        let old = std::mem::replace(&mut state.share, share);
+        if state.active && old != share {
+            let key = self.order.take(&(old, state.rank, client.clone()));
+            let c = key.map(|(_, _, c)| c).unwrap_or_else(|| client.clone());
+            self.order.insert((share, state.rank, c));
+        }
         Ok(())
     }
 }
 
-impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
+impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
     fn add_client(&mut self, client: C) -> Result<(), SorterError> {
         if self.clients.contains_key(&client) {
             return Err(SorterError::DuplicateClient(client.to_string()));
         }
+        let rank = self.rank_for(&client);
         let state = ClientState {
             allocated: BTreeMap::new(),
             share: Share::ZERO,
             active: false,
+            weight_milli: 1000,
+            rank,
         };
         self.clients.insert(client, state);
         Ok(())
@@ -290,7 +513,8 @@ impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
             .remove(client)
             .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
         if state.active {
-            self.order.remove(&(state.share, client.clone()));
+            self.order
+                .remove(&(state.share, state.rank, client.clone()));
         }
         self.dirty.remove(client);
         Ok(())
@@ -322,8 +546,8 @@ impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
             .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
         if state.active {
             state.active = false;
-            let share = state.share;
-            self.order.remove(&(share, client.clone()));
+            let (share, rank) = (state.share, state.rank);
+            self.order.remove(&(share, rank, client.clone()));
         }
         Ok(())
     }
@@ -368,15 +592,15 @@ impl<C: Ord + Clone + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
 
     fn sort(&mut self) -> Vec<C> {
         self.refresh();
-        self.order.iter().map(|(_, c)| c.clone()).collect()
+        self.order.iter().map(|(_, _, c)| c.clone()).collect()
     }
 
     fn find_first(&mut self, accept: &mut dyn FnMut(&C) -> bool) -> Option<C> {
         self.refresh();
         self.order
             .iter()
-            .find(|(_, c)| accept(c))
-            .map(|(_, c)| c.clone())
+            .find(|(_, _, c)| accept(c))
+            .map(|(_, _, c)| c.clone())
     }
 
     fn share(&self, client: &C) -> Option<f64> {
@@ -528,6 +752,29 @@ mod tests {
         assert_eq!(s.share(&"a".to_string()), Some(0.0));
         s.remove_total(&r("cpus:100"));
         assert_eq!(s.totals().get("cpus"), None);
+    }
+
+    #[test]
+    fn ties_follow_client_order_through_rank_renumbering() {
+        // Inserting in descending order keeps halving the gap before the first client, so
+        // ranks are renumbered several times on the way.
+        let mut s: DrfSorter<String> = DrfSorter::default();
+        s.add_total(&r("cpus:10"));
+        let names: Vec<String> = (0..400).rev().map(|i| format!("c{i:03}")).collect();
+        for n in &names {
+            s.add_client(n.clone()).expect("new");
+            s.activate(n).expect("known");
+        }
+        let mut want = names.clone();
+        want.sort();
+        assert_eq!(s.sort(), want);
+        // A client inserted in the middle later still lands in name order.
+        s.add_client("c1505".into()).expect("new");
+        s.activate(&"c1505".to_string()).expect("known");
+        let got = s.sort();
+        let pos = got.iter().position(|c| c == "c1505").expect("present");
+        assert_eq!(&got[pos - 1], "c150");
+        assert_eq!(&got[pos + 1], "c151");
     }
 
     #[test]

@@ -634,6 +634,10 @@ mod props {
         Allocate {
             advance_ms: u16,
         },
+        /// Switch the running policy (drf, priority, lottery) mid-run.
+        Switch(u8),
+        /// Set role r1's weight (thousandths).
+        Weight(u16),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -679,6 +683,8 @@ mod props {
             (0..4u8, 0..4u8).prop_map(|(f, a)| Op::RecoverHalf { f, a }),
             (0..2000u16).prop_map(|advance_ms| Op::Allocate { advance_ms }),
             (0..2000u16).prop_map(|advance_ms| Op::Allocate { advance_ms }),
+            (0..3u8).prop_map(Op::Switch),
+            (1..5000u16).prop_map(Op::Weight),
         ]
     }
 
@@ -781,6 +787,8 @@ mod props {
                     refuse_ms: None,
                 }
             }
+            Op::Switch(_) => return None,
+            Op::Weight(_) => return None,
             Op::Allocate { .. } => return None,
         })
     }
@@ -829,12 +837,29 @@ mod props {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         #[test]
-        fn random_events_never_over_allocate(ops in proptest::collection::vec(op(), 1..60)) {
+        fn random_events_never_over_allocate(
+            policy in 0..3u8,
+            ops in proptest::collection::vec(op(), 1..60),
+        ) {
+            let names = ["drf", "priority", "lottery"];
             let mut a = drf();
+            a.switch_policy(names[policy as usize]).expect("known policy");
             let mut model = Model::new();
             let mut now = Time(0);
             for op in &ops {
-                if let Op::Allocate { advance_ms } = op {
+                if let Op::Switch(p) = op {
+                    // A switch keeps the ledger: invariants (checked below) still hold, and
+                    // the sorter is rebuilt from it.
+                    let before: Vec<_> = a.shares().into_iter().map(|s| (s.framework_id, s.allocated)).collect();
+                    a.switch_policy(names[*p as usize]).expect("known policy");
+                    prop_assert_eq!(a.name(), names[*p as usize]);
+                    let after: Vec<_> = a.shares().into_iter().map(|s| (s.framework_id, s.allocated)).collect();
+                    prop_assert_eq!(before, after);
+                } else if let Op::Weight(w) = op {
+                    let weights = [("r1".to_string(), agora_allocator::Weight(i64::from(*w)))].into();
+                    a.operate(agora_allocator::OperatorCommand::UpdateWeights { weights })
+                        .expect("valid weights");
+                } else if let Op::Allocate { advance_ms } = op {
                     now = now.plus_ms(u64::from(*advance_ms));
                     check_allocate(&mut a, now, &model)?;
                 } else if let Some(e) = event(op, &a, &mut model) {

@@ -280,3 +280,15 @@ pub async fn start_master(
     tracing::info!(%bound, "master listening");
     Ok(MasterHandle { addr, bound })
 }
+
+/// The allocator actor's address, for operator endpoints that talk to it directly.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<AllocatorActor>>")]
+pub struct GetAllocator;
+
+impl Handler<GetAllocator> for MasterActor {
+    type Result = Option<Addr<AllocatorActor>>;
+    fn handle(&mut self, _: GetAllocator, _ctx: &mut Context<Self>) -> Self::Result {
+        self.allocator.clone()
+    }
+}

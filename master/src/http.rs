@@ -162,6 +162,7 @@ pub fn serve(addr: Addr<MasterActor>, bind: &str) -> std::io::Result<String> {
             .route("/health", web::get().to(health))
             .route("/state", web::get().to(state))
             .route("/metrics", web::get().to(metrics))
+            .configure(crate::operator_http::routes)
             .default_service(web::to(elsewhere))
     })
     .workers(1)

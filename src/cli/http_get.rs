@@ -11,13 +11,29 @@ const MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// GETs `http://{addr}{path}` and returns the body of a 200 answer.
 pub fn get(addr: &str, path: &str) -> anyhow::Result<String> {
+    request("GET", addr, path, None)
+}
+
+/// PUTs a JSON body to `http://{addr}{path}` and returns the body of a 200 answer.
+pub fn put_json(addr: &str, path: &str, body: &str) -> anyhow::Result<String> {
+    request("PUT", addr, path, Some(body))
+}
+
+fn request(method: &str, addr: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
     let addr = addr.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-    )?;
+    match body {
+        None => write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+        )?,
+        Some(b) => write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )?,
+    }
     let mut raw = Vec::new();
     s.take(MAX_RESPONSE_BYTES)
         .read_to_end(&mut raw)

@@ -1,6 +1,6 @@
 //! `agora master`.
 
-use agora_allocator::{AllocatorConfig, DrfAllocator, DrfConfig};
+use agora_allocator::{AllocatorConfig, DrfAllocator};
 use agora_master::actor::{start_master, MasterOptions};
 use agora_master::core::MasterConfig;
 use agora_master::ha::{MakeAllocator, RegistryOptions};
@@ -54,6 +54,8 @@ pub struct MasterArgs {
     /// no majority for this long steps down and stops offering.
     #[arg(long, default_value_t = 10, env = "AGORA_RAFT_ELECTION_TICKS")]
     pub raft_election_ticks: usize,
+    #[command(flatten)]
+    pub alloc: super::alloc_cmds::AllocatorArgs,
 }
 
 impl MasterArgs {
@@ -88,8 +90,10 @@ impl MasterArgs {
         });
         config.election_ticks = self.raft_election_ticks.max(3);
         config.heartbeat_ticks = (config.election_ticks / 5).max(1);
-        let make_allocator: MakeAllocator = Arc::new(|| {
-            DrfAllocator::new(DrfConfig::default())
+        // Each new leader builds its allocator with the policy and settings given by the flags.
+        let drf_config = self.alloc.drf_config()?;
+        let make_allocator: MakeAllocator = Arc::new(move || {
+            DrfAllocator::new(drf_config.clone())
                 .map(|a| Box::new(a) as Box<dyn agora_allocator::Allocator>)
                 .map_err(|e| e.to_string())
         });
@@ -103,7 +107,7 @@ impl MasterArgs {
     }
 
     pub fn options(&self) -> anyhow::Result<MasterOptions> {
-        let drf = DrfAllocator::new(DrfConfig::default())
+        let drf = DrfAllocator::new(self.alloc.drf_config()?)
             .map_err(|e| anyhow::anyhow!("allocator: {e}"))?;
         Ok(MasterOptions {
             registry: Some(self.registry(&self.http)?),

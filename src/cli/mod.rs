@@ -1,6 +1,7 @@
 //! Subcommands of the `agora` binary. Each file is one subcommand; shared helpers live here.
 
 pub mod agent;
+pub mod alloc_cmds;
 pub mod demo;
 pub mod dev;
 pub mod emulate_agents;
