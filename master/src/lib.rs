@@ -5,6 +5,7 @@ pub mod actor;
 pub mod core;
 pub mod ha;
 pub mod http;
+pub mod raft_actor;
 
 pub use crate::core::{
     Action, Input, MasterConfig, MasterCore, MasterCounters, MasterError, MasterState, MasterTimer,
