@@ -392,12 +392,15 @@ pub struct GetHa;
 impl Handler<GetHa> for MasterActor {
     type Result = ResponseFuture<Option<HaView>>;
     fn handle(&mut self, _: GetHa, _: &mut Context<Self>) -> Self::Result {
-        let raft = self.raft.as_ref().map(|r| r.raft().clone());
+        let raft = self
+            .raft
+            .as_ref()
+            .map(|r| (r.raft().clone(), r.peer_errors));
         Box::pin(async move {
-            match raft {
-                Some(a) => a.send(crate::raft_actor::GetView).await.ok(),
-                None => None,
-            }
+            let (a, shell_errors) = raft?;
+            let mut v = a.send(crate::raft_actor::GetView).await.ok()?;
+            v.peer_errors += shell_errors;
+            Some(v)
         })
     }
 }
