@@ -16,7 +16,7 @@ declare -A MPID
 EPID=""
 cleanup() {
   for p in "${MPID[@]}" $EPID; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
+  [ -n "${KEEP:-}" ] || rm -rf "$DIR"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -28,7 +28,7 @@ start_master() {
   "$BIN" master --id "$1" --peers "$PEERS" --listen "${ADDR[$1]}" --http "${HTTP[$1]}" \
     --work-dir "$DIR/m$1" >>"$DIR/m$1.log" 2>&1 & MPID[$1]=$!; disown
 }
-role() { curl -s --max-time 1 "http://${HTTP[$1]}/state" 2>/dev/null |
+role() { curl -s --max-time 5 "http://${HTTP[$1]}/raft" 2>/dev/null |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["raft_role"])' 2>/dev/null || echo down; }
 leader() { for i in 1 2 3; do [ "$(role "$i")" = leader ] && { echo "$i"; return; }; done; echo ""; }
 for i in 1 2 3; do start_master "$i"; done
@@ -40,17 +40,24 @@ echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print $2/10
 echo "cluster: 3 masters, $N emulated agents, $TPA tasks each on re-registration (release build)"
 for r in $(seq 1 "$ROUNDS"); do
   sleep 3
-  L=$(leader)
+  L=""; for _ in $(seq 100); do L=$(leader); [ -n "$L" ] && break; sleep 0.1; done
+  [ -n "$L" ] || { echo "no leader before round $r"; exit 1; }
   before=$(grep -c all_reregistered "$DIR/emu.out" || true)
+  declare -A LED; for i in 1 2 3; do LED[$i]=$(grep -c 'now the leader' "$DIR/m$i.log" || true); done
   T0=$(date +%s%3N)
   kill -9 "${MPID[$L]}"
+  # The new leader's own log line says when it took over (polling /state would measure how
+  # long a big /state takes to serve).
   NL=""
   while [ -z "$NL" ]; do
-    for i in 1 2 3; do [ "$i" != "$L" ] && [ "$(role "$i")" = leader ] && NL=$i; done
+    for i in 1 2 3; do
+      [ "$i" != "$L" ] && [ "$(grep -c 'now the leader' "$DIR/m$i.log" || true)" -gt "${LED[$i]:-0}" ] && NL=$i
+    done
     [ -z "$NL" ] && sleep 0.02
     [ $(( $(date +%s%3N) - T0 )) -gt 60000 ] && { echo "no new leader"; exit 1; }
   done
-  T1=$(date +%s%3N)
+  T1=$(grep 'now the leader' "$DIR/m$NL.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | awk '{print $1}' |
+    python3 -c 'import sys,datetime; t=sys.stdin.read().strip().rstrip("Z"); d=datetime.datetime.fromisoformat(t[:26]).replace(tzinfo=datetime.timezone.utc); print(int(d.timestamp()*1000))')
   for _ in $(seq 1200); do
     [ "$(grep -c all_reregistered "$DIR/emu.out" || true)" -gt "$before" ] && break; sleep 0.05
   done

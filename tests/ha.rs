@@ -319,3 +319,36 @@ fn a_master_refuses_a_stored_registry_of_another_peer_list() {
         "{text}"
     );
 }
+
+#[test]
+fn raft_traffic_only_from_configured_peers() {
+    let g = Group::start(1);
+    let (l, _) = g.wait_leader(None);
+    // A "master" that is not in --peers is refused on hello.
+    let hello =
+        agora_actors::Hello::new(CLUSTER, agora_actors::NodeKind::Master, "master-9 http=x:1");
+    let mut c = RawClient::connect_with(&g.addrs[l], hello);
+    let refused = c.expect("refusal", Duration::from_secs(10), |m| match m {
+        agora_actors::Message::Error { code, .. } => Some(*code),
+        _ => None,
+    });
+    assert_eq!(refused, agora_actors::ErrorCode::Forbidden);
+    // Raft frames on an agent's connection close it.
+    let mut c = RawClient::connect(&g.addrs[l], agora_actors::NodeKind::Agent, CLUSTER);
+    c.send(&agora_actors::Message::Raft {
+        data: vec![1, 2, 3],
+    });
+    let refused = c.expect("refusal", Duration::from_secs(10), |m| match m {
+        agora_actors::Message::Error {
+            code, fatal: true, ..
+        } => Some(*code),
+        _ => None,
+    });
+    assert_eq!(refused, agora_actors::ErrorCode::Forbidden);
+    assert!(
+        get_json(&g.https[l], "/raft").unwrap()["peer_errors"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+}

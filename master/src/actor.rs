@@ -97,10 +97,7 @@ impl Actor for MasterActor {
         // The mailbox must not bound a burst of agent/scheduler traffic below the transport's
         // own per-connection limits.
         ctx.set_mailbox_capacity(1 << 20);
-        if self.raft.is_some() {
-            // The core starts when raft makes this master the leader.
-            self.start_raft(ctx);
-        } else {
+        if self.raft.is_none() {
             let actions = self.core.start(self.clock.now());
             self.perform(actions, ctx);
         }
@@ -233,7 +230,7 @@ pub async fn start_master(
     let master_ctx = Context::<MasterActor>::new();
     let master_addr = master_ctx.address();
     let node_id = match &opts.registry {
-        Some(r) => crate::ha::hello_node_id(r),
+        Some(r) => crate::ha::hello_node_id(r.config.identity.node_id, &r.http),
         None => opts.listen.clone(),
     };
     let hello = Hello::new(&opts.config.cluster, NodeKind::Master, &node_id);
@@ -258,6 +255,7 @@ pub async fn start_master(
                 opts.allocator_config,
                 transport.clone(),
                 hello.clone(),
+                master_addr.clone().recipient(),
             )
             .map_err(|e| listen_err(e.to_string()))?;
             (None, Some(shell))

@@ -125,6 +125,24 @@ pub fn metrics_text(s: &Snapshot) -> String {
     out
 }
 
+/// `GET /raft`: this master's raft view (role, leader, term, commit, peers) without the
+/// cluster state — cheap enough to poll while the leader is busy.
+async fn raft(addr: web::Data<Addr<MasterActor>>) -> HttpResponse {
+    match addr.send(crate::ha::GetHa).await {
+        Ok(Some(ha)) => {
+            let mut v = serde_json::to_value(&ha).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("raft_role".into(), ha.raft_role.into());
+            }
+            HttpResponse::Ok().json(v)
+        }
+        Ok(None) => {
+            HttpResponse::Ok().json(serde_json::json!({ "raft_role": "leader", "leader": null }))
+        }
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("master not answering: {e}\n")),
+    }
+}
+
 /// Any path the master does not serve itself: on a standby, `307` to the same path on the
 /// leader, or `503` when no leader is known; on the leader, `404`.
 async fn elsewhere(
@@ -163,6 +181,7 @@ pub fn serve(addr: Addr<MasterActor>, bind: &str) -> std::io::Result<String> {
             .route("/state", web::get().to(state))
             .route("/metrics", web::get().to(metrics))
             .configure(crate::operator_http::routes)
+            .route("/raft", web::get().to(raft))
             .default_service(web::to(elsewhere))
     })
     .workers(1)

@@ -6,6 +6,7 @@ pub mod core;
 pub mod ha;
 pub mod http;
 pub mod operator_http;
+pub mod raft_actor;
 
 pub use crate::core::{
     Action, Input, MasterConfig, MasterCore, MasterCounters, MasterError, MasterState, MasterTimer,

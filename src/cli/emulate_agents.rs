@@ -62,7 +62,10 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<i32> {
 }
 
 fn milestone(event: &str, n: usize) {
-    println!("{{\"event\":\"{event}\",\"agents\":{n},\"unix_ms\":{}}}", unix_ms());
+    println!(
+        "{{\"event\":\"{event}\",\"agents\":{n},\"unix_ms\":{}}}",
+        unix_ms()
+    );
 }
 
 fn tasks_of(agent_id: &AgentId, i: usize, n: usize) -> Vec<TaskReport> {
@@ -127,7 +130,11 @@ async fn session(
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let name = format!("emu-{i}");
-    send(&mut s, &Message::Hello(Hello::new(&a.cluster, NodeKind::Agent, &name))).await?;
+    send(
+        &mut s,
+        &Message::Hello(Hello::new(&a.cluster, NodeKind::Agent, &name)),
+    )
+    .await?;
     let resources = Resources::parse("cpus:64;mem:65536;disk:100000")?;
     let reg = match id {
         None => Message::RegisterAgent {
@@ -155,11 +162,22 @@ async fn session(
             Message::Hello(_) => send(&mut s, &reg).await?,
             Message::AgentRegistered { agent_id, .. } => {
                 *id = Some(agent_id);
-                let c = if first { &counts.registered } else { &counts.reregistered };
+                let c = if first {
+                    &counts.registered
+                } else {
+                    &counts.reregistered
+                };
                 let n = c.fetch_add(1, Ordering::SeqCst) + 1;
                 // Every agent re-registers once per failover: each multiple of N ends one.
                 if n % counts.total == 0 {
-                    milestone(if first { "all_registered" } else { "all_reregistered" }, n);
+                    milestone(
+                        if first {
+                            "all_registered"
+                        } else {
+                            "all_reregistered"
+                        },
+                        n,
+                    );
                 }
             }
             Message::Ping => send(&mut s, &Message::Pong).await?,

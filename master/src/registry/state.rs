@@ -127,6 +127,27 @@ impl RegistryState {
         Ok(())
     }
 
+    /// Whether `op` would change anything (so repeated admissions need not be logged).
+    pub fn changes(&self, op: &RegistryOp) -> bool {
+        match op {
+            RegistryOp::AdmitAgent { agent_id, record } => {
+                self.agents.get(agent_id) != Some(record)
+            }
+            RegistryOp::RemoveAgent { agent_id } => self.agents.contains_key(agent_id),
+            RegistryOp::AddFramework {
+                framework_id,
+                record,
+            } => self.frameworks.get(framework_id) != Some(record),
+            RegistryOp::RemoveFramework { framework_id } => {
+                self.frameworks.contains_key(framework_id)
+                    || !self.removed_frameworks.contains_key(framework_id)
+            }
+            RegistryOp::SetWeight { role, weight_milli } => {
+                self.weights_milli.get(role) != Some(weight_milli)
+            }
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         // Serialising plain maps of strings and integers cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
