@@ -41,6 +41,12 @@ enum Cmd {
     /// The built-in command executor (started by agents, not by people).
     #[command(hide = true)]
     Executor,
+    /// The per-container launcher of the libcontainer containerizer (started by agents).
+    #[command(hide = true)]
+    Launcher {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -53,6 +59,7 @@ fn main() {
             | Cmd::Agents(_)
             | Cmd::Frameworks(_)
             | Cmd::Tasks(_)
+            | Cmd::Launcher { .. }
     );
     cli::init_logging(cli.log_json, if quiet { "warn" } else { "info" });
     let result = match cli.cmd {
@@ -66,6 +73,8 @@ fn main() {
         Cmd::Demo(a) => cli::demo::run(a),
         Cmd::Dev(a) => cli::dev::run(a),
         Cmd::Executor => cli::executor::run(),
+        // Single-threaded on purpose: libcontainer forks (see agora_isolation::launcher_main).
+        Cmd::Launcher { args } => Ok(agora_isolation::launcher_main(&args)),
     };
     match result {
         Ok(code) => std::process::exit(code),

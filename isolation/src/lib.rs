@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use disk::{sandbox_disk_usage_bytes, MAX_DISK_WALK_DEPTH, MAX_DISK_WALK_ENTRIES};
 pub use error::IsolationError;
-pub use libct::cgroup::{detect_cgroups, remove_cgroup_root, CgroupVersion};
+pub use libct::cgroup::{check_cgroup_root, detect_cgroups, remove_cgroup_root, CgroupVersion};
 pub use libct::launcher::launcher_main;
 pub use libct::spec::CONTAINER_SANDBOX;
 pub use libct::{LibcontainerContainerizer, LibcontainerOptions, REASON_MEMORY_LIMIT};

@@ -167,18 +167,31 @@ pub(crate) fn v1_hierarchies() -> Vec<PathBuf> {
 /// Removes agora's (empty) cgroup root directories, e.g. `agora-test-1`, in every hierarchy.
 /// Fails on a root that still has containers (rmdir refuses non-empty cgroups).
 pub fn remove_cgroup_root(version: CgroupVersion, root: &str) -> io::Result<()> {
-    if !root.starts_with("agora") || root.contains("..") {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("refusing to remove cgroup {root:?}: not agora's"),
-        ));
-    }
+    check_cgroup_root(root).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let dirs = match version {
         CgroupVersion::V2 => vec![Path::new(CGROUP_MOUNT).join(root)],
         CgroupVersion::V1 => v1_hierarchies().into_iter().map(|h| h.join(root)).collect(),
     };
     for dir in dirs.into_iter().filter(|d| d.is_dir()) {
         fs::remove_dir(&dir)?;
+    }
+    Ok(())
+}
+
+/// agora's cgroup root: one or two `/`-separated names of `[A-Za-z0-9_-]`, the first starting
+/// with `agora`, so nothing outside agora's own root can ever be named.
+pub fn check_cgroup_root(root: &str) -> Result<(), String> {
+    let parts: Vec<&str> = root.split('/').collect();
+    let valid = |p: &&str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if parts.len() > 2 || !parts[0].starts_with("agora") || !parts.iter().all(valid) {
+        return Err(format!(
+            "cgroup root {root:?} must be `agora...` or `agora.../NAME` (letters, digits, _ and -)"
+        ));
     }
     Ok(())
 }
@@ -224,5 +237,9 @@ mod tests {
         let v2 = CgroupPaths::new(CgroupVersion::V2, "agora", "c1");
         assert_eq!(v2.dir("memory"), Path::new("/sys/fs/cgroup/agora/c1"));
         assert!(remove_cgroup_root(CgroupVersion::V1, "system.slice").is_err());
+        for bad in ["", "/agora", "agora/../x", "agora/a/b", "x/agora", "agora/"] {
+            assert!(check_cgroup_root(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_cgroup_root("agora/a1b2").is_ok());
     }
 }

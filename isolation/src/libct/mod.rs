@@ -54,7 +54,9 @@ pub struct LibcontainerOptions {
     pub state_root: PathBuf,
     /// Program and leading arguments of the launcher; the container dir is appended.
     pub launcher: Vec<String>,
-    /// agora's cgroup root below every hierarchy; must start with `agora`.
+    /// agora's cgroup root below every hierarchy: `agora` or `agora<...>/<name>` (an agent
+    /// sharing a host with other agents uses its own sub-root, since container ids are unique
+    /// only per agent). Containers get `<root>/<container-id>`.
     pub cgroup_root: String,
     /// Most processes per container (the pids controller stops fork bombs).
     pub pids_limit: i64,
@@ -122,12 +124,7 @@ impl LibcontainerContainerizer {
         if unsafe { libc::geteuid() } != 0 {
             return Err("the agent does not run as root".into());
         }
-        if !options.cgroup_root.starts_with("agora") || options.cgroup_root.contains(['/', '.']) {
-            return Err(format!(
-                "cgroup root {:?} must be one name starting with agora",
-                options.cgroup_root
-            ));
-        }
+        cgroup::check_cgroup_root(&options.cgroup_root)?;
         if options.launcher.is_empty() || options.pids_limit < 1 {
             return Err("no launcher program, or a pids limit below 1".into());
         }
@@ -296,6 +293,21 @@ impl LibcontainerContainerizer {
         };
         self.commit(id, Some(entry));
         Ok(recovered)
+    }
+
+    /// Removes this agent's own cgroup sub-root (`agora/<name>`) once it has no container, so
+    /// agents on temporary work dirs leave nothing behind. Under the registry lock: no launch
+    /// can be creating a container below it meanwhile.
+    fn remove_sub_root_if_idle(&self) {
+        if !self.options.cgroup_root.contains('/') {
+            return;
+        }
+        let registry = self.lock();
+        if registry.containers.is_empty() && registry.reserved.is_empty() {
+            if let Err(e) = cgroup::remove_cgroup_root(self.version, &self.options.cgroup_root) {
+                tracing::debug!(error = %e, "agent cgroup root not removed");
+            }
+        }
     }
 
     /// Kills and removes containers on disk that the agent has no record of.
@@ -764,6 +776,7 @@ impl Containerizer for LibcontainerContainerizer {
             remove_leftovers(id, &entry.dir, &entry.cgroup);
             tracing::info!(id, "container destroyed");
         }
+        self.remove_sub_root_if_idle();
         Ok(())
     }
 
