@@ -83,6 +83,15 @@ pub trait Containerizer: Send + Sync + 'static {
     /// in ascending order.
     fn containers(&self) -> Vec<String>;
 
+    /// A resource limit the container has run into, as the kernel reports it (e.g.
+    /// `"memory limit"` once the OOM killer acted in its memory cgroup), even if the container
+    /// itself still runs. The agent uses it to give a failed task the real reason. An
+    /// implementation that enforces no limits says `None`.
+    fn limitation(&self, id: &str) -> Option<String> {
+        let _ = id;
+        None
+    }
+
     /// What the agent must persist about a launched container so that [`recover`] can reattach
     /// to it after an agent restart. Call it right after `launch`.
     ///

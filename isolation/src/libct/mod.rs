@@ -784,6 +784,15 @@ impl Containerizer for LibcontainerContainerizer {
         self.lock().containers.keys().cloned().collect()
     }
 
+    fn limitation(&self, id: &str) -> Option<String> {
+        let entry = self.get(id).ok()?;
+        let oom_kills = match entry.exit.borrow().as_ref() {
+            Some(t) => return t.reason.clone().filter(|r| r == REASON_MEMORY_LIMIT),
+            None => entry.cgroup.oom_kills().unwrap_or(0),
+        };
+        (oom_kills > 0).then(|| REASON_MEMORY_LIMIT.to_string())
+    }
+
     fn checkpoint(&self, id: &str) -> Result<ContainerCheckpoint, IsolationError> {
         let entry = logged("checkpoint", id, self.get(id))?;
         Ok(ContainerCheckpoint {
