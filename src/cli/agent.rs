@@ -46,8 +46,8 @@ pub struct AgentArgs {
     /// possible, else posix; the log says which and why).
     #[arg(long, default_value = "auto", env = "AGORA_ISOLATION")]
     pub isolation: String,
-    /// cgroup root of this agent's containers (libcontainer): `agora...` or `agora.../NAME`.
-    /// Default: `agora/<hash of the work dir>`, so several agents can share a host.
+    /// cgroup root of this agent's containers (libcontainer): `agora...`. Each container's
+    /// cgroup is `<root>/<hash of the work dir>-<container id>`, so agents can share a host.
     #[arg(long, env = "AGORA_CGROUP_ROOT")]
     pub cgroup_root: Option<String>,
     /// Most processes per container (libcontainer's pids limit).
@@ -79,6 +79,7 @@ pub fn containerizer(args: &AgentArgs, work_dir: &Path) -> anyhow::Result<Arc<dy
         vec![exe.display().to_string(), "launcher".into()],
     );
     options.cgroup_root = cgroup_root;
+    options.cgroup_prefix = format!("{:016x}-", fnv1a(work_dir.display().to_string().as_bytes()));
     options.pids_limit = args.container_pids_limit;
     match LibcontainerContainerizer::new(options.clone()) {
         Ok(c) => {

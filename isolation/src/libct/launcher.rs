@@ -31,6 +31,8 @@ pub(crate) struct LaunchFile {
     pub sandbox: PathBuf,
     pub cgroup_version: CgroupVersion,
     pub cgroup_root: String,
+    /// The container's cgroup below the root (prefix + id).
+    pub cgroup_name: String,
 }
 
 /// What the launcher reports when the container is over (`<dir>/exit.json`).
@@ -132,7 +134,11 @@ fn cleanup_failed(dir: &Path, launch: &LaunchFile) {
     if let Ok(mut c) = Container::load(dir.join(STATE_DIR).join(&launch.id)) {
         let _ = c.delete(true);
     }
-    let paths = CgroupPaths::new(launch.cgroup_version, &launch.cgroup_root, &launch.id);
+    let paths = CgroupPaths::new(
+        launch.cgroup_version,
+        &launch.cgroup_root,
+        &launch.cgroup_name,
+    );
     for d in paths.existing_dirs() {
         let _ = fs::remove_dir(d);
     }
@@ -150,7 +156,11 @@ fn detach_stdout() {
 /// Reaps the init process, then collects what the cgroup knows and deletes the container.
 fn supervise(init_pid: i32, launch: &LaunchFile, container: &mut Container) -> ExitFile {
     let status = wait_for(init_pid);
-    let cgroup = CgroupPaths::new(launch.cgroup_version, &launch.cgroup_root, &launch.id);
+    let cgroup = CgroupPaths::new(
+        launch.cgroup_version,
+        &launch.cgroup_root,
+        &launch.cgroup_name,
+    );
     let mut exit = ExitFile::default();
     match status {
         Some(s) if libc::WIFEXITED(s) => exit.exit_code = Some(libc::WEXITSTATUS(s)),

@@ -54,10 +54,12 @@ pub struct LibcontainerOptions {
     pub state_root: PathBuf,
     /// Program and leading arguments of the launcher; the container dir is appended.
     pub launcher: Vec<String>,
-    /// agora's cgroup root below every hierarchy: `agora` or `agora<...>/<name>` (an agent
-    /// sharing a host with other agents uses its own sub-root, since container ids are unique
-    /// only per agent). Containers get `<root>/<container-id>`.
+    /// agora's cgroup root below every hierarchy: `agora...` (or `agora.../NAME`).
     pub cgroup_root: String,
+    /// Put before the container id in its cgroup name: `<root>/<prefix><id>`. Container ids
+    /// are unique per agent only, so agents sharing a host (tests) each use their own prefix.
+    /// Flat names leave no per-agent directory behind. `[A-Za-z0-9_-]`, at most 32 bytes.
+    pub cgroup_prefix: String,
     /// Most processes per container (the pids controller stops fork bombs).
     pub pids_limit: i64,
     pub max_containers: usize,
@@ -69,6 +71,7 @@ impl LibcontainerOptions {
             state_root: state_root.into(),
             launcher,
             cgroup_root: "agora".into(),
+            cgroup_prefix: String::new(),
             pids_limit: 4096,
             max_containers: 1024,
         }
@@ -125,6 +128,16 @@ impl LibcontainerContainerizer {
             return Err("the agent does not run as root".into());
         }
         cgroup::check_cgroup_root(&options.cgroup_root)?;
+        let prefix = &options.cgroup_prefix;
+        if prefix.len() > 32
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "cgroup prefix {prefix:?}: up to 32 of A-Z a-z 0-9 _ -"
+            ));
+        }
         if options.launcher.is_empty() || options.pids_limit < 1 {
             return Err("no launcher program, or a pids limit below 1".into());
         }
@@ -154,6 +167,11 @@ impl LibcontainerContainerizer {
                 kill_cgroup(&e.cgroup, libc::SIGKILL)
             })
             .sum()
+    }
+
+    fn cgroup_of(&self, id: &str) -> CgroupPaths {
+        let name = format!("{}{id}", self.options.cgroup_prefix);
+        CgroupPaths::new(self.version, &self.options.cgroup_root, &name)
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -238,7 +256,7 @@ impl LibcontainerContainerizer {
             path: config.sandbox.clone(),
             source,
         })?;
-        let cgroup = CgroupPaths::new(self.version, &self.options.cgroup_root, id);
+        let cgroup = self.cgroup_of(id);
         if let Err(e) = write_bundle(&dir, config, &cgroup, &self.options) {
             let _ = fs::remove_dir_all(&dir);
             return Err(lost(format!("cannot write its bundle: {e}")));
@@ -281,7 +299,7 @@ impl LibcontainerContainerizer {
         let shim: ShimFile = read_json(&dir.join(SHIM_FILE))
             .map_err(|e| lost(format!("no launcher record: {e}")))?;
         self.reserve(id)?;
-        let cgroup = CgroupPaths::new(self.version, &self.options.cgroup_root, id);
+        let cgroup = self.cgroup_of(id);
         let entry = Entry::new(id, dir, shim, cgroup);
         let running = is_alive(entry.shim.shim_pid, entry.shim.shim_start_ticks);
         spawn_watcher(entry.clone(), false);
@@ -295,21 +313,6 @@ impl LibcontainerContainerizer {
         Ok(recovered)
     }
 
-    /// Removes this agent's own cgroup sub-root (`agora/<name>`) once it has no container, so
-    /// agents on temporary work dirs leave nothing behind. Under the registry lock: no launch
-    /// can be creating a container below it meanwhile.
-    fn remove_sub_root_if_idle(&self) {
-        if !self.options.cgroup_root.contains('/') {
-            return;
-        }
-        let registry = self.lock();
-        if registry.containers.is_empty() && registry.reserved.is_empty() {
-            if let Err(e) = cgroup::remove_cgroup_root(self.version, &self.options.cgroup_root) {
-                tracing::debug!(error = %e, "agent cgroup root not removed");
-            }
-        }
-    }
-
     /// Kills and removes containers on disk that the agent has no record of.
     fn destroy_orphans(&self, known: &BTreeSet<String>) {
         let Ok(entries) = fs::read_dir(&self.options.state_root) else {
@@ -321,7 +324,7 @@ impl LibcontainerContainerizer {
                 continue;
             }
             tracing::warn!(id, "destroying a container the agent has no record of");
-            let cgroup = CgroupPaths::new(self.version, &self.options.cgroup_root, &id);
+            let cgroup = self.cgroup_of(&id);
             kill_cgroup(&cgroup, libc::SIGKILL);
             remove_leftovers(&id, &entry.path(), &cgroup);
         }
@@ -483,6 +486,11 @@ fn write_bundle(
             sandbox: config.sandbox.clone(),
             cgroup_version: cgroup.version,
             cgroup_root: options.cgroup_root.clone(),
+            cgroup_name: cgroup
+                .relative
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         },
     )
 }
@@ -776,7 +784,6 @@ impl Containerizer for LibcontainerContainerizer {
             remove_leftovers(id, &entry.dir, &entry.cgroup);
             tracing::info!(id, "container destroyed");
         }
-        self.remove_sub_root_if_idle();
         Ok(())
     }
 
