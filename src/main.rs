@@ -56,6 +56,12 @@ enum Cmd {
     /// The built-in command executor (started by agents, not by people).
     #[command(hide = true)]
     Executor,
+    /// The per-container launcher of the libcontainer containerizer (started by agents).
+    #[command(hide = true)]
+    Launcher {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -73,6 +79,7 @@ fn main() {
             | Cmd::Priorities(_)
             | Cmd::Roles(_)
             | Cmd::Quota(_)
+            | Cmd::Launcher { .. }
     );
     cli::init_logging(cli.log_json, if quiet { "warn" } else { "info" });
     let result = match cli.cmd {
@@ -93,6 +100,8 @@ fn main() {
         Cmd::Priorities(a) => cli::alloc_cmds::priorities(a),
         Cmd::Roles(a) => cli::alloc_cmds::roles(a),
         Cmd::Quota(a) => cli::alloc_cmds::quota(a),
+        // Single-threaded on purpose: libcontainer forks (see agora_isolation::launcher_main).
+        Cmd::Launcher { args } => Ok(agora_isolation::launcher_main(&args)),
     };
     match result {
         Ok(code) => std::process::exit(code),

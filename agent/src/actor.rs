@@ -130,6 +130,37 @@ impl AgentActor {
     }
 }
 
+impl AgentActor {
+    /// A task that failed in a container which hit a resource limit (the kernel's OOM killer
+    /// acted in its memory cgroup) fails *because of* that limit: the executor only saw a
+    /// process killed by SIGKILL, the containerizer knows why.
+    fn with_limitation(&self, conn: ConnId, msg: agora_actors::Message) -> agora_actors::Message {
+        use agora_actors::{Message, TaskState};
+        let Message::StatusUpdate {
+            framework_id,
+            mut status,
+        } = msg
+        else {
+            return msg;
+        };
+        let failed = status.state.is_terminal() && status.state != TaskState::Finished;
+        let limit = failed
+            .then(|| self.core.container_of_conn(conn))
+            .flatten()
+            .and_then(|id| self.containerizer.limitation(id.as_str()));
+        if let Some(reason) = limit {
+            tracing::info!(task = %status.task_id, %reason, "task failed over its container's limit");
+            status.message = format!("{reason} exceeded: {}", status.message);
+            status.state = TaskState::Failed;
+            status.reason = Some(reason);
+        }
+        Message::StatusUpdate {
+            framework_id,
+            status,
+        }
+    }
+}
+
 /// Container limits from a resource bag (`cpus`, `mem` MB, `disk` MB).
 pub fn limits_of(r: &agora_actors::Resources) -> Limits {
     Limits {
@@ -174,6 +205,7 @@ impl Handler<NetEvent> for AgentActor {
                 if self.master_conn == Some(conn) {
                     self.deliver(Input::FromMaster(msg), ctx);
                 } else if self.executors.contains_key(&conn) {
+                    let msg = self.with_limitation(conn, msg);
                     self.deliver(Input::FromExecutor { conn, msg }, ctx);
                 }
             }

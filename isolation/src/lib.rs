@@ -3,13 +3,16 @@
 //!
 //! * [`PosixContainerizer`]: plain processes, each in its own session and process group. It
 //!   enforces no resource limits (memory and CPU limits need cgroups); usage comes from `/proc`.
-//! * A libcontainer (cgroups + namespaces) containerizer comes later behind the same trait.
+//! * [`LibcontainerContainerizer`]: OCI containers created by youki's libcontainer (cgroup v1
+//!   or v2 limits, pid/mount/ipc/uts namespaces), each started by a single-threaded launcher
+//!   process ([`launcher_main`]) so libcontainer never forks from the agent's threads.
 //!
 //! The crate depends on nothing else of agora: the agent translates its own task and executor
 //! types into [`ContainerConfig`].
 
 mod disk;
 mod error;
+mod libct;
 mod posix;
 mod procfs;
 mod types;
@@ -20,6 +23,10 @@ use std::time::Duration;
 
 pub use disk::{sandbox_disk_usage_bytes, MAX_DISK_WALK_DEPTH, MAX_DISK_WALK_ENTRIES};
 pub use error::IsolationError;
+pub use libct::cgroup::{check_cgroup_root, detect_cgroups, remove_cgroup_root, CgroupVersion};
+pub use libct::launcher::launcher_main;
+pub use libct::spec::CONTAINER_SANDBOX;
+pub use libct::{LibcontainerContainerizer, LibcontainerOptions, REASON_MEMORY_LIMIT};
 pub use posix::{PosixContainerizer, PosixOptions};
 pub use types::{
     validate_container_id, ContainerCheckpoint, ContainerConfig, Launched, Limits, Recovered,
@@ -75,6 +82,15 @@ pub trait Containerizer: Send + Sync + 'static {
     /// Ids of the containers this containerizer knows about (running or exited, not destroyed),
     /// in ascending order.
     fn containers(&self) -> Vec<String>;
+
+    /// A resource limit the container has run into, as the kernel reports it (e.g.
+    /// `"memory limit"` once the OOM killer acted in its memory cgroup), even if the container
+    /// itself still runs. The agent uses it to give a failed task the real reason. An
+    /// implementation that enforces no limits says `None`.
+    fn limitation(&self, id: &str) -> Option<String> {
+        let _ = id;
+        None
+    }
 
     /// What the agent must persist about a launched container so that [`recover`] can reattach
     /// to it after an agent restart. Call it right after `launch`.

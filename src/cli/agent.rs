@@ -3,7 +3,9 @@
 use agora_actors::parse_attributes;
 use agora_agent::actor::{start_agent, AgentOptions};
 use agora_agent::core::AgentConfig;
-use agora_isolation::PosixContainerizer;
+use agora_isolation::{
+    Containerizer, LibcontainerContainerizer, LibcontainerOptions, PosixContainerizer,
+};
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
 use std::path::Path;
@@ -39,9 +41,64 @@ pub struct AgentArgs {
     /// Hostname reported to the master (default: this machine's).
     #[arg(long, env = "AGORA_AGENT_HOSTNAME")]
     pub hostname: Option<String>,
-    /// How executors are isolated: posix (own session and process group).
-    #[arg(long, default_value = "posix", env = "AGORA_ISOLATION")]
+    /// How executors are isolated: libcontainer (cgroups + namespaces, needs root and usable
+    /// cgroups), posix (own session and process group, no limits) or auto (libcontainer when
+    /// possible, else posix; the log says which and why).
+    #[arg(long, default_value = "auto", env = "AGORA_ISOLATION")]
     pub isolation: String,
+    /// cgroup root of this agent's containers (libcontainer): `agora...`. Each container's
+    /// cgroup is `<root>/<hash of the work dir>-<container id>`, so agents can share a host.
+    #[arg(long, env = "AGORA_CGROUP_ROOT")]
+    pub cgroup_root: Option<String>,
+    /// Most processes per container (libcontainer's pids limit).
+    #[arg(long, default_value_t = 4096, env = "AGORA_CONTAINER_PIDS_LIMIT")]
+    pub container_pids_limit: i64,
+}
+
+/// Picks the containerizer for `--isolation`. `auto` falls back to posix with the reason;
+/// an explicit `libcontainer` that cannot work is an error.
+pub fn containerizer(args: &AgentArgs, work_dir: &Path) -> anyhow::Result<Arc<dyn Containerizer>> {
+    let want = args.isolation.as_str();
+    if !matches!(want, "auto" | "libcontainer" | "posix") {
+        bail!("--isolation {want:?}: expected libcontainer, posix or auto");
+    }
+    if want == "posix" {
+        tracing::info!("containerizer: posix (asked for with --isolation posix): own session and process group per executor, no resource limits");
+        return Ok(Arc::new(PosixContainerizer::new()));
+    }
+    let exe = std::env::current_exe().context("locating the agora binary for the launcher")?;
+    let cgroup_root = match &args.cgroup_root {
+        Some(root) => root.clone(),
+        None => format!(
+            "agora/{:016x}",
+            fnv1a(work_dir.display().to_string().as_bytes())
+        ),
+    };
+    let mut options = LibcontainerOptions::new(
+        work_dir.join("containers"),
+        vec![exe.display().to_string(), "launcher".into()],
+    );
+    options.cgroup_root = cgroup_root;
+    options.cgroup_prefix = format!("{:016x}-", fnv1a(work_dir.display().to_string().as_bytes()));
+    options.pids_limit = args.container_pids_limit;
+    match LibcontainerContainerizer::new(options.clone()) {
+        Ok(c) => {
+            tracing::info!(cgroups = ?c.cgroup_version(), cgroup_root = %options.cgroup_root, "containerizer: libcontainer (cgroup limits; pid, mount, ipc and uts namespaces; host fs read-only, sandbox at /sandbox)");
+            Ok(Arc::new(c))
+        }
+        Err(why) if want == "auto" => {
+            tracing::warn!(%why, "containerizer: posix (libcontainer unavailable): no resource limits are enforced");
+            Ok(Arc::new(PosixContainerizer::new()))
+        }
+        Err(why) => bail!("--isolation libcontainer is unavailable: {why}"),
+    }
+}
+
+/// Stable 64-bit FNV-1a: names the agent's cgroup sub-root after its work dir.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 pub fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
@@ -74,28 +131,19 @@ pub fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
 pub async fn start(args: &AgentArgs) -> anyhow::Result<(String, String)> {
     super::check_addr(&args.listen)?;
     super::check_addr(&args.http)?;
-    if args.isolation != "posix" {
-        bail!(
-            "--isolation {:?} is not available; this build supports: posix",
-            args.isolation
-        );
-    }
     let masters = super::parse_masters(&args.master)?;
     let config = config(args)?;
-    tracing::info!(resources = %config.resources, "agent resources; containerizer: posix (own session and process group per executor)");
+    let containerizer = containerizer(args, Path::new(&config.work_dir))?;
+    tracing::info!(resources = %config.resources, "agent resources");
     let opts = AgentOptions {
         config,
         listen: args.listen.clone(),
         masters,
         epoch: super::epoch_now(),
     };
-    let handle = start_agent(
-        opts,
-        super::tcp_transport(),
-        Arc::new(PosixContainerizer::new()),
-    )
-    .await
-    .context("starting the agent")?;
+    let handle = start_agent(opts, super::tcp_transport(), containerizer)
+        .await
+        .context("starting the agent")?;
     let http = agora_agent::http::serve(handle.addr.clone(), &args.http)
         .with_context(|| format!("binding HTTP on {}", args.http))?;
     Ok((handle.bound, http))

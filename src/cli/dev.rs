@@ -51,7 +51,9 @@ pub fn run(a: DevArgs) -> anyhow::Result<i32> {
             attributes: String::new(),
             cluster: "agora".into(),
             hostname: None,
-            isolation: "posix".into(),
+            isolation: "auto".into(),
+            cgroup_root: None,
+            container_pids_limit: 4096,
         };
         let (abound, ahttp) = super::agent::start(&ag).await?;
         println!("agora dev cluster is up (Ctrl-C to stop)");

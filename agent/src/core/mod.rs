@@ -153,6 +153,15 @@ pub struct AgentCore {
 impl AgentCore {
     /// `epoch` distinguishes incarnations of this agent (e.g. its start time): container ids
     /// and agent-generated update uuids derive from it.
+    /// The container of the executor bound to `conn`, if any (lets the shell ask the
+    /// containerizer about limits the container hit).
+    pub fn container_of_conn(&self, conn: ConnId) -> Option<ContainerId> {
+        match self.conns.get(&conn)? {
+            ConnState::Bound(key) => self.executors.get(key).map(|e| e.container_id.clone()),
+            ConnState::Pending => None,
+        }
+    }
+
     pub fn new(config: AgentConfig, epoch: u64) -> Self {
         let config = config.sanitized();
         AgentCore {

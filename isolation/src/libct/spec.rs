@@ -1,0 +1,273 @@
+//! The OCI runtime spec (`config.json`) of one container, built as plain JSON from a
+//! [`ContainerConfig`]. Pure: reads only the listing of the host's `/` given to it.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::cgroup::CgroupPaths;
+use crate::{ContainerConfig, DEFAULT_PATH};
+
+/// Where the sandbox is mounted inside every container (and the working directory).
+pub const CONTAINER_SANDBOX: &str = "/sandbox";
+/// CFS period; the quota is `cpus × period`.
+const CFS_PERIOD_US: u64 = 100_000;
+/// Smallest CFS quota the kernel accepts.
+const MIN_CFS_QUOTA_US: i64 = 1_000;
+/// Soft and hard `RLIMIT_NOFILE` inside containers, capped by the agent's own hard limit
+/// (raising it would need CAP_SYS_RESOURCE, which an agent in a container may lack).
+pub(crate) const NOFILE_LIMIT: u64 = 65_536;
+/// Size of the private `/tmp` (tmpfs pages are charged to the container's memory cgroup).
+const TMP_SIZE: &str = "size=25%";
+
+/// Host top-level entries that are *not* bind-mounted: the container gets its own.
+const NOT_FROM_HOST: [&str; 6] = ["proc", "sys", "dev", "tmp", "lost+found", "sandbox"];
+
+/// One entry of the host's `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HostEntry {
+    Dir(String),
+    /// A top-level symlink (`bin -> usr/bin` on merged-/usr systems) and its target.
+    Link(String, String),
+}
+
+/// Lists the host's `/` (what a container sees read-only).
+pub(crate) fn host_root_entries() -> std::io::Result<Vec<HostEntry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir("/")? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if NOT_FROM_HOST.contains(&name.as_str()) {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            let target = std::fs::read_link(entry.path())?;
+            entries.push(HostEntry::Link(name, target.display().to_string()));
+        } else if kind.is_dir() {
+            entries.push(HostEntry::Dir(name));
+        }
+    }
+    entries.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    Ok(entries)
+}
+
+fn name_of(e: &HostEntry) -> &str {
+    match e {
+        HostEntry::Dir(n) | HostEntry::Link(n, _) => n,
+    }
+}
+
+/// Everything the spec depends on besides the container config.
+pub(crate) struct SpecInput<'a> {
+    pub config: &'a ContainerConfig,
+    pub rootfs: &'a Path,
+    pub cgroup: &'a CgroupPaths,
+    pub host: &'a [HostEntry],
+    pub pids_limit: i64,
+    pub nofile_limit: u64,
+}
+
+/// The `config.json` of a container: pid, mount, ipc and uts namespaces (host network), the
+/// host's directories read-only, the sandbox writable at [`CONTAINER_SANDBOX`] (and at its
+/// host path, so paths the agent hands out keep working), cgroup limits from `limits`.
+pub(crate) fn build_spec(input: &SpecInput<'_>) -> Value {
+    let config = input.config;
+    let mut env: Vec<String> = config
+        .env
+        .iter()
+        .filter(|(k, _)| k != "AGORA_SANDBOX")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    env.push(format!("AGORA_SANDBOX={CONTAINER_SANDBOX}"));
+    if !config.env.iter().any(|(k, _)| k == "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": config.argv,
+            "env": env,
+            "cwd": CONTAINER_SANDBOX,
+            "capabilities": capabilities(),
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": input.nofile_limit, "soft": input.nofile_limit}],
+            "noNewPrivileges": true,
+        },
+        "root": {"path": input.rootfs, "readonly": true},
+        "hostname": short_hostname(&config.id),
+        "mounts": mounts(input),
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}],
+            "cgroupsPath": input.cgroup.spec_path(),
+            "resources": resources(input),
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    })
+}
+
+/// Hostnames are limited to 64 bytes; container ids may be up to 128.
+fn short_hostname(id: &str) -> &str {
+    &id[..id.len().min(64)]
+}
+
+fn resources(input: &SpecInput<'_>) -> Value {
+    let limits = input.config.limits;
+    let mut devices = vec![json!({"allow": false, "access": "rwm"})];
+    devices.extend(default_devices());
+    let mut resources = json!({
+        "pids": {"limit": input.pids_limit},
+        "devices": devices,
+    });
+    if limits.cpus_milli > 0 {
+        // shares: 1024 per CPU like Mesos; quota: exactly `cpus` of CPU time per period.
+        let shares = (limits.cpus_milli.saturating_mul(1024) / 1000).max(2);
+        let quota =
+            (limits.cpus_milli.saturating_mul(CFS_PERIOD_US as i64) / 1000).max(MIN_CFS_QUOTA_US);
+        resources["cpu"] = json!({"shares": shares, "quota": quota, "period": CFS_PERIOD_US});
+    }
+    if limits.mem_mb > 0 {
+        let bytes = limits.mem_mb.saturating_mul(1 << 20).min(i64::MAX as u64);
+        // swappiness 0 and an equal memory+swap limit: over the limit means OOM, not swap.
+        resources["memory"] = json!({"limit": bytes, "swap": bytes, "swappiness": 0});
+    }
+    resources
+}
+
+/// The character devices every container may use (null, zero, full, tty, random, urandom,
+/// and the pty multiplexer).
+fn default_devices() -> Vec<Value> {
+    [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (5, 0),
+        (1, 8),
+        (1, 9),
+        (5, 2),
+        (136, -1),
+    ]
+    .into_iter()
+    .map(|(major, minor)| {
+        let mut d = json!({"allow": true, "type": "c", "major": major, "access": "rwm"});
+        if minor >= 0 {
+            d["minor"] = json!(minor);
+        }
+        d
+    })
+    .collect()
+}
+
+fn mounts(input: &SpecInput<'_>) -> Vec<Value> {
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "nodev", "mode=1777", TMP_SIZE]}),
+    ];
+    for entry in input.host {
+        if let HostEntry::Dir(name) = entry {
+            let path = format!("/{name}");
+            mounts.push(json!({"destination": path, "type": "bind", "source": path,
+                               "options": ["rbind", "ro", "nosuid"]}));
+        }
+    }
+    let sandbox = input.config.sandbox.display().to_string();
+    let rw = json!(["rbind", "rw", "nosuid", "nodev"]);
+    mounts.push(
+        json!({"destination": CONTAINER_SANDBOX, "type": "bind", "source": sandbox, "options": rw}),
+    );
+    mounts.push(json!({"destination": sandbox, "type": "bind", "source": sandbox, "options": rw}));
+    mounts
+}
+
+fn capabilities() -> Value {
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+    json!({"bounding": caps, "effective": caps, "permitted": caps})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::libct::cgroup::CgroupVersion;
+    use crate::Limits;
+    use std::path::PathBuf;
+
+    #[test]
+    fn limits_and_mounts_are_in_the_spec() {
+        let config = ContainerConfig {
+            id: "c1".into(),
+            sandbox: PathBuf::from("/w/s/c1"),
+            argv: vec!["sleep".into(), "1".into()],
+            env: vec![("AGORA_SANDBOX".into(), "/w/s/c1".into())],
+            limits: Limits {
+                cpus_milli: 500,
+                mem_mb: 64,
+                disk_mb: 0,
+            },
+            user: None,
+        };
+        let cgroup = CgroupPaths::new(CgroupVersion::V1, "agora", "c1");
+        let host = vec![
+            HostEntry::Dir("usr".into()),
+            HostEntry::Link("bin".into(), "usr/bin".into()),
+        ];
+        let spec = build_spec(&SpecInput {
+            config: &config,
+            rootfs: Path::new("/w/c/c1/rootfs"),
+            cgroup: &cgroup,
+            host: &host,
+            pids_limit: 100,
+            nofile_limit: 1024,
+        });
+        let r = &spec["linux"]["resources"];
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        assert_eq!(r["cpu"]["shares"], 512);
+        assert_eq!(r["memory"]["limit"], 64 << 20);
+        assert_eq!(r["pids"]["limit"], 100);
+        assert_eq!(spec["linux"]["cgroupsPath"], "/agora/c1");
+        let env = spec["process"]["env"].as_array().expect("env");
+        assert!(env.contains(&json!("AGORA_SANDBOX=/sandbox")));
+        assert_eq!(
+            env.iter()
+                .filter(|e| e.as_str().unwrap().starts_with("AGORA_SANDBOX"))
+                .count(),
+            1
+        );
+        let dests: Vec<&str> = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert!(
+            dests.contains(&"/usr") && dests.contains(&"/sandbox") && dests.contains(&"/w/s/c1")
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! The libcontainer containerizer through a real `agora agent --isolation libcontainer`:
+//! a task over its memory limit ends TASK_FAILED with reason "memory limit", a normal task
+//! finishes, and every cgroup the agent created is gone afterwards.
+//!
+//! Needs root and cgroups; skipped without them unless AGORA_REQUIRE_CGROUPS=1 (CI).
+
+mod common;
+
+use agora_actors::*;
+use common::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const SECS: Duration = Duration::from_secs(30);
+
+/// Whether this machine can run libcontainer containers; panics under AGORA_REQUIRE_CGROUPS=1.
+fn cgroups_usable() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let why = if !root {
+        Some("not root".to_string())
+    } else {
+        agora_isolation::detect_cgroups().err()
+    };
+    match why {
+        None => true,
+        Some(why) if std::env::var("AGORA_REQUIRE_CGROUPS").as_deref() == Ok("1") => {
+            panic!("AGORA_REQUIRE_CGROUPS=1 but cgroups are unusable: {why}")
+        }
+        Some(why) => {
+            eprintln!("skipped: {why}");
+            false
+        }
+    }
+}
+
+/// Kills whatever still runs in the test's cgroup root and removes it, even on failure.
+struct CgroupRootGuard(String);
+
+impl CgroupRootGuard {
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let root = ctrl.path().join(&self.0);
+            if let Ok(children) = std::fs::read_dir(&root) {
+                out.extend(children.flatten().map(|c| c.path()).filter(|p| p.is_dir()));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for CgroupRootGuard {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let dirs = self.dirs();
+            if dirs.is_empty() {
+                break;
+            }
+            for d in dirs {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: only processes inside the test's own cgroup root.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                let _ = std::fs::remove_dir(&d);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let version = agora_isolation::detect_cgroups().expect("cgroups");
+        let _ = agora_isolation::remove_cgroup_root(version, &self.0);
+    }
+}
+
+fn cluster_with_libcontainer_agent(cgroup_root: &str) -> Cluster {
+    let mut c = Cluster::start(ClusterOpts {
+        agents: 0,
+        master_flags: ["--allocation-interval-ms", "100", "--kill-grace-ms", "500"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ..Default::default()
+    });
+    let http = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "agent",
+        "--master",
+        &c.master_addr,
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--http",
+        &http,
+        "--work-dir",
+        &c.dir.path().join("agent0").display().to_string(),
+        "--resources",
+        "cpus:2;mem:1024;disk:1000;ports:[31000-31010]",
+        "--isolation",
+        "libcontainer",
+        "--cgroup-root",
+        cgroup_root,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = spawn(c.dir.path(), "agent0", &args);
+    wait_until("agent health", SECS, || {
+        http_get::get(&http, "/health").ok()
+    });
+    c.agents.push((p, http));
+    c
+}
+
+/// Terminal updates of `tasks`, in whatever order they come, each acknowledged.
+fn wait_terminal(
+    fw: &mut RawClient,
+    tasks: &[&str],
+) -> std::collections::BTreeMap<String, TaskStatus> {
+    let fid = fw.fid();
+    let mut ended = std::collections::BTreeMap::new();
+    while ended.len() < tasks.len() {
+        let st = fw.expect("terminal updates", SECS, |m| match m {
+            Message::Update { status } => Some(status.clone()),
+            _ => None,
+        });
+        if let (Some(uuid), Some(agent_id)) = (st.uuid, st.agent_id.clone()) {
+            fw.send(&Message::Acknowledge {
+                framework_id: fid.clone(),
+                agent_id,
+                task_id: st.task_id.clone(),
+                uuid,
+            });
+        }
+        if st.state.is_terminal() && tasks.contains(&st.task_id.as_str()) {
+            ended.insert(st.task_id.as_str().to_string(), st);
+        }
+    }
+    ended
+}
+
+#[test]
+fn memory_hog_fails_with_memory_limit_and_cgroups_are_removed() {
+    if !cgroups_usable() {
+        return;
+    }
+    let root = format!("agora-itest-{}", std::process::id());
+    let guard = CgroupRootGuard(root.clone());
+    let c = cluster_with_libcontainer_agent(&root);
+    assert!(
+        c.agents[0]
+            .0
+            .log_text()
+            .contains("containerizer: libcontainer"),
+        "{}",
+        c.logs()
+    );
+    let mut fw = RawClient::subscribe(&c.master_addr, "isolation-test");
+    let offers = fw.next_offers(SECS);
+    let o = &offers[0];
+    let hog = "x=$(head -c 300000000 /dev/zero | tr '\\0' x); echo survived ${#x}";
+    fw.send(&Message::Accept {
+        framework_id: fw.fid(),
+        offer_ids: vec![o.id.clone()],
+        operations: vec![Operation::Launch {
+            tasks: vec![
+                task("hog-1", &o.agent_id, "cpus:0.5;mem:64", hog),
+                task(
+                    "ok-1",
+                    &o.agent_id,
+                    "cpus:0.5;mem:64",
+                    "test -w /sandbox && ! test -w /usr",
+                ),
+            ],
+        }],
+        filters: Filters::default(),
+    });
+    let ended = wait_terminal(&mut fw, &["hog-1", "ok-1"]);
+    let hog = &ended["hog-1"];
+    assert_eq!(hog.state, TaskState::Failed, "{hog:?}\n{}", c.logs());
+    assert_eq!(hog.reason.as_deref(), Some("memory limit"), "{hog:?}");
+    assert_eq!(
+        ended["ok-1"].state,
+        TaskState::Finished,
+        "{:?}",
+        ended["ok-1"]
+    );
+    // Both executors end once their task is over; their containers' cgroups go with them.
+    wait_until("containers destroyed", SECS, || {
+        guard.dirs().is_empty().then_some(())
+    });
+    drop(c);
+}
