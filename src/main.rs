@@ -38,6 +38,8 @@ enum Cmd {
     Demo(cli::demo::DemoArgs),
     /// A master and one agent on 127.0.0.1 for local use, until Ctrl-C.
     Dev(cli::dev::DevArgs),
+    /// The deterministic cluster simulator: `agora sim run SCENARIO --seed N --out DIR`.
+    Sim(cli::sim::SimArgs),
     /// The built-in command executor (started by agents, not by people).
     #[command(hide = true)]
     Executor,
@@ -54,7 +56,13 @@ fn main() {
             | Cmd::Frameworks(_)
             | Cmd::Tasks(_)
     );
-    cli::init_logging(cli.log_json, if quiet { "warn" } else { "info" });
+    // The simulated cores log every injected fault; only errors are worth showing there.
+    let level = match cli.cmd {
+        Cmd::Sim(_) => "error",
+        _ if quiet => "warn",
+        _ => "info",
+    };
+    cli::init_logging(cli.log_json, level);
     let result = match cli.cmd {
         Cmd::Master(a) => cli::master::run(a),
         Cmd::Agent(a) => cli::agent::run(a),
@@ -65,6 +73,7 @@ fn main() {
         Cmd::Tasks(a) => cli::query::tasks(a),
         Cmd::Demo(a) => cli::demo::run(a),
         Cmd::Dev(a) => cli::dev::run(a),
+        Cmd::Sim(a) => cli::sim::run(a),
         Cmd::Executor => cli::executor::run(),
     };
     match result {

@@ -1,5 +1,11 @@
 //! `cargo run -p agora-sim --example seeds -- SCENARIO FIRST COUNT`: runs seeds, prints failures.
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let sc = agora_sim::Scenario::load(std::path::Path::new(&args[1])).expect("scenario");
     let first: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -12,7 +18,7 @@ fn main() {
             None => println!("seed {seed} ok events {} virtual {} ms trace {} faults {:?}", r.events, r.virtual_ms, r.trace, r.faults),
             Some(f) => {
                 bad += 1;
-                println!("seed {seed} FAIL {} at {} ms: {}", f.phase, f.at_ms, f.what)
+                println!("seed {seed} FAIL {} at {} ms: {} faults {:?}", f.phase, f.at_ms, f.what, r.faults)
             }
         }
     }

@@ -18,7 +18,9 @@ fn same(a: &Resources, b: &Resources) -> bool {
 
 /// After every event.
 pub fn invariants(w: &World) -> Result<(), String> {
-    master_books(w)?;
+    if w.touched_master {
+        master_books(w)?;
+    }
     agents_not_overcommitted(w)?;
     for s in &w.scheds {
         if let Some(v) = s.driver.scheduler().violations.first() {
@@ -74,7 +76,7 @@ fn master_books(w: &World) -> Result<(), String> {
 }
 
 fn agents_not_overcommitted(w: &World) -> Result<(), String> {
-    for a in &w.agents {
+    for a in w.touched_agents.iter().map(|i| &w.agents[*i]) {
         let Some(core) = a.core.as_ref() else { continue };
         let st = core.state();
         let total = parse("agent total", &st.resources.total)?;

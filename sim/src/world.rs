@@ -124,6 +124,9 @@ pub struct World {
     pub faults_on: bool,
     pub liveness: bool,
     pub stats: BTreeMap<&'static str, u64>,
+    /// What the last event touched, so invariants re-check only those books.
+    pub touched_master: bool,
+    pub touched_agents: BTreeSet<usize>,
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -187,6 +190,8 @@ impl World {
             faults_on: false,
             liveness: false,
             stats: BTreeMap::new(),
+            touched_master: true,
+            touched_agents: BTreeSet::new(),
         };
         w.start_master()?;
         for i in 0..w.agents.len() {
@@ -233,6 +238,8 @@ impl World {
         };
         self.now = at;
         self.events += 1;
+        self.touched_master = false;
+        self.touched_agents.clear();
         let line = format!("{}|{seq}|{ev:?}\n", at.0);
         self.hash = fnv(self.hash, line.as_bytes());
         self.handle(ev);
@@ -612,7 +619,11 @@ impl World {
     // ---- master and allocator -----------------------------------------------------------
 
     fn master_config(&self) -> MasterConfig {
-        MasterConfig::default()
+        // A short completed-tasks ring keeps `state()`, read after every event, cheap.
+        MasterConfig {
+            max_completed_tasks: 64,
+            ..MasterConfig::default()
+        }
     }
 
     fn start_master(&mut self) -> Result<(), String> {
@@ -649,6 +660,7 @@ impl World {
 
     fn master_input(&mut self, input: MInput) {
         let Some(core) = self.master.core.as_mut() else { return };
+        self.touched_master = true;
         let acts = core.handle(self.now, input);
         self.master_perform(acts);
     }
@@ -774,6 +786,7 @@ impl World {
 
     fn agent_input(&mut self, node: usize, input: AInput) {
         let Some(core) = self.agents[node].core.as_mut() else { return };
+        self.touched_agents.insert(node);
         let acts = core.handle(self.now, input);
         self.agent_perform(node, acts);
     }

@@ -9,6 +9,7 @@ pub mod master;
 pub mod publish;
 pub mod query;
 pub mod run;
+pub mod sim;
 
 use anyhow::{bail, Context as _};
 use std::sync::Arc;
