@@ -15,10 +15,16 @@ fn main() {
     for seed in first..first + count {
         let r = agora_sim::run(&sc, seed, |_, _| {}).expect("run");
         match &r.failure {
-            None => println!("seed {seed} ok events {} virtual {} ms trace {} faults {:?}", r.events, r.virtual_ms, r.trace, r.faults),
+            None => println!(
+                "seed {seed} ok events {} virtual {} ms trace {} faults {:?}",
+                r.events, r.virtual_ms, r.trace, r.faults
+            ),
             Some(f) => {
                 bad += 1;
-                println!("seed {seed} FAIL {} at {} ms: {} faults {:?}", f.phase, f.at_ms, f.what, r.faults)
+                println!(
+                    "seed {seed} FAIL {} at {} ms: {} faults {:?}",
+                    f.phase, f.at_ms, f.what, r.faults
+                )
             }
         }
     }

@@ -8,7 +8,8 @@ fn parse(what: &str, text: &str) -> Result<Resources, String> {
 }
 
 fn add(a: &Resources, b: &Resources) -> Result<Resources, String> {
-    a.checked_add(b).map_err(|e| format!("cannot add {a} and {b}: {e}"))
+    a.checked_add(b)
+        .map_err(|e| format!("cannot add {a} and {b}: {e}"))
 }
 
 /// Equal as quantities (zero entries aside).
@@ -49,7 +50,10 @@ fn master_books(w: &World) -> Result<(), String> {
         let offered = parse("agent offered", &a.offered)?;
         let sum_offers = offered_sum.remove(&a.id).unwrap_or_default();
         if !same(&sum_offers, &offered) {
-            return Err(format!("agent {}: offers add up to {sum_offers} but offered is {offered}", a.id));
+            return Err(format!(
+                "agent {}: offers add up to {sum_offers} but offered is {offered}",
+                a.id
+            ));
         }
         let held = add(&used, &offered)?;
         if !total.contains(&held) {
@@ -58,7 +62,9 @@ fn master_books(w: &World) -> Result<(), String> {
                 a.id
             ));
         }
-        let Ok(id) = AgentId::new(a.id.clone()) else { continue };
+        let Ok(id) = AgentId::new(a.id.clone()) else {
+            continue;
+        };
         if let Some(free) = alloc.free(&id) {
             let all = add(free, &held)?;
             if !same(&all, &total) {
@@ -77,12 +83,17 @@ fn master_books(w: &World) -> Result<(), String> {
 
 fn agents_not_overcommitted(w: &World) -> Result<(), String> {
     for a in w.touched_agents.iter().map(|i| &w.agents[*i]) {
-        let Some(core) = a.core.as_ref() else { continue };
+        let Some(core) = a.core.as_ref() else {
+            continue;
+        };
         let st = core.state();
         let total = parse("agent total", &st.resources.total)?;
         let used = parse("agent used", &st.resources.used)?;
         if !total.contains(&used) {
-            return Err(format!("{} over-committed: uses {used} of {total}", a.hostname));
+            return Err(format!(
+                "{} over-committed: uses {used} of {total}",
+                a.hostname
+            ));
         }
     }
     Ok(())
@@ -103,7 +114,10 @@ pub fn final_checks(w: &World) -> Result<(), String> {
             for task in &t.launched {
                 let n = t.terminal.get(task).map(|c| c.any).unwrap_or(0);
                 if n == 0 {
-                    return Err(format!("batch {}: launched task {task} never got a terminal update", s.name));
+                    return Err(format!(
+                        "batch {}: launched task {task} never got a terminal update",
+                        s.name
+                    ));
                 }
             }
         }
@@ -115,17 +129,29 @@ pub fn final_checks(w: &World) -> Result<(), String> {
     for task in state.tasks.iter().filter(|t| t.state == "TASK_RUNNING") {
         let agent = state.agents.iter().find(|a| a.id == task.agent_id);
         if !agent.is_some_and(|a| a.connected) {
-            return Err(format!("task {} runs on agent {} which is not connected", task.id, task.agent_id));
+            return Err(format!(
+                "task {} runs on agent {} which is not connected",
+                task.id, task.agent_id
+            ));
         }
-        let node = w
-            .agents
-            .iter()
-            .find(|a| a.core.as_ref().and_then(|c| c.agent_id()).map(|i| i.to_string()) == Some(task.agent_id.clone()));
-        let runs = node
-            .and_then(|n| n.core.as_ref())
-            .is_some_and(|c| c.state().tasks.iter().any(|t| t.task_id.to_string() == task.id));
+        let node = w.agents.iter().find(|a| {
+            a.core
+                .as_ref()
+                .and_then(|c| c.agent_id())
+                .map(|i| i.to_string())
+                == Some(task.agent_id.clone())
+        });
+        let runs = node.and_then(|n| n.core.as_ref()).is_some_and(|c| {
+            c.state()
+                .tasks
+                .iter()
+                .any(|t| t.task_id.to_string() == task.id)
+        });
         if !runs {
-            return Err(format!("master says task {} runs on {}, but that agent does not have it", task.id, task.agent_id));
+            return Err(format!(
+                "master says task {} runs on {}, but that agent does not have it",
+                task.id, task.agent_id
+            ));
         }
     }
     Ok(())

@@ -52,9 +52,14 @@ pub fn task_duration_ms(command: &str, seed: u64, task_id: &str) -> Result<Optio
     let parts: Vec<&str> = command.split(':').collect();
     match parts.as_slice() {
         ["sim", "forever"] => Ok(None),
-        ["sim", "const", ms] => ms.parse().map(Some).map_err(|_| format!("bad ms in {command:?}")),
+        ["sim", "const", ms] => ms
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("bad ms in {command:?}")),
         ["sim", "exp", mean] => {
-            let mean: f64 = mean.parse().map_err(|_| format!("bad mean in {command:?}"))?;
+            let mean: f64 = mean
+                .parse()
+                .map_err(|_| format!("bad mean in {command:?}"))?;
             let u = unit_from_hash(seed, task_id);
             Ok(Some((-mean * (1.0 - u).ln()).round().max(1.0) as u64))
         }
@@ -84,12 +89,17 @@ impl Executor for SimExecutor {
         if self.tasks.contains_key(&task.task_id) {
             return; // a duplicate RunTask: already running
         }
-        let command = task.command.as_ref().map(|c| c.value.as_str()).unwrap_or("");
+        let command = task
+            .command
+            .as_ref()
+            .map(|c| c.value.as_str())
+            .unwrap_or("");
         let duration = match task_duration_ms(command, self.seed, task.task_id.as_str()) {
             Ok(d) => d,
             Err(why) => {
-                let status = TaskStatus::new(task.task_id, TaskState::Failed, UpdateSource::Executor)
-                    .with_reason("command exited", why);
+                let status =
+                    TaskStatus::new(task.task_id, TaskState::Failed, UpdateSource::Executor)
+                        .with_reason("command exited", why);
                 ctx.update(status);
                 if self.per_task && self.tasks.is_empty() {
                     ctx.stop();
@@ -101,7 +111,11 @@ impl Executor for SimExecutor {
         self.next_token += 1;
         self.tasks.insert(task.task_id.clone(), token);
         self.tokens.insert(token, task.task_id.clone());
-        ctx.update(TaskStatus::new(task.task_id, TaskState::Running, UpdateSource::Executor));
+        ctx.update(TaskStatus::new(
+            task.task_id,
+            TaskState::Running,
+            UpdateSource::Executor,
+        ));
         if let Some(ms) = duration {
             ctx.set_timer(token, ms);
         }
@@ -140,7 +154,11 @@ mod tests {
         let a = task_duration_ms("sim:exp:1000", 7, "task-1").unwrap();
         assert_eq!(a, task_duration_ms("sim:exp:1000", 7, "task-1").unwrap());
         let mean: f64 = (0..2000)
-            .map(|i| task_duration_ms("sim:exp:1000", 7, &format!("t{i}")).unwrap().unwrap() as f64)
+            .map(|i| {
+                task_duration_ms("sim:exp:1000", 7, &format!("t{i}"))
+                    .unwrap()
+                    .unwrap() as f64
+            })
             .sum::<f64>()
             / 2000.0;
         assert!((900.0..1100.0).contains(&mean), "mean {mean}");

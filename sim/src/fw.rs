@@ -11,6 +11,8 @@ use agora_actors::{
 use agora_frameworks::{BatchConfig, BatchFramework, ServiceConfig, ServiceFramework};
 use std::collections::{BTreeMap, BTreeSet};
 
+// One per framework, never moved after construction: boxing would only add a hop.
+#[allow(clippy::large_enum_variant)]
 pub enum Fw {
     Batch(BatchFramework),
     Service(ServiceFramework),
@@ -87,7 +89,8 @@ impl Tracked {
         for call in &ctx.calls {
             if let Call::Accept { operations, .. } = call {
                 for Operation::Launch { tasks } in operations {
-                    self.launched.extend(tasks.iter().map(|t| t.task_id.clone()));
+                    self.launched
+                        .extend(tasks.iter().map(|t| t.task_id.clone()));
                 }
             }
         }

@@ -71,12 +71,19 @@ impl Report {
     }
     /// The command that replays this run.
     pub fn replay_command(&self, scenario_path: &str) -> String {
-        format!("agora sim run {scenario_path} --seed {} --out /tmp/agora-sim-{}", self.seed, self.seed)
+        format!(
+            "agora sim run {scenario_path} --seed {} --out /tmp/agora-sim-{}",
+            self.seed, self.seed
+        )
     }
 }
 
 /// Runs `scenario` with `seed`. `progress(virtual_ms, bound_ms)` is called now and then.
-pub fn run(scenario: &Scenario, seed: u64, mut progress: impl FnMut(u64, u64)) -> Result<Report, String> {
+pub fn run(
+    scenario: &Scenario,
+    seed: u64,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Report, String> {
     let mut w = World::new(scenario.clone(), seed)?;
     let bound = scenario.safety_ms.saturating_add(scenario.liveness_ms);
     let mut failure = None;
@@ -86,7 +93,11 @@ pub fn run(scenario: &Scenario, seed: u64, mut progress: impl FnMut(u64, u64)) -
             failure = Some(fail(&w, "event queue ran dry".into()));
             break;
         }
-        let checked = if std::env::var_os("NOCHECK").is_some() { Ok(()) } else { check::invariants(&w) };
+        let checked = if std::env::var_os("NOCHECK").is_some() {
+            Ok(())
+        } else {
+            check::invariants(&w)
+        };
         if let Err(what) = checked {
             failure = Some(fail(&w, what));
             break;
@@ -129,7 +140,9 @@ pub fn run(scenario: &Scenario, seed: u64, mut progress: impl FnMut(u64, u64)) -
 fn stuck(w: &World) -> String {
     let mut out = Vec::new();
     for s in &w.scheds {
-        let Some(b) = s.driver.scheduler().batch() else { continue };
+        let Some(b) = s.driver.scheduler().batch() else {
+            continue;
+        };
         if s.driver.stopped().is_some() {
             continue;
         }
@@ -139,7 +152,14 @@ fn stuck(w: &World) -> String {
             .iter()
             .filter(|t| !t.phase.is_final())
             .take(5)
-            .map(|t| format!("{} {:?} on {:?}", t.task_id, t.phase, t.agent_id.as_ref().map(|a| a.to_string())))
+            .map(|t| {
+                format!(
+                    "{} {:?} on {:?}",
+                    t.task_id,
+                    t.phase,
+                    t.agent_id.as_ref().map(|a| a.to_string())
+                )
+            })
             .collect();
         out.push(format!(
             "{} (subscribed {}): {}/{} finished, pending {}, staged {}, running {}; e.g. {}",

@@ -234,9 +234,13 @@ impl Scenario {
         }
         for (i, f) in self.frameworks.iter().enumerate() {
             let field = |x: &str| format!("frameworks[{i}].{x}");
-            Resources::parse(&f.task_resources).map_err(|e| bad(&field("task_resources"), e.to_string()))?;
+            Resources::parse(&f.task_resources)
+                .map_err(|e| bad(&field("task_resources"), e.to_string()))?;
             if f.tasks == 0 || f.tasks > MAX_TASKS_PER_FRAMEWORK {
-                return Err(bad(&field("tasks"), format!("must be 1..={MAX_TASKS_PER_FRAMEWORK}")));
+                return Err(bad(
+                    &field("tasks"),
+                    format!("must be 1..={MAX_TASKS_PER_FRAMEWORK}"),
+                ));
             }
         }
         let f = &self.faults;
@@ -247,7 +251,10 @@ impl Scenario {
             ("faults.reorder_per_msg", f.reorder_per_msg),
         ] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(bad(name, format!("must be a probability in [0, 1], got {p}")));
+                return Err(bad(
+                    name,
+                    format!("must be a probability in [0, 1], got {p}"),
+                ));
             }
         }
         for (name, r) in [
@@ -261,14 +268,23 @@ impl Scenario {
         }
         let n = &self.network;
         if n.min_delay_ms == 0 || n.max_delay_ms < n.min_delay_ms {
-            return Err(bad("network", "need 1 <= min_delay_ms <= max_delay_ms".into()));
+            return Err(bad(
+                "network",
+                "need 1 <= min_delay_ms <= max_delay_ms".into(),
+            ));
         }
         if n.redial_min_ms == 0 || n.redial_max_ms < n.redial_min_ms {
-            return Err(bad("network", "need 1 <= redial_min_ms <= redial_max_ms".into()));
+            return Err(bad(
+                "network",
+                "need 1 <= redial_min_ms <= redial_max_ms".into(),
+            ));
         }
         let a = &self.allocator;
         if a.interval_ms == 0 || a.coalesce_ms > a.interval_ms {
-            return Err(bad("allocator", "need 1 <= interval_ms and coalesce_ms <= interval_ms".into()));
+            return Err(bad(
+                "allocator",
+                "need 1 <= interval_ms and coalesce_ms <= interval_ms".into(),
+            ));
         }
         Ok(())
     }

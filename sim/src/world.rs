@@ -8,13 +8,21 @@
 use crate::exec::SimExecutor;
 use crate::fw::Tracked;
 use crate::scenario::Scenario;
-use agora_actors::sdk::driver::{DriverAction, DriverTimer, SchedulerDriverConfig, SchedulerDriverCore};
-use agora_actors::sdk::executor::{ExecAction, ExecTimer, ExecutorDriverConfig, ExecutorDriverCore, ExecutorEnv};
+use agora_actors::sdk::driver::{
+    DriverAction, DriverTimer, SchedulerDriverConfig, SchedulerDriverCore,
+};
+use agora_actors::sdk::executor::{
+    ExecAction, ExecTimer, ExecutorDriverConfig, ExecutorDriverCore, ExecutorEnv,
+};
 use agora_actors::transport::ConnId;
 use agora_actors::{ContainerId, Hello, Message, NodeKind, Time};
-use agora_agent::core::{Action as AAction, AgentConfig, AgentCore, AgentTimer, Input as AInput, LaunchSpec};
+use agora_agent::core::{
+    Action as AAction, AgentConfig, AgentCore, AgentTimer, Input as AInput, LaunchSpec,
+};
 use agora_allocator::{Allocator, DrfAllocator, DrfConfig};
-use agora_master::core::{Action as MAction, Input as MInput, MasterConfig, MasterCore, MasterTimer};
+use agora_master::core::{
+    Action as MAction, Input as MInput, MasterConfig, MasterCore, MasterTimer,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,26 +48,77 @@ pub enum AllocWhy {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Ev {
-    Deliver { conn: ConnId, to_client: bool, msg: Message },
-    Open { conn: ConnId },
+    Deliver {
+        conn: ConnId,
+        to_client: bool,
+        msg: Message,
+    },
+    Open {
+        conn: ConnId,
+    },
     /// `ep` learns that `conn` is gone.
-    Notify { conn: ConnId, ep: Ep },
+    Notify {
+        conn: ConnId,
+        ep: Ep,
+    },
     /// The side that closed a connection is done sending on it: it goes down, the peer learns.
-    CloseAfter { conn: ConnId, notify: Ep },
-    Dial { ep: Ep, inc: u64 },
-    MasterTimer { inc: u64, timer: MasterTimer },
-    AllocRun { inc: u64, why: AllocWhy },
-    AgentTimer { node: usize, inc: u64, timer: AgentTimer },
-    SchedTimer { node: usize, timer: DriverTimer },
-    ExecTimer { node: usize, inc: u64, cid: ContainerId, timer: ExecTimer },
-    ContainerStart { node: usize, inc: u64, cid: ContainerId },
-    ContainerExit { node: usize, inc: u64, cid: ContainerId, code: Option<i32>, signal: Option<i32> },
-    SchedStart { node: usize },
+    CloseAfter {
+        conn: ConnId,
+        notify: Ep,
+    },
+    Dial {
+        ep: Ep,
+        inc: u64,
+    },
+    MasterTimer {
+        inc: u64,
+        timer: MasterTimer,
+    },
+    AllocRun {
+        inc: u64,
+        why: AllocWhy,
+    },
+    AgentTimer {
+        node: usize,
+        inc: u64,
+        timer: AgentTimer,
+    },
+    SchedTimer {
+        node: usize,
+        timer: DriverTimer,
+    },
+    ExecTimer {
+        node: usize,
+        inc: u64,
+        cid: ContainerId,
+        timer: ExecTimer,
+    },
+    ContainerStart {
+        node: usize,
+        inc: u64,
+        cid: ContainerId,
+    },
+    ContainerExit {
+        node: usize,
+        inc: u64,
+        cid: ContainerId,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    SchedStart {
+        node: usize,
+    },
     FaultTick,
-    RestartAgent { node: usize },
+    RestartAgent {
+        node: usize,
+    },
     RestartMaster,
-    Heal { ep: Ep },
-    PartitionBreak { ep: Ep },
+    Heal {
+        ep: Ep,
+    },
+    PartitionBreak {
+        ep: Ep,
+    },
     LivenessStart,
 }
 
@@ -142,7 +201,8 @@ impl World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut scheds = Vec::new();
         for spec in &sc.frameworks {
-            let tracked = Tracked::new(spec).map_err(|e| format!("framework {}: {e}", spec.name))?;
+            let tracked =
+                Tracked::new(spec).map_err(|e| format!("framework {}: {e}", spec.name))?;
             let config = SchedulerDriverConfig {
                 jitter_seed: rng.gen(),
                 ..SchedulerDriverConfig::default()
@@ -248,7 +308,11 @@ impl World {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Deliver { conn, to_client, msg } => self.deliver(conn, to_client, msg),
+            Ev::Deliver {
+                conn,
+                to_client,
+                msg,
+            } => self.deliver(conn, to_client, msg),
             Ev::Open { conn } => self.open(conn),
             Ev::Notify { conn, ep } => self.notify(conn, ep),
             Ev::CloseAfter { conn, notify } => {
@@ -275,7 +339,12 @@ impl World {
                 let acts = self.scheds[node].driver.handle_timer(self.now, timer);
                 self.sched_perform(node, acts);
             }
-            Ev::ExecTimer { node, inc, cid, timer } => {
+            Ev::ExecTimer {
+                node,
+                inc,
+                cid,
+                timer,
+            } => {
                 if self.agents[node].inc == inc {
                     if let Some(e) = self.agents[node].execs.get_mut(&cid) {
                         let acts = e.driver.handle_timer(self.now, timer);
@@ -284,12 +353,22 @@ impl World {
                 }
             }
             Ev::ContainerStart { node, inc, cid } => self.container_start(node, inc, cid),
-            Ev::ContainerExit { node, inc, cid, code, signal } => {
-                self.container_exit(node, inc, cid, code, signal)
-            }
+            Ev::ContainerExit {
+                node,
+                inc,
+                cid,
+                code,
+                signal,
+            } => self.container_exit(node, inc, cid, code, signal),
             Ev::SchedStart { node } => {
                 self.scheds[node].started = true;
-                self.push(self.now, Ev::Dial { ep: Ep::Sched(node), inc: 0 });
+                self.push(
+                    self.now,
+                    Ev::Dial {
+                        ep: Ep::Sched(node),
+                        inc: 0,
+                    },
+                );
             }
             Ev::FaultTick => self.fault_tick(),
             Ev::RestartAgent { node } => {
@@ -354,7 +433,9 @@ impl World {
 
     /// Queues `msg` on `conn` from one side, through the (possibly faulty) network.
     fn send(&mut self, conn: ConnId, from_client: bool, msg: Message) {
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         if !c.up || c.closing {
             return;
         }
@@ -363,8 +444,17 @@ impl World {
         let dir = usize::from(!from_client);
         if !faulty {
             let at = self.now.plus_ms(1).max(self.conns[&conn].fifo[dir]);
-            self.conns.get_mut(&conn).map(|c| c.fifo[dir] = at);
-            self.push(at, Ev::Deliver { conn, to_client: !from_client, msg });
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.fifo[dir] = at;
+            }
+            self.push(
+                at,
+                Ev::Deliver {
+                    conn,
+                    to_client: !from_client,
+                    msg,
+                },
+            );
             return;
         }
         let f = self.sc.faults.clone();
@@ -394,19 +484,37 @@ impl World {
             self.now.plus_ms(delay + extra)
         } else {
             let at = self.now.plus_ms(delay).max(self.conns[&conn].fifo[dir]);
-            self.conns.get_mut(&conn).map(|c| c.fifo[dir] = at);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.fifo[dir] = at;
+            }
             at
         };
         if self.faults_on && self.chance(f.dup_per_msg) {
             self.bump("dups");
             let later = at.plus_ms(self.between(1, n.max_delay_ms));
-            self.push(later, Ev::Deliver { conn, to_client: !from_client, msg: msg.clone() });
+            self.push(
+                later,
+                Ev::Deliver {
+                    conn,
+                    to_client: !from_client,
+                    msg: msg.clone(),
+                },
+            );
         }
-        self.push(at, Ev::Deliver { conn, to_client: !from_client, msg });
+        self.push(
+            at,
+            Ev::Deliver {
+                conn,
+                to_client: !from_client,
+                msg,
+            },
+        );
     }
 
     fn deliver(&mut self, conn: ConnId, to_client: bool, msg: Message) {
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         if !c.up {
             return;
         }
@@ -415,7 +523,9 @@ impl World {
             (false, Ep::Agent(_)) | (false, Ep::Sched(_)) => {
                 self.master_input(MInput::Message { conn, msg })
             }
-            (false, Ep::Exec(node, _)) => self.agent_input(node, AInput::FromExecutor { conn, msg }),
+            (false, Ep::Exec(node, _)) => {
+                self.agent_input(node, AInput::FromExecutor { conn, msg })
+            }
             (true, Ep::Agent(node)) => self.agent_input(node, AInput::FromMaster(msg)),
             (true, Ep::Sched(node)) => {
                 let acts = self.scheds[node].driver.handle_message(self.now, msg);
@@ -433,7 +543,9 @@ impl World {
 
     /// The connection breaks (reset, crash, partition): each live side notices after a delay.
     fn break_conn(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if !c.up {
             return;
         }
@@ -477,19 +589,31 @@ impl World {
             Ep::Sched(node) => {
                 if self.scheds[node].conn == Some(conn) {
                     self.scheds[node].conn = None;
-                    let acts = self.scheds[node].driver.handle_disconnected(self.now, "connection lost");
+                    let acts = self.scheds[node]
+                        .driver
+                        .handle_disconnected(self.now, "connection lost");
                     self.sched_perform(node, acts);
                     self.redial(Ep::Sched(node));
                 }
             }
             Ep::Exec(node, cid) => {
-                let Some(e) = self.agents[node].execs.get_mut(&cid) else { return };
+                let Some(e) = self.agents[node].execs.get_mut(&cid) else {
+                    return;
+                };
                 if e.conn == Some(conn) {
                     e.conn = None;
-                    let acts = e.driver.handle_disconnected(self.now, "agent connection lost");
+                    let acts = e
+                        .driver
+                        .handle_disconnected(self.now, "agent connection lost");
                     self.exec_perform(node, &cid, acts.clone());
                     let inc = self.agents[node].inc;
-                    self.push(self.now.plus_ms(1_000), Ev::Dial { ep: Ep::Exec(node, cid), inc });
+                    self.push(
+                        self.now.plus_ms(1_000),
+                        Ev::Dial {
+                            ep: Ep::Exec(node, cid),
+                            inc,
+                        },
+                    );
                 }
             }
         }
@@ -544,13 +668,19 @@ impl World {
             }
             Ep::Master => {}
         }
-        let rtt = if faulty { 2 * self.sc.network.min_delay_ms } else { 1 };
+        let rtt = if faulty {
+            2 * self.sc.network.min_delay_ms
+        } else {
+            1
+        };
         self.push(self.now.plus_ms(rtt), Ev::Open { conn });
     }
 
     /// The handshake completes: both sides learn of the connection, server first.
     fn open(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         let client = c.client.clone();
         let ok = match &client {
             Ep::Exec(..) => self.client_conn(&client) == Some(conn),
@@ -606,7 +736,9 @@ impl World {
 
     /// The sender closes `conn` once what it already sent has arrived.
     fn close_after_flush(&mut self, conn: ConnId, from_client: bool, notify: Ep) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if !c.up || c.closing {
             return;
         }
@@ -638,7 +770,13 @@ impl World {
         self.master.wakeup_at = None;
         self.master_perform(acts);
         let at = self.now.plus_ms(self.sc.allocator.interval_ms);
-        self.push(at, Ev::AllocRun { inc, why: AllocWhy::Interval });
+        self.push(
+            at,
+            Ev::AllocRun {
+                inc,
+                why: AllocWhy::Interval,
+            },
+        );
         Ok(())
     }
 
@@ -659,7 +797,9 @@ impl World {
     }
 
     fn master_input(&mut self, input: MInput) {
-        let Some(core) = self.master.core.as_mut() else { return };
+        let Some(core) = self.master.core.as_mut() else {
+            return;
+        };
         self.touched_master = true;
         let acts = core.handle(self.now, input);
         self.master_perform(acts);
@@ -688,7 +828,13 @@ impl World {
                     if !self.master.coalesce_armed {
                         self.master.coalesce_armed = true;
                         let at = now.plus_ms(self.sc.allocator.coalesce_ms);
-                        self.push(at, Ev::AllocRun { inc, why: AllocWhy::Coalesce });
+                        self.push(
+                            at,
+                            Ev::AllocRun {
+                                inc,
+                                why: AllocWhy::Coalesce,
+                            },
+                        );
                     }
                 }
             }
@@ -706,11 +852,19 @@ impl World {
             AllocWhy::Wakeup => self.master.wakeup_at = None,
             AllocWhy::Interval => {
                 let at = self.now.plus_ms(self.sc.allocator.interval_ms);
-                self.push(at, Ev::AllocRun { inc, why: AllocWhy::Interval });
+                self.push(
+                    at,
+                    Ev::AllocRun {
+                        inc,
+                        why: AllocWhy::Interval,
+                    },
+                );
             }
         }
         let now = self.now;
-        let Some(alloc) = self.master.alloc.as_mut() else { return };
+        let Some(alloc) = self.master.alloc.as_mut() else {
+            return;
+        };
         let allocations = alloc.allocate(now);
         if !allocations.is_empty() {
             self.master_input(MInput::Allocations(allocations));
@@ -719,7 +873,13 @@ impl World {
         if let Some(at) = wanted {
             if self.master.wakeup_at != Some(at) {
                 self.master.wakeup_at = Some(at);
-                self.push(at, Ev::AllocRun { inc, why: AllocWhy::Wakeup });
+                self.push(
+                    at,
+                    Ev::AllocRun {
+                        inc,
+                        why: AllocWhy::Wakeup,
+                    },
+                );
             }
         }
     }
@@ -754,7 +914,13 @@ impl World {
         a.pending.clear();
         a.exiting.clear();
         self.agent_perform(node, acts);
-        self.push(self.now, Ev::Dial { ep: Ep::Agent(node), inc: epoch });
+        self.push(
+            self.now,
+            Ev::Dial {
+                ep: Ep::Agent(node),
+                inc: epoch,
+            },
+        );
     }
 
     fn crash_agent(&mut self, node: usize) {
@@ -771,7 +937,13 @@ impl World {
                 c.up = false;
             }
             let d = self.between(0, self.sc.network.detect_ms);
-            self.push(self.now.plus_ms(d), Ev::Notify { conn, ep: Ep::Master });
+            self.push(
+                self.now.plus_ms(d),
+                Ev::Notify {
+                    conn,
+                    ep: Ep::Master,
+                },
+            );
         }
         let execs: Vec<ConnId> = self
             .conns
@@ -780,12 +952,16 @@ impl World {
             .map(|(id, _)| *id)
             .collect();
         for conn in execs {
-            self.conns.get_mut(&conn).map(|c| c.up = false);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.up = false;
+            }
         }
     }
 
     fn agent_input(&mut self, node: usize, input: AInput) {
-        let Some(core) = self.agents[node].core.as_mut() else { return };
+        let Some(core) = self.agents[node].core.as_mut() else {
+            return;
+        };
         self.touched_agents.insert(node);
         let acts = core.handle(self.now, input);
         self.agent_perform(node, acts);
@@ -806,7 +982,13 @@ impl World {
                     if let Some(client) = client {
                         self.close_after_flush(conn, false, client);
                         // The agent's own transport reports the close back to it.
-                        self.push(self.now.plus_ms(2), Ev::Notify { conn, ep: Ep::Agent(node) });
+                        self.push(
+                            self.now.plus_ms(2),
+                            Ev::Notify {
+                                conn,
+                                ep: Ep::Agent(node),
+                            },
+                        );
                     }
                 }
                 AAction::Launch(spec) => {
@@ -815,17 +997,29 @@ impl World {
                     let d = self.between(5, 50);
                     self.push(self.now.plus_ms(d), Ev::ContainerStart { node, inc, cid });
                 }
-                AAction::Kill { container_id, grace_ms } => {
+                AAction::Kill {
+                    container_id,
+                    grace_ms,
+                } => {
                     let a = &mut self.agents[node];
-                    let known = a.execs.contains_key(&container_id) || a.pending.remove(&container_id).is_some();
+                    let known = a.execs.contains_key(&container_id)
+                        || a.pending.remove(&container_id).is_some();
                     if known && a.exiting.insert(container_id.clone()) {
                         // The simulated executor dies on SIGTERM.
                         let at = self.now.plus_ms(grace_ms.min(20));
-                        let ev = Ev::ContainerExit { node, inc, cid: container_id, code: None, signal: Some(15) };
+                        let ev = Ev::ContainerExit {
+                            node,
+                            inc,
+                            cid: container_id,
+                            code: None,
+                            signal: Some(15),
+                        };
                         self.push(at, ev);
                     }
                 }
-                AAction::SetTimer { timer, at } => self.push(at, Ev::AgentTimer { node, inc, timer }),
+                AAction::SetTimer { timer, at } => {
+                    self.push(at, Ev::AgentTimer { node, inc, timer })
+                }
             }
         }
     }
@@ -834,7 +1028,9 @@ impl World {
         if self.agents[node].inc != inc {
             return;
         }
-        let Some(spec) = self.agents[node].pending.remove(&cid) else { return };
+        let Some(spec) = self.agents[node].pending.remove(&cid) else {
+            return;
+        };
         let input = AInput::ContainerLaunched {
             container_id: cid.clone(),
             pid: 1000 + self.events as i32 % 30_000,
@@ -842,14 +1038,24 @@ impl World {
         };
         self.agent_input(node, input);
         let env = ExecutorEnv::from_lookup(|k| {
-            Ok(spec.env.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone()))
+            Ok(spec
+                .env
+                .iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone()))
         });
         let env = match env {
             Ok(env) => env,
             Err(e) => {
                 tracing::warn!(error = %e, "simulated executor cannot start");
                 if self.agents[node].exiting.insert(cid.clone()) {
-                    let ev = Ev::ContainerExit { node, inc, cid, code: Some(1), signal: None };
+                    let ev = Ev::ContainerExit {
+                        node,
+                        inc,
+                        cid,
+                        code: Some(1),
+                        signal: None,
+                    };
                     self.push(self.now.plus_ms(1), ev);
                 }
                 return;
@@ -862,12 +1068,27 @@ impl World {
         let exec = SimExecutor::new(self.seed, env.executor_id.as_str());
         let mut driver = ExecutorDriverCore::new(exec, &env, config);
         let acts = driver.handle_start(self.now);
-        self.agents[node].execs.insert(cid.clone(), ExecNode { driver, conn: None });
+        self.agents[node]
+            .execs
+            .insert(cid.clone(), ExecNode { driver, conn: None });
         self.exec_perform(node, &cid, acts);
-        self.push(self.now.plus_ms(1), Ev::Dial { ep: Ep::Exec(node, cid), inc });
+        self.push(
+            self.now.plus_ms(1),
+            Ev::Dial {
+                ep: Ep::Exec(node, cid),
+                inc,
+            },
+        );
     }
 
-    fn container_exit(&mut self, node: usize, inc: u64, cid: ContainerId, code: Option<i32>, signal: Option<i32>) {
+    fn container_exit(
+        &mut self,
+        node: usize,
+        inc: u64,
+        cid: ContainerId,
+        code: Option<i32>,
+        signal: Option<i32>,
+    ) {
         if self.agents[node].inc != inc {
             return;
         }
@@ -876,7 +1097,9 @@ impl World {
             if let Some(conn) = e.conn {
                 let was_up = self.conns.get(&conn).is_some_and(|c| c.up);
                 if was_up {
-                    self.conns.get_mut(&conn).map(|c| c.up = false);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.up = false;
+                    }
                     self.agent_input(node, AInput::ExecutorDisconnected { conn });
                 }
             }
@@ -901,9 +1124,15 @@ impl World {
                         self.send(conn, true, msg);
                     }
                 }
-                ExecAction::SetTimer { timer, at } => {
-                    self.push(at, Ev::ExecTimer { node, inc, cid: cid.clone(), timer })
-                }
+                ExecAction::SetTimer { timer, at } => self.push(
+                    at,
+                    Ev::ExecTimer {
+                        node,
+                        inc,
+                        cid: cid.clone(),
+                        timer,
+                    },
+                ),
                 ExecAction::Exit { code } => {
                     if self.agents[node].exiting.insert(cid.clone()) {
                         // Let the last updates go out first.
@@ -914,7 +1143,13 @@ impl World {
                             .unwrap_or(self.now)
                             .max(self.now)
                             .plus_ms(1);
-                        let ev = Ev::ContainerExit { node, inc, cid: cid.clone(), code: Some(code), signal: None };
+                        let ev = Ev::ContainerExit {
+                            node,
+                            inc,
+                            cid: cid.clone(),
+                            code: Some(code),
+                            signal: None,
+                        };
                         self.push(at, ev);
                     }
                 }
@@ -932,7 +1167,9 @@ impl World {
                         self.send(conn, true, msg);
                     }
                 }
-                DriverAction::SetTimer { timer, at } => self.push(at, Ev::SchedTimer { node, timer }),
+                DriverAction::SetTimer { timer, at } => {
+                    self.push(at, Ev::SchedTimer { node, timer })
+                }
                 DriverAction::Reconnect => {
                     if let Some(conn) = self.scheds[node].conn.take() {
                         self.close_after_flush(conn, true, Ep::Master);
@@ -956,7 +1193,9 @@ impl World {
         }
         let f = self.sc.faults.clone();
         if self.chance(f.agent_crash_per_min / 60.0) {
-            let up: Vec<usize> = (0..self.agents.len()).filter(|i| self.agents[*i].core.is_some()).collect();
+            let up: Vec<usize> = (0..self.agents.len())
+                .filter(|i| self.agents[*i].core.is_some())
+                .collect();
             if !up.is_empty() {
                 let node = up[self.rng.gen_range(0..up.len())];
                 self.crash_agent(node);
@@ -972,7 +1211,11 @@ impl World {
         if self.chance(f.partition_per_min / 60.0) {
             let n = self.agents.len() + self.scheds.len();
             let pick = self.rng.gen_range(0..n);
-            let ep = if pick < self.agents.len() { Ep::Agent(pick) } else { Ep::Sched(pick - self.agents.len()) };
+            let ep = if pick < self.agents.len() {
+                Ep::Agent(pick)
+            } else {
+                Ep::Sched(pick - self.agents.len())
+            };
             if !self.partitioned(&ep) {
                 self.bump("partitions");
                 let len = self.between(f.partition_ms / 2, f.partition_ms * 3 / 2);
@@ -980,7 +1223,10 @@ impl World {
                 self.set_partition(&ep, Some(until));
                 self.push(until, Ev::Heal { ep: ep.clone() });
                 if f.partition_break_ms > 0 && len > f.partition_break_ms {
-                    self.push(self.now.plus_ms(f.partition_break_ms), Ev::PartitionBreak { ep });
+                    self.push(
+                        self.now.plus_ms(f.partition_break_ms),
+                        Ev::PartitionBreak { ep },
+                    );
                 }
             }
         }
@@ -1014,6 +1260,8 @@ impl World {
     }
 
     pub fn has_batch(&self) -> bool {
-        self.scheds.iter().any(|s| s.driver.scheduler().batch().is_some())
+        self.scheds
+            .iter()
+            .any(|s| s.driver.scheduler().batch().is_some())
     }
 }

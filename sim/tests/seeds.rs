@@ -56,7 +56,10 @@ fn run_seeds(sc: &Scenario, seeds: Vec<u64>) -> Vec<String> {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("no panic")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("no panic"))
+            .collect()
     });
     failures.sort();
     failures
@@ -67,9 +70,17 @@ fn two_hundred_fault_seeds_hold_invariants_and_converge() {
     let sc = scenario("faults");
     let known = seed_list("known-failures");
     let seeds: Vec<u64> = (0..200u64).filter(|s| !known.contains(s)).collect();
-    assert!(seeds.len() >= 150, "too many known failures to be meaningful");
+    assert!(
+        seeds.len() >= 150,
+        "too many known failures to be meaningful"
+    );
     let failures = run_seeds(&sc, seeds);
-    assert!(failures.is_empty(), "{} seeds failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -90,7 +101,11 @@ fn same_seed_same_trace_other_seed_other_trace() {
     assert_eq!(a.trace, b.trace);
     assert_eq!(a.events, b.events);
     assert_ne!(a.trace, c.trace);
-    assert!(a.faults.values().sum::<u64>() > 0, "the fault scenario injects faults: {:?}", a.faults);
+    assert!(
+        a.faults.values().sum::<u64>() > 0,
+        "the fault scenario injects faults: {:?}",
+        a.faults
+    );
 }
 
 #[test]

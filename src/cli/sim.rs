@@ -81,10 +81,17 @@ fn run_one(a: RunArgs) -> anyhow::Result<i32> {
             .completion_ms
             .map(|ms| format!("done in {:.1} s", ms as f64 / 1000.0))
             .unwrap_or_else(|| "not done".into());
-        println!("  {} ({}): {}/{} finished, {} retries, {done}", f.name, f.kind, f.finished, f.tasks, f.retries);
+        println!(
+            "  {} ({}): {}/{} finished, {} retries, {done}",
+            f.name, f.kind, f.finished, f.tasks, f.retries
+        );
     }
     if !report.faults.is_empty() {
-        let faults: Vec<String> = report.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let faults: Vec<String> = report
+            .faults
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!("  faults: {}", faults.join(" "));
     }
     let code = match &report.failure {
@@ -93,8 +100,15 @@ fn run_one(a: RunArgs) -> anyhow::Result<i32> {
             0
         }
         Some(f) => {
-            println!("FAILED in the {} phase at {} virtual ms: {}", f.phase, f.at_ms, f.what);
-            println!("seed {}; replay with: {}", report.seed, report.replay_command(&a.scenario.display().to_string()));
+            println!(
+                "FAILED in the {} phase at {} virtual ms: {}",
+                f.phase, f.at_ms, f.what
+            );
+            println!(
+                "seed {}; replay with: {}",
+                report.seed,
+                report.replay_command(&a.scenario.display().to_string())
+            );
             1
         }
     };
@@ -105,8 +119,12 @@ fn run_one(a: RunArgs) -> anyhow::Result<i32> {
 fn write_outputs(dir: &std::path::Path, report: &agora_sim::Report) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report)?;
     std::fs::write(dir.join("report.json"), json).context("writing report.json")?;
-    let mut csv = std::fs::File::create(dir.join("frameworks.csv")).context("creating frameworks.csv")?;
-    writeln!(csv, "name,kind,tasks,finished,retries,subscribed_at_ms,completion_ms")?;
+    let mut csv =
+        std::fs::File::create(dir.join("frameworks.csv")).context("creating frameworks.csv")?;
+    writeln!(
+        csv,
+        "name,kind,tasks,finished,retries,subscribed_at_ms,completion_ms"
+    )?;
     for f in &report.frameworks {
         let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
         writeln!(
