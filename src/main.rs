@@ -53,6 +53,8 @@ enum Cmd {
     Quota(cli::alloc_cmds::QuotaArgs),
     /// List roles: weight, priority, frameworks, share, allocation.
     Roles(cli::alloc_cmds::OperatorArgs),
+    /// The deterministic cluster simulator: `agora sim run SCENARIO --seed N --out DIR`.
+    Sim(cli::sim::SimArgs),
     /// The built-in command executor (started by agents, not by people).
     #[command(hide = true)]
     Executor,
@@ -81,7 +83,13 @@ fn main() {
             | Cmd::Quota(_)
             | Cmd::Launcher { .. }
     );
-    cli::init_logging(cli.log_json, if quiet { "warn" } else { "info" });
+    // The simulated cores log every injected fault; only errors are worth showing there.
+    let level = match cli.cmd {
+        Cmd::Sim(_) => "error",
+        _ if quiet => "warn",
+        _ => "info",
+    };
+    cli::init_logging(cli.log_json, level);
     let result = match cli.cmd {
         Cmd::Master(a) => cli::master::run(a),
         Cmd::Agent(a) => cli::agent::run(a),
@@ -94,6 +102,7 @@ fn main() {
         Cmd::EmulateAgents(a) => cli::emulate_agents::run(a),
         Cmd::Demo(a) => cli::demo::run(a),
         Cmd::Dev(a) => cli::dev::run(a),
+        Cmd::Sim(a) => cli::sim::run(a),
         Cmd::Executor => cli::executor::run(),
         Cmd::Allocator(a) => cli::alloc_cmds::allocator(a),
         Cmd::Weights(a) => cli::alloc_cmds::weights(a),

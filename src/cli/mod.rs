@@ -12,6 +12,7 @@ pub mod masters;
 pub mod publish;
 pub mod query;
 pub mod run;
+pub mod sim;
 
 use anyhow::{bail, Context as _};
 use std::sync::Arc;

@@ -1,0 +1,260 @@
+//! agora-sim: the whole cluster on a virtual clock.
+//!
+//! The real `MasterCore`, `DrfAllocator`, `AgentCore`, `SchedulerDriverCore` (with the real
+//! example frameworks) and `ExecutorDriverCore` (with a simulated executor whose tasks run for a
+//! virtual duration) run on one thread, driven by an event queue ordered by (virtual time,
+//! sequence). A seeded network (ChaCha) delays, resets, drops, duplicates and reorders messages
+//! between clients and the master and partitions nodes; agents and the master crash and restart.
+//! After every event the invariants in [`check`] are verified. A run is a **safety phase** with
+//! faults followed by a **liveness phase** without faults that must converge (every batch task
+//! finished) within a bound. Every event is folded into a trace hash: the same seed on the same
+//! commit gives the same hash.
+//!
+//! Restarts: nodes persist nothing yet (no agent checkpoints, no master registry), so a
+//! restarted agent is a fresh agent that registers under a new id (`AgentCore` has no way to
+//! start with an old id); its old incarnation's tasks are declared lost by the master once it
+//! gives up on the old agent. A restarted master rebuilds its soft state from re-registering
+//! agents and re-subscribing schedulers.
+
+pub mod check;
+pub mod exec;
+pub mod fw;
+pub mod scenario;
+pub mod world;
+
+pub use scenario::{Scenario, ScenarioError};
+
+use serde::Serialize;
+use world::World;
+
+/// Fault-free time after the batch work is done before the final checks.
+pub const SETTLE_MS: u64 = 20_000;
+
+/// Most events one run may take (a livelock guard).
+pub const MAX_EVENTS: u64 = 50_000_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameworkReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub tasks: usize,
+    pub finished: usize,
+    pub retries: u64,
+    pub subscribed_at_ms: Option<u64>,
+    pub completion_ms: Option<u64>,
+    pub duplicate_updates_filtered: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub phase: &'static str,
+    pub at_ms: u64,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    /// Hex digest of the event trace.
+    pub trace: String,
+    pub events: u64,
+    pub virtual_ms: u64,
+    pub failure: Option<Failure>,
+    pub frameworks: Vec<FrameworkReport>,
+    pub faults: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+    /// The command that replays this run.
+    pub fn replay_command(&self, scenario_path: &str) -> String {
+        format!(
+            "agora sim run {scenario_path} --seed {} --out /tmp/agora-sim-{}",
+            self.seed, self.seed
+        )
+    }
+}
+
+/// Runs `scenario` with `seed`. `progress(virtual_ms, bound_ms)` is called now and then.
+pub fn run(
+    scenario: &Scenario,
+    seed: u64,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Report, String> {
+    let mut w = World::new(scenario.clone(), seed)?;
+    let bound = scenario.safety_ms.saturating_add(scenario.liveness_ms);
+    let mut failure = None;
+    let mut settle_until = None;
+    while failure.is_none() {
+        if !w.step() {
+            failure = Some(fail(&w, "event queue ran dry".into()));
+            break;
+        }
+        let checked = if std::env::var_os("NOCHECK").is_some() {
+            Ok(())
+        } else {
+            check::invariants(&w)
+        };
+        if let Err(what) = checked {
+            failure = Some(fail(&w, what));
+            break;
+        }
+        if w.events % 2_000 == 0 {
+            progress(w.now.ms(), bound);
+        }
+        if w.liveness && w.has_batch() && w.batch_done() {
+            // Let reconnections in flight settle before judging where tasks run.
+            let until = *settle_until.get_or_insert(w.now.plus_ms(SETTLE_MS));
+            if w.now >= until {
+                if let Err(what) = check::final_checks(&w) {
+                    failure = Some(fail(&w, what));
+                }
+                break;
+            }
+        }
+        if w.now.ms() > bound {
+            if w.has_batch() {
+                let what = format!(
+                    "not converged within the liveness bound of {} ms: {}",
+                    scenario.liveness_ms,
+                    stuck(&w)
+                );
+                failure = Some(fail(&w, what));
+            } else if let Err(what) = check::final_checks(&w) {
+                failure = Some(fail(&w, what));
+            }
+            break;
+        }
+        if w.events >= MAX_EVENTS {
+            failure = Some(fail(&w, format!("more than {MAX_EVENTS} events")));
+        }
+    }
+    progress(w.now.ms().min(bound), bound);
+    Ok(report(&w, failure))
+}
+
+/// What keeps the batch frameworks from finishing, for the failure message.
+fn stuck(w: &World) -> String {
+    let mut out = Vec::new();
+    for s in &w.scheds {
+        let Some(b) = s.driver.scheduler().batch() else {
+            continue;
+        };
+        if s.driver.stopped().is_some() {
+            continue;
+        }
+        let p = b.progress();
+        let open: Vec<String> = b
+            .tasks()
+            .iter()
+            .filter(|t| !t.phase.is_final())
+            .take(5)
+            .map(|t| {
+                format!(
+                    "{} {:?} on {:?}",
+                    t.task_id,
+                    t.phase,
+                    t.agent_id.as_ref().map(|a| a.to_string())
+                )
+            })
+            .collect();
+        out.push(format!(
+            "{} (subscribed {}): {}/{} finished, pending {}, staged {}, running {}; e.g. {}",
+            s.name,
+            s.driver.is_subscribed(),
+            p.finished,
+            p.total,
+            p.pending,
+            p.staged,
+            p.running,
+            open.join(", ")
+        ));
+    }
+    for a in &w.agents {
+        if let Some(c) = a.core.as_ref() {
+            let st = c.state();
+            out.push(format!(
+                "{}: id {:?} conn {:?} connected {} registered {} tasks {}",
+                a.hostname,
+                st.id.map(|i| i.to_string()),
+                a.conn,
+                st.connected,
+                st.registered,
+                st.tasks.len()
+            ));
+        }
+    }
+    if let Some(core) = w.master.core.as_ref() {
+        let st = core.state();
+        for f in &st.frameworks {
+            out.push(format!(
+                "master: framework {} {} active {} suppressed {} offers {} used {} offered {}",
+                f.id, f.name, f.active, f.suppressed, f.offers, f.used, f.offered
+            ));
+        }
+        for a in &st.agents {
+            out.push(format!(
+                "master: agent {} connected {} total {} used {} offered {}",
+                a.id, a.connected, a.total, a.used, a.offered
+            ));
+        }
+    }
+    out.join("; ")
+}
+
+fn fail(w: &World, what: String) -> Failure {
+    Failure {
+        phase: if w.liveness { "liveness" } else { "safety" },
+        at_ms: w.now.ms(),
+        what,
+    }
+}
+
+fn report(w: &World, failure: Option<Failure>) -> Report {
+    let frameworks = w
+        .scheds
+        .iter()
+        .map(|s| {
+            let t = s.driver.scheduler();
+            let dups = s.driver.stats().duplicate_updates;
+            match t.batch() {
+                Some(b) => {
+                    let p = b.progress();
+                    FrameworkReport {
+                        name: s.name.clone(),
+                        kind: "batch",
+                        tasks: p.total,
+                        finished: p.finished,
+                        retries: p.retries,
+                        subscribed_at_ms: p.subscribed_at.map(|t| t.ms()),
+                        completion_ms: p.completion_ms(),
+                        duplicate_updates_filtered: dups,
+                    }
+                }
+                None => FrameworkReport {
+                    name: s.name.clone(),
+                    kind: "service",
+                    tasks: 0,
+                    finished: 0,
+                    retries: 0,
+                    subscribed_at_ms: None,
+                    completion_ms: None,
+                    duplicate_updates_filtered: dups,
+                },
+            }
+        })
+        .collect();
+    Report {
+        scenario: w.sc.name.clone(),
+        seed: w.seed,
+        trace: format!("{:016x}", w.hash),
+        events: w.events,
+        virtual_ms: w.now.ms(),
+        failure,
+        frameworks,
+        faults: w.stats.clone(),
+    }
+}

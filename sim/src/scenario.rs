@@ -1,0 +1,291 @@
+//! Scenario files (TOML): the cluster, the workload and the faults of one simulation.
+//!
+//! ```toml
+//! name = "faults"
+//! safety_ms = 30000          # phase with faults
+//! liveness_ms = 600000       # bound on the fault-free phase that must converge
+//!
+//! [agents]
+//! count = 3
+//! resources = "cpus:4;mem:4096"
+//! racks = 2                  # attribute rack:r0..r(racks-1), round robin
+//!
+//! [[frameworks]]
+//! kind = "batch"             # or "service"
+//! name = "b1"
+//! tasks = 20
+//! task_resources = "cpus:1;mem:256"
+//! duration = "exp"           # "const" or "exp"
+//! mean_ms = 3000
+//!
+//! [faults]
+//! agent_crash_per_min = 1.0
+//! ```
+
+use agora_actors::Resources;
+use serde::Deserialize;
+
+/// Why a scenario cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {why}")]
+    Read { path: String, why: String },
+    #[error("bad scenario: {0}")]
+    Parse(String),
+    #[error("bad scenario field {field}: {why}")]
+    Invalid { field: String, why: String },
+}
+
+/// Most agents / frameworks / tasks a scenario may ask for (keeps a typo from eating memory).
+pub const MAX_AGENTS: usize = 100_000;
+pub const MAX_FRAMEWORKS: usize = 10_000;
+pub const MAX_TASKS_PER_FRAMEWORK: usize = 1_000_000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// Virtual time with faults (may be 0: no safety phase).
+    #[serde(default = "d_safety")]
+    pub safety_ms: u64,
+    /// Upper bound of the fault-free phase; the run fails if the work is not done by then.
+    #[serde(default = "d_liveness")]
+    pub liveness_ms: u64,
+    pub agents: AgentsSpec,
+    #[serde(default)]
+    pub frameworks: Vec<FrameworkSpec>,
+    #[serde(default)]
+    pub network: NetworkSpec,
+    #[serde(default)]
+    pub faults: FaultSpec,
+    #[serde(default)]
+    pub allocator: AllocatorSpec,
+}
+
+fn d_safety() -> u64 {
+    0
+}
+fn d_liveness() -> u64 {
+    600_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsSpec {
+    pub count: usize,
+    pub resources: String,
+    #[serde(default = "one")]
+    pub racks: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameworkKind {
+    Batch,
+    Service,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Duration {
+    #[default]
+    Const,
+    Exp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameworkSpec {
+    pub kind: FrameworkKind,
+    pub name: String,
+    /// Batch: number of tasks. Service: number of instances.
+    pub tasks: usize,
+    pub task_resources: String,
+    #[serde(default)]
+    pub duration: Duration,
+    /// Mean (exp) or exact (const) task duration; ignored by services (they run forever).
+    #[serde(default = "d_mean")]
+    pub mean_ms: u64,
+    /// When the scheduler starts (virtual ms).
+    #[serde(default)]
+    pub start_ms: u64,
+    /// Scheduler failover timeout at the master.
+    #[serde(default = "d_failover")]
+    pub failover_timeout_ms: u64,
+    /// Lost attempts retried per task (large, so liveness is not a matter of luck).
+    #[serde(default = "d_retries")]
+    pub max_retries_lost: u32,
+}
+
+fn d_mean() -> u64 {
+    2_000
+}
+fn d_failover() -> u64 {
+    3_600_000
+}
+fn d_retries() -> u32 {
+    1_000
+}
+
+/// The network between clients (agents, schedulers) and the master. Executor ↔ agent links are
+/// local sockets and never faulty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSpec {
+    pub min_delay_ms: u64,
+    pub max_delay_ms: u64,
+    /// How long after a connection breaks each side notices.
+    pub detect_ms: u64,
+    /// Client redial backoff bounds.
+    pub redial_min_ms: u64,
+    pub redial_max_ms: u64,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            min_delay_ms: 1,
+            max_delay_ms: 20,
+            detect_ms: 1_000,
+            redial_min_ms: 200,
+            redial_max_ms: 2_000,
+        }
+    }
+}
+
+/// Fault rates of the safety phase. Per-message probabilities are in [0, 1]; the rest are
+/// expected events per minute of virtual time.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultSpec {
+    /// A message is lost and its connection resets (what a TCP peer sees).
+    pub reset_per_msg: f64,
+    /// A message is lost silently, the connection stays up (datagram semantics; the real
+    /// transport never does this, so it tests beyond the design's assumptions).
+    pub drop_per_msg: f64,
+    /// A message is delivered twice.
+    pub dup_per_msg: f64,
+    /// A message ignores FIFO order and gets an extra random delay.
+    pub reorder_per_msg: f64,
+    pub reorder_extra_ms: u64,
+    pub agent_crash_per_min: f64,
+    pub agent_down_ms: u64,
+    pub master_crash_per_min: f64,
+    pub master_down_ms: u64,
+    /// A client (agent or scheduler) is cut off from the master.
+    pub partition_per_min: f64,
+    pub partition_ms: u64,
+    /// A partition longer than this breaks the node's connection (TCP gives up).
+    pub partition_break_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocatorSpec {
+    pub interval_ms: u64,
+    pub coalesce_ms: u64,
+}
+
+impl Default for AllocatorSpec {
+    fn default() -> Self {
+        AllocatorSpec {
+            interval_ms: 1_000,
+            coalesce_ms: 5,
+        }
+    }
+}
+
+impl Scenario {
+    pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Read {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn agent_resources(&self) -> Resources {
+        // Validated in `validate`.
+        Resources::parse(&self.agents.resources).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |field: &str, why: String| ScenarioError::Invalid {
+            field: field.to_string(),
+            why,
+        };
+        if self.agents.count == 0 || self.agents.count > MAX_AGENTS {
+            return Err(bad("agents.count", format!("must be 1..={MAX_AGENTS}")));
+        }
+        Resources::parse(&self.agents.resources)
+            .map_err(|e| bad("agents.resources", e.to_string()))?;
+        if self.frameworks.len() > MAX_FRAMEWORKS {
+            return Err(bad("frameworks", format!("at most {MAX_FRAMEWORKS}")));
+        }
+        for (i, f) in self.frameworks.iter().enumerate() {
+            let field = |x: &str| format!("frameworks[{i}].{x}");
+            Resources::parse(&f.task_resources)
+                .map_err(|e| bad(&field("task_resources"), e.to_string()))?;
+            if f.tasks == 0 || f.tasks > MAX_TASKS_PER_FRAMEWORK {
+                return Err(bad(
+                    &field("tasks"),
+                    format!("must be 1..={MAX_TASKS_PER_FRAMEWORK}"),
+                ));
+            }
+        }
+        let f = &self.faults;
+        for (name, p) in [
+            ("faults.reset_per_msg", f.reset_per_msg),
+            ("faults.drop_per_msg", f.drop_per_msg),
+            ("faults.dup_per_msg", f.dup_per_msg),
+            ("faults.reorder_per_msg", f.reorder_per_msg),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(bad(
+                    name,
+                    format!("must be a probability in [0, 1], got {p}"),
+                ));
+            }
+        }
+        for (name, r) in [
+            ("faults.agent_crash_per_min", f.agent_crash_per_min),
+            ("faults.master_crash_per_min", f.master_crash_per_min),
+            ("faults.partition_per_min", f.partition_per_min),
+        ] {
+            if !(0.0..=600.0).contains(&r) {
+                return Err(bad(name, format!("must be in [0, 600], got {r}")));
+            }
+        }
+        let n = &self.network;
+        if n.min_delay_ms == 0 || n.max_delay_ms < n.min_delay_ms {
+            return Err(bad(
+                "network",
+                "need 1 <= min_delay_ms <= max_delay_ms".into(),
+            ));
+        }
+        if n.redial_min_ms == 0 || n.redial_max_ms < n.redial_min_ms {
+            return Err(bad(
+                "network",
+                "need 1 <= redial_min_ms <= redial_max_ms".into(),
+            ));
+        }
+        let a = &self.allocator;
+        if a.interval_ms == 0 || a.coalesce_ms > a.interval_ms {
+            return Err(bad(
+                "allocator",
+                "need 1 <= interval_ms and coalesce_ms <= interval_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
