@@ -54,6 +54,14 @@ pub struct MasterArgs {
     /// no majority for this long steps down and stops offering.
     #[arg(long, default_value_t = 10, env = "AGORA_RAFT_ELECTION_TICKS")]
     pub raft_election_ticks: usize,
+    /// After a failover, agents of the registry that have not re-registered with the new
+    /// leader within this long are marked unreachable and reported lost to frameworks.
+    #[arg(
+        long,
+        default_value_t = 600_000,
+        env = "AGORA_AGENT_REREGISTER_TIMEOUT_MS"
+    )]
+    pub agent_reregister_timeout_ms: u64,
 }
 
 impl MasterArgs {
@@ -99,6 +107,7 @@ impl MasterArgs {
             tick_ms: self.raft_tick_ms,
             http: http.to_string(),
             make_allocator,
+            agent_reregister_timeout_ms: self.agent_reregister_timeout_ms,
         })
     }
 
