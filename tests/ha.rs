@@ -352,3 +352,60 @@ fn raft_traffic_only_from_configured_peers() {
             >= 2
     );
 }
+
+#[test]
+fn an_agent_that_does_not_come_back_is_dropped_from_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("m").display().to_string();
+    let a = format!("127.0.0.1:{}", free_port());
+    let h = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "master",
+        "--listen",
+        &a,
+        "--http",
+        &h,
+        "--work-dir",
+        &work,
+        "--agent-reregister-timeout-ms",
+        "1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut m = spawn(dir.path(), "m1", &args);
+    let ah = format!("127.0.0.1:{}", free_port());
+    let agent_args: Vec<String> = [
+        "agent",
+        "--master",
+        &a,
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--http",
+        &ah,
+        "--work-dir",
+        &dir.path().join("agent").display().to_string(),
+        "--resources",
+        "cpus:1;mem:256;disk:100;ports:[31000-31010]",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut agent = spawn(dir.path(), "agent", &agent_args);
+    wait_until("agent in the registry", Duration::from_secs(20), || {
+        get_json(&h, "/raft").filter(|s| s["registry_agents"] == 1)
+    });
+    agent.kill9();
+    m.kill9();
+    let _m = spawn(dir.path(), "m1b", &args);
+    // Back from sled with the agent, which never returns: dropped after the timeout.
+    let t0 = Instant::now();
+    wait_until("registry read back", Duration::from_secs(20), || {
+        get_json(&h, "/raft").filter(|s| s["raft_role"] == "leader")
+    });
+    wait_until("agent dropped", Duration::from_secs(20), || {
+        get_json(&h, "/raft").filter(|s| s["registry_agents"] == 0)
+    });
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "dropped before the timeout"
+    );
+}

@@ -36,6 +36,9 @@ pub struct RegistryOptions {
     /// This master's HTTP address, told to the other masters so a standby can name the leader.
     pub http: String,
     pub make_allocator: MakeAllocator,
+    /// After becoming leader, agents of the registry that have not re-registered within this
+    /// long are marked unreachable: removed from the registry and reported lost to frameworks.
+    pub agent_reregister_timeout_ms: u64,
 }
 
 /// The operator's view of the group (`/state`, `/raft`, `/metrics`, `agora masters`).
@@ -86,6 +89,9 @@ pub struct RaftShell {
     pending_agents: HashMap<ConnId, AgentRecord>,
     pending_frameworks: HashMap<ConnId, FrameworkInfo>,
     peer_errors: u64,
+    agent_reregister_timeout_ms: u64,
+    /// What each connection of the core said it is (to find the schedulers).
+    conn_kinds: HashMap<ConnId, NodeKind>,
 }
 
 impl RaftShell {
@@ -138,6 +144,8 @@ impl RaftShell {
             pending_agents: HashMap::new(),
             pending_frameworks: HashMap::new(),
             peer_errors: 0,
+            agent_reregister_timeout_ms: r.agent_reregister_timeout_ms,
+            conn_kinds: HashMap::new(),
         })
     }
 
@@ -158,6 +166,7 @@ impl RaftShell {
         }
         self.pending_agents.remove(&conn);
         self.pending_frameworks.remove(&conn);
+        self.conn_kinds.remove(&conn);
     }
 }
 
@@ -214,6 +223,55 @@ impl MasterActor {
         self.leading = true;
         let actions = self.core.start(self.clock.now());
         self.perform(actions, ctx);
+        self.arm_reregister_timeout(ctx);
+    }
+
+    fn arm_reregister_timeout(&mut self, ctx: &mut Context<Self>) {
+        let Some(r) = &self.raft else { return };
+        let generation = self.generation;
+        let after = std::time::Duration::from_millis(r.agent_reregister_timeout_ms);
+        ctx.run_later(after, move |act, ctx| {
+            let Some(r) = &act.raft else { return };
+            if act.generation != generation {
+                return; // leadership changed since
+            }
+            let ask = r.raft().send(crate::raft_actor::RegistryAgents);
+            ctx.spawn(ask.into_actor(act).map(move |res, act, _| {
+                if let (Ok(ids), true) = (res, act.generation == generation) {
+                    act.expire_unreturned_agents(ids);
+                }
+            }));
+        });
+    }
+
+    /// Agents of the registry that did not come back to this leader in time are unreachable:
+    /// removed from the registry, and every connected scheduler is told (it reconciles).
+    fn expire_unreturned_agents(&mut self, registry: Vec<agora_actors::AgentId>) {
+        let Some(r) = &self.raft else { return };
+        let back: std::collections::BTreeSet<String> =
+            self.core.state().agents.into_iter().map(|a| a.id).collect();
+        let schedulers: Vec<ConnId> = r
+            .conn_kinds
+            .iter()
+            .filter(|(_, k)| **k == NodeKind::Scheduler)
+            .map(|(c, _)| *c)
+            .collect();
+        for agent_id in registry {
+            if back.contains(agent_id.as_str()) {
+                continue;
+            }
+            tracing::warn!(%agent_id, "agent did not re-register with the new leader in time; marked unreachable");
+            r.raft.do_send(Propose(RegistryOp::RemoveAgent {
+                agent_id: agent_id.clone(),
+            }));
+            for conn in &schedulers {
+                if let Some(h) = self.conns.get(conn) {
+                    let _ = h.send(Message::AgentLost {
+                        agent_id: agent_id.clone(),
+                    });
+                }
+            }
+        }
     }
 
     /// Stops making offers at once and turns every agent and scheduler away.
@@ -228,6 +286,7 @@ impl MasterActor {
         }
         r.pending_agents.clear();
         r.pending_frameworks.clear();
+        r.conn_kinds.clear();
         self.generation += 1;
         self.leading = false;
         self.allocator = None;
@@ -268,6 +327,7 @@ impl MasterActor {
             return false;
         }
         if self.leading {
+            r.conn_kinds.insert(conn, peer.node_kind);
             return true;
         }
         handle.close(Some(not_leader(&r.leader_text)));

@@ -57,6 +57,22 @@ pub struct Propose(pub RegistryOp);
 #[rtype(result = "HaView")]
 pub struct GetView;
 
+/// The agents the registry holds as admitted.
+#[derive(Message)]
+#[rtype(result = "Vec<agora_actors::AgentId>")]
+pub struct RegistryAgents;
+
+impl Handler<RegistryAgents> for RaftActor {
+    type Result = MessageResult<RegistryAgents>;
+    fn handle(
+        &mut self,
+        _: RegistryAgents,
+        _: &mut Context<Self>,
+    ) -> MessageResult<RegistryAgents> {
+        MessageResult(self.node.state().agents.keys().cloned().collect())
+    }
+}
+
 /// Events of our outbound link to peer `peer`.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -56,6 +56,14 @@ pub struct MasterArgs {
     pub raft_election_ticks: usize,
     #[command(flatten)]
     pub alloc: super::alloc_cmds::AllocatorArgs,
+    /// After a failover, agents of the registry that have not re-registered with the new
+    /// leader within this long are marked unreachable and reported lost to frameworks.
+    #[arg(
+        long,
+        default_value_t = 600_000,
+        env = "AGORA_AGENT_REREGISTER_TIMEOUT_MS"
+    )]
+    pub agent_reregister_timeout_ms: u64,
 }
 
 impl MasterArgs {
@@ -103,6 +111,7 @@ impl MasterArgs {
             tick_ms: self.raft_tick_ms,
             http: http.to_string(),
             make_allocator,
+            agent_reregister_timeout_ms: self.agent_reregister_timeout_ms,
         })
     }
 
