@@ -67,13 +67,7 @@ pub fn containerizer(args: &AgentArgs, work_dir: &Path) -> anyhow::Result<Arc<dy
         return Ok(Arc::new(PosixContainerizer::new()));
     }
     let exe = std::env::current_exe().context("locating the agora binary for the launcher")?;
-    let cgroup_root = match &args.cgroup_root {
-        Some(root) => root.clone(),
-        None => format!(
-            "agora/{:016x}",
-            fnv1a(work_dir.display().to_string().as_bytes())
-        ),
-    };
+    let cgroup_root = args.cgroup_root.clone().unwrap_or_else(|| "agora".into());
     let mut options = LibcontainerOptions::new(
         work_dir.join("containers"),
         vec![exe.display().to_string(), "launcher".into()],
@@ -94,7 +88,7 @@ pub fn containerizer(args: &AgentArgs, work_dir: &Path) -> anyhow::Result<Arc<dy
     }
 }
 
-/// Stable 64-bit FNV-1a: names the agent's cgroup sub-root after its work dir.
+/// Stable 64-bit FNV-1a: the agent's cgroup name prefix, from its work dir.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
