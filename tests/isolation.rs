@@ -77,6 +77,11 @@ impl Drop for CgroupRootGuard {
 }
 
 fn cluster_with_libcontainer_agent(cgroup_root: &str) -> Cluster {
+    cluster_and_agent_args(cgroup_root).0
+}
+
+/// The cluster, and the arguments its agent was started with (to start it again).
+fn cluster_and_agent_args(cgroup_root: &str) -> (Cluster, Vec<String>) {
     let mut c = Cluster::start(ClusterOpts {
         agents: 0,
         master_flags: ["--allocation-interval-ms", "100", "--kill-grace-ms", "500"]
@@ -111,7 +116,7 @@ fn cluster_with_libcontainer_agent(cgroup_root: &str) -> Cluster {
         http_get::get(&http, "/health").ok()
     });
     c.agents.push((p, http));
-    c
+    (c, args)
 }
 
 /// Terminal updates of `tasks`, in whatever order they come, each acknowledged.
@@ -192,4 +197,57 @@ fn memory_hog_fails_with_memory_limit_and_cgroups_are_removed() {
         guard.dirs().is_empty().then_some(())
     });
     drop(c);
+}
+
+#[test]
+fn agent_killed_and_restarted_reattaches_and_delivers_the_update_made_while_down() {
+    if !cgroups_usable() {
+        return;
+    }
+    let root = format!("agora-rtest-{}", std::process::id());
+    let guard = CgroupRootGuard(root.clone());
+    let (mut c, args) = cluster_and_agent_args(&root);
+    let mut fw = RawClient::subscribe(&c.master_addr, "recovery-test");
+    let offers = fw.next_offers(SECS);
+    let o = &offers[0];
+    fw.send(&Message::Accept {
+        framework_id: fw.fid(),
+        offer_ids: vec![o.id.clone()],
+        operations: vec![Operation::Launch {
+            tasks: vec![task(
+                "survivor-1",
+                &o.agent_id,
+                "cpus:0.5;mem:64",
+                "sleep 2; echo done",
+            )],
+        }],
+        filters: Filters::default(),
+    });
+    fw.wait_update("survivor-1", TaskState::Running, SECS);
+    let first_log = {
+        let agent = &mut c.agents[0].0;
+        agent.kill9();
+        agent.log_text()
+    };
+    // The task finishes while the agent is down; its executor keeps the update until the
+    // agent is back.
+    std::thread::sleep(Duration::from_millis(3500));
+    let p = spawn(c.dir.path(), "agent0-restarted", &args);
+    c.agents[0].0 = p;
+    let st = fw.wait_update("survivor-1", TaskState::Finished, SECS);
+    assert_eq!(st.agent_id.as_ref(), Some(&o.agent_id), "{st:?}");
+    let log = c.agents[0].0.log_text();
+    assert!(
+        log.contains("recovering from the checkpoint"),
+        "{first_log}\n---\n{log}"
+    );
+    assert!(log.contains("container reattached"), "{log}");
+    wait_until("agent re-registered and task gone", SECS, || {
+        let s = c.state();
+        let agents = s["agents"].as_array()?;
+        (agents.len() == 1 && agents[0]["id"] == o.agent_id.as_str()).then_some(())
+    });
+    wait_until("container destroyed", SECS, || {
+        guard.dirs().is_empty().then_some(())
+    });
 }

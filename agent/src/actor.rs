@@ -1,6 +1,7 @@
 //! The agent's actix shell: one link to the master, a listener for its executors, and the
 //! containerizer. Inputs go to `AgentCore`; its actions are performed here.
 
+use crate::checkpoint::{self, AgentRecord, CheckpointStore};
 use crate::core::{Action, AgentConfig, AgentCore, AgentState, Input, LaunchSpec};
 use actix::prelude::*;
 use agora_actors::time::MonoClock;
@@ -8,8 +9,9 @@ use agora_actors::transport::{
     Backoff, ConnHandle, ConnId, Link, NetEvent, Transport, TransportError,
 };
 use agora_actors::{ContainerId, Hello, NodeKind};
+use agora_isolation::ContainerCheckpoint;
 use agora_isolation::{ContainerConfig, Containerizer, Limits};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,14 @@ pub struct AgentActor {
     master_conn: Option<ConnId>,
     executors: HashMap<ConnId, ConnHandle>,
     containerizer: Arc<dyn Containerizer>,
+    /// Where the state is checkpointed (none in tests and the in-process demo).
+    store: Option<CheckpointStore>,
+    /// The record being kept up to date in `store`.
+    record: AgentRecord,
+    /// Containerizer checkpoints of the live containers, by container id.
+    container_ckpts: BTreeMap<String, ContainerCheckpoint>,
+    /// Set at start when recovering: actions of the recovered core, containers to reattach.
+    recovery: Option<(Vec<Action>, AgentRecord)>,
 }
 
 /// A container's main process ended (sent by the waiter future to the actor).
@@ -34,7 +44,93 @@ struct Exited {
 impl AgentActor {
     fn deliver(&mut self, input: Input, ctx: &mut Context<Self>) {
         let actions = self.core.handle(self.clock.now(), input);
+        self.persist();
         self.perform(actions, ctx);
+    }
+
+    /// Writes the checkpoint if anything changed, before the step's actions are performed.
+    fn persist(&mut self) {
+        let Some(store) = &mut self.store else { return };
+        self.record.core = self.core.checkpoint();
+        self.record.containers = self.container_ckpts.values().cloned().collect();
+        if let Err(e) = store.save(&self.record) {
+            tracing::error!(error = %e, "checkpoint not written; a restart now would lose state");
+        }
+    }
+
+    /// Reattaches to the containers of a recovered checkpoint; the ones that cannot be found
+    /// (or all of them after a reboot) end with a terminal update.
+    fn recover_containers(&mut self, record: AgentRecord, ctx: &mut Context<Self>) {
+        let rebooted = record.boot_id != checkpoint::boot_id();
+        let wanted: Vec<String> = record.containers.iter().map(|c| c.id.clone()).collect();
+        let recovered = if rebooted {
+            tracing::warn!("the host rebooted since the checkpoint; its containers are gone");
+            Vec::new()
+        } else {
+            match self.containerizer.recover(record.containers.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "container recovery failed");
+                    Vec::new()
+                }
+            }
+        };
+        for ckpt in record.containers {
+            if recovered.iter().any(|r| r.id == ckpt.id) {
+                self.container_ckpts.insert(ckpt.id.clone(), ckpt);
+            }
+        }
+        for r in &recovered {
+            tracing::info!(container = %r.id, pid = r.pid, running = r.running, "container reattached");
+            match ContainerId::new(r.id.clone()) {
+                Ok(id) => self.watch_container(id, ctx),
+                Err(e) => {
+                    tracing::error!(container = %r.id, error = %e, "bad container id in the checkpoint")
+                }
+            }
+        }
+        for id in wanted
+            .iter()
+            .filter(|id| !recovered.iter().any(|r| &r.id == *id))
+        {
+            let Ok(container_id) = ContainerId::new(id.clone()) else {
+                continue;
+            };
+            let (reason, message) = if rebooted {
+                (
+                    "agent host rebooted",
+                    "the host rebooted while the agent was down",
+                )
+            } else {
+                (
+                    "container lost",
+                    "the container could not be found after an agent restart",
+                )
+            };
+            self.deliver(
+                Input::ContainerExited {
+                    container_id,
+                    exit_code: None,
+                    signal: None,
+                    reason: Some(reason.into()),
+                    message: message.into(),
+                },
+                ctx,
+            );
+        }
+    }
+
+    /// Sends `Exited` to the actor when the container ends.
+    fn watch_container(&mut self, container_id: ContainerId, ctx: &mut Context<Self>) {
+        let wait = self.containerizer.wait(container_id.as_str());
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            let result = wait.await.map_err(|e| e.to_string());
+            me.do_send(Exited {
+                container_id,
+                result,
+            });
+        });
     }
 
     fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
@@ -98,6 +194,14 @@ impl AgentActor {
             Ok(launched) => {
                 tracing::info!(container = %container_id, pid = launched.pid, executor = %spec.executor_id, "container launched");
                 let sandbox = launched.sandbox.display().to_string();
+                match self.containerizer.checkpoint(container_id.as_str()) {
+                    Ok(c) => {
+                        self.container_ckpts.insert(c.id.clone(), c);
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %container_id, error = %e, "container cannot be recovered after a restart")
+                    }
+                }
                 self.deliver(
                     Input::ContainerLaunched {
                         container_id: container_id.clone(),
@@ -106,15 +210,7 @@ impl AgentActor {
                     },
                     ctx,
                 );
-                let wait = self.containerizer.wait(container_id.as_str());
-                let me = ctx.address();
-                actix_rt::spawn(async move {
-                    let result = wait.await.map_err(|e| e.to_string());
-                    me.do_send(Exited {
-                        container_id,
-                        result,
-                    });
-                });
+                self.watch_container(container_id, ctx);
             }
             Err(e) => {
                 tracing::warn!(container = %container_id, error = %e, "container launch failed");
@@ -174,8 +270,15 @@ impl Actor for AgentActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1 << 20);
-        let actions = self.core.start(self.clock.now());
-        self.perform(actions, ctx);
+        let mut actions = self.core.start(self.clock.now());
+        if let Some((recovered_actions, record)) = self.recovery.take() {
+            actions.extend(recovered_actions);
+            self.perform(actions, ctx);
+            self.recover_containers(record, ctx);
+        } else {
+            self.perform(actions, ctx);
+        }
+        self.persist();
     }
 }
 
@@ -241,6 +344,7 @@ impl Handler<Exited> for AgentActor {
                 message: format!("lost track of the container: {e}"),
             },
         };
+        self.container_ckpts.remove(msg.container_id.as_str());
         if let Err(e) = self.containerizer.destroy(msg.container_id.as_str()) {
             tracing::warn!(container = %msg.container_id, error = %e, "destroy failed");
         }
@@ -297,6 +401,8 @@ pub struct AgentOptions {
     pub listen: String,
     pub masters: Vec<String>,
     pub epoch: u64,
+    /// Checkpoint store and what it held at start (`None`: a fresh agent).
+    pub checkpoint: Option<(CheckpointStore, Option<AgentRecord>)>,
 }
 
 #[derive(Clone)]
@@ -327,9 +433,27 @@ pub async fn start_agent(
         Backoff::default(),
         addr.clone().recipient(),
     );
+    let clock = MonoClock::new();
+    let cluster = opts.config.cluster.clone();
+    let (store, previous) = match opts.checkpoint {
+        Some((store, previous)) => (Some(store), previous),
+        None => (None, None),
+    };
+    let (core, recovery) = match previous {
+        Some(record) => {
+            let (core, actions) =
+                AgentCore::recover(opts.config, opts.epoch, clock.now(), record.core.clone());
+            (core, Some((actions, record)))
+        }
+        None => (AgentCore::new(opts.config, opts.epoch), None),
+    };
     let actor = AgentActor {
-        core: AgentCore::new(opts.config, opts.epoch),
-        clock: MonoClock::new(),
+        core,
+        clock,
+        store,
+        record: checkpoint::new_record(&cluster, containerizer.name()),
+        container_ckpts: BTreeMap::new(),
+        recovery,
         master: Some(link),
         master_conn: None,
         executors: HashMap::new(),

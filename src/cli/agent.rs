@@ -2,6 +2,7 @@
 
 use agora_actors::parse_attributes;
 use agora_agent::actor::{start_agent, AgentOptions};
+use agora_agent::checkpoint::CheckpointStore;
 use agora_agent::core::AgentConfig;
 use agora_isolation::{
     Containerizer, LibcontainerContainerizer, LibcontainerOptions, PosixContainerizer,
@@ -129,11 +130,28 @@ pub async fn start(args: &AgentArgs) -> anyhow::Result<(String, String)> {
     let config = config(args)?;
     let containerizer = containerizer(args, Path::new(&config.work_dir))?;
     tracing::info!(resources = %config.resources, "agent resources");
+    let mut store = CheckpointStore::open(Path::new(&config.work_dir))?;
+    let previous = store.load(&config.cluster)?;
+    if let Some(record) = &previous {
+        if record.containerizer != containerizer.name() && !record.containers.is_empty() {
+            bail!(
+                "the work dir's running containers were started by the {} containerizer; restart with --isolation {}",
+                record.containerizer,
+                record.containerizer
+            );
+        }
+        tracing::info!(
+            agent = ?record.core.agent_id,
+            containers = record.containers.len(),
+            "recovering from the checkpoint in the work dir"
+        );
+    }
     let opts = AgentOptions {
         config,
         listen: args.listen.clone(),
         masters,
         epoch: super::epoch_now(),
+        checkpoint: Some((store, previous)),
     };
     let handle = start_agent(opts, super::tcp_transport(), containerizer)
         .await

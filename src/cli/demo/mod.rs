@@ -173,6 +173,7 @@ async fn start_cluster(
             listen: format!("agent{i}:5051"),
             masters: vec![master.bound.clone()],
             epoch: super::epoch_now(),
+            checkpoint: None,
         };
         start_agent(opts, transport.clone(), containerizer.clone()).await?;
     }
