@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const SECS: Duration = Duration::from_secs(30);
+static RESTART_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Whether this machine can run libcontainer containers; panics under AGORA_REQUIRE_CGROUPS=1.
 fn cgroups_usable() -> bool {
@@ -77,11 +78,11 @@ impl Drop for CgroupRootGuard {
 }
 
 fn cluster_with_libcontainer_agent(cgroup_root: &str) -> Cluster {
-    cluster_and_agent_args(cgroup_root).0
+    cluster_and_agent_args("libcontainer", cgroup_root).0
 }
 
 /// The cluster, and the arguments its agent was started with (to start it again).
-fn cluster_and_agent_args(cgroup_root: &str) -> (Cluster, Vec<String>) {
+fn cluster_and_agent_args(isolation: &str, cgroup_root: &str) -> (Cluster, Vec<String>) {
     let mut c = Cluster::start(ClusterOpts {
         agents: 0,
         master_flags: ["--allocation-interval-ms", "100", "--kill-grace-ms", "500"]
@@ -104,7 +105,7 @@ fn cluster_and_agent_args(cgroup_root: &str) -> (Cluster, Vec<String>) {
         "--resources",
         "cpus:2;mem:1024;disk:1000;ports:[31000-31010]",
         "--isolation",
-        "libcontainer",
+        isolation,
         "--cgroup-root",
         cgroup_root,
     ]
@@ -206,7 +207,28 @@ fn agent_killed_and_restarted_reattaches_and_delivers_the_update_made_while_down
     }
     let root = format!("agora-rtest-{}", std::process::id());
     let guard = CgroupRootGuard(root.clone());
-    let (mut c, args) = cluster_and_agent_args(&root);
+    let (c, args) = cluster_and_agent_args("libcontainer", &root);
+    kill_restart_and_finish(c, args);
+    wait_until("container destroyed", SECS, || {
+        guard.dirs().is_empty().then_some(())
+    });
+}
+
+/// The same with the posix containerizer (no cgroups needed).
+#[test]
+fn posix_agent_killed_and_restarted_reattaches_and_delivers_the_update_made_while_down() {
+    let (c, args) = cluster_and_agent_args("posix", "agora-unused");
+    kill_restart_and_finish(c, args);
+}
+
+/// Runs a 2 s task, kills the agent with SIGKILL right after TASK_RUNNING, starts it again
+/// 3.5 s later on the same work dir: the task's TASK_FINISHED (produced while the agent was
+/// down) must arrive, through the re-attached executor.
+///
+/// The restart tests run one at a time: run concurrently, both executors were seen to end
+/// while their agents were down (not understood yet; each passes alone).
+fn kill_restart_and_finish(mut c: Cluster, args: Vec<String>) {
+    let _one_at_a_time = RESTART_TESTS.lock().unwrap_or_else(|p| p.into_inner());
     let mut fw = RawClient::subscribe(&c.master_addr, "recovery-test");
     let offers = fw.next_offers(SECS);
     let o = &offers[0];
@@ -246,8 +268,5 @@ fn agent_killed_and_restarted_reattaches_and_delivers_the_update_made_while_down
         let s = c.state();
         let agents = s["agents"].as_array()?;
         (agents.len() == 1 && agents[0]["id"] == o.agent_id.as_str()).then_some(())
-    });
-    wait_until("container destroyed", SECS, || {
-        guard.dirs().is_empty().then_some(())
     });
 }
