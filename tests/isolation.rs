@@ -106,6 +106,8 @@ fn cluster_and_agent_args(isolation: &str, cgroup_root: &str) -> (Cluster, Vec<S
         "cpus:2;mem:1024;disk:1000;ports:[31000-31010]",
         "--isolation",
         isolation,
+        "--disk-watch-interval-ms",
+        "200",
         "--cgroup-root",
         cgroup_root,
     ]
@@ -269,4 +271,44 @@ fn kill_restart_and_finish(mut c: Cluster, args: Vec<String>) {
         let agents = s["agents"].as_array()?;
         (agents.len() == 1 && agents[0]["id"] == o.agent_id.as_str()).then_some(())
     });
+}
+
+/// A task writing more into its sandbox than its `disk` is killed: TASK_FAILED, `disk limit`.
+#[test]
+fn disk_hog_is_killed_with_reason_disk_limit() {
+    let with_cgroups = cgroups_usable();
+    let root = format!("agora-dtest-{}", std::process::id());
+    let guard = CgroupRootGuard(root.clone());
+    let isolation = if with_cgroups {
+        "libcontainer"
+    } else {
+        "posix"
+    };
+    let (c, _) = cluster_and_agent_args(isolation, &root);
+    let mut fw = RawClient::subscribe(&c.master_addr, "disk-test");
+    let offers = fw.next_offers(SECS);
+    let o = &offers[0];
+    let hog = "dd if=/dev/zero of=big bs=1M count=8 2>/dev/null; sync; sleep 30";
+    fw.send(&Message::Accept {
+        framework_id: fw.fid(),
+        offer_ids: vec![o.id.clone()],
+        operations: vec![Operation::Launch {
+            tasks: vec![task(
+                "diskhog-1",
+                &o.agent_id,
+                "cpus:0.5;mem:64;disk:2",
+                hog,
+            )],
+        }],
+        filters: Filters::default(),
+    });
+    let ended = wait_terminal(&mut fw, &["diskhog-1"]);
+    let st = &ended["diskhog-1"];
+    assert_eq!(st.state, TaskState::Failed, "{st:?}\n{}", c.logs());
+    assert_eq!(st.reason.as_deref(), Some("disk limit"), "{st:?}");
+    if with_cgroups {
+        wait_until("container destroyed", SECS, || {
+            guard.dirs().is_empty().then_some(())
+        });
+    }
 }

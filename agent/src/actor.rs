@@ -11,7 +11,7 @@ use agora_actors::transport::{
 use agora_actors::{ContainerId, Hello, NodeKind};
 use agora_isolation::ContainerCheckpoint;
 use agora_isolation::{ContainerConfig, Containerizer, Limits};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,21 @@ pub struct AgentActor {
     container_ckpts: BTreeMap<String, ContainerCheckpoint>,
     /// Set at start when recovering: actions of the recovered core, containers to reattach.
     recovery: Option<(Vec<Action>, AgentRecord)>,
+    /// How often sandboxes with a `disk` limit are measured (0: never).
+    disk_watch_interval_ms: u64,
+    /// Containers killed for using more disk than their `disk` resources.
+    over_disk: BTreeSet<String>,
 }
+
+/// Reason of a task (and container) killed for using more sandbox disk than its `disk`.
+pub const REASON_DISK_LIMIT: &str = "disk limit";
+/// Grace given to a container over its disk limit before SIGKILL.
+const DISK_KILL_GRACE_MS: u64 = 1_000;
+
+/// Sandbox sizes measured off the actor's thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DiskUsage(Vec<(String, u64, Result<u64, String>)>);
 
 /// A container's main process ended (sent by the waiter future to the actor).
 #[derive(Message)]
@@ -118,6 +132,34 @@ impl AgentActor {
                 ctx,
             );
         }
+    }
+
+    /// Measures every sandbox that has a disk limit in a blocking thread (a big sandbox takes
+    /// a while to walk), then reports to [`DiskUsage`]. Re-arms itself.
+    fn watch_disks(&mut self, ctx: &mut Context<Self>) {
+        let interval = Duration::from_millis(self.disk_watch_interval_ms);
+        ctx.run_later(interval, |act, ctx| act.watch_disks(ctx));
+        let limited: Vec<(String, PathBuf, u64)> = self
+            .container_ckpts
+            .values()
+            .filter(|c| c.limits.disk_mb > 0 && !self.over_disk.contains(&c.id))
+            .map(|c| (c.id.clone(), c.sandbox.clone(), c.limits.disk_mb))
+            .collect();
+        if limited.is_empty() {
+            return;
+        }
+        let me = ctx.address();
+        std::thread::spawn(move || {
+            let measured = limited
+                .into_iter()
+                .map(|(id, sandbox, limit_mb)| {
+                    let used = agora_isolation::sandbox_disk_usage_bytes(&sandbox)
+                        .map_err(|e| e.to_string());
+                    (id, limit_mb, used)
+                })
+                .collect();
+            me.do_send(DiskUsage(measured));
+        });
     }
 
     /// Sends `Exited` to the actor when the container ends.
@@ -243,7 +285,13 @@ impl AgentActor {
         let limit = failed
             .then(|| self.core.container_of_conn(conn))
             .flatten()
-            .and_then(|id| self.containerizer.limitation(id.as_str()));
+            .and_then(|id| {
+                if self.over_disk.contains(id.as_str()) {
+                    Some(REASON_DISK_LIMIT.to_string())
+                } else {
+                    self.containerizer.limitation(id.as_str())
+                }
+            });
         if let Some(reason) = limit {
             tracing::info!(task = %status.task_id, %reason, "task failed over its container's limit");
             status.message = format!("{reason} exceeded: {}", status.message);
@@ -279,6 +327,9 @@ impl Actor for AgentActor {
             self.perform(actions, ctx);
         }
         self.persist();
+        if self.disk_watch_interval_ms > 0 {
+            self.watch_disks(ctx);
+        }
     }
 }
 
@@ -325,6 +376,37 @@ impl Handler<NetEvent> for AgentActor {
     }
 }
 
+impl Handler<DiskUsage> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: DiskUsage, _: &mut Context<Self>) {
+        for (id, limit_mb, used) in msg.0 {
+            let used = match used {
+                Ok(bytes) => bytes,
+                // Too many files to count is treated as over the limit: a task must not hide
+                // its usage behind millions of entries.
+                Err(e) if e.contains("more than") => u64::MAX,
+                Err(e) => {
+                    tracing::debug!(container = %id, error = %e, "sandbox not measured");
+                    continue;
+                }
+            };
+            if used <= limit_mb.saturating_mul(1 << 20) || !self.container_ckpts.contains_key(&id) {
+                continue;
+            }
+            tracing::warn!(container = %id, used_bytes = used, limit_mb, "sandbox over its disk limit; killing the container");
+            self.over_disk.insert(id.clone());
+            let fut = self
+                .containerizer
+                .kill(&id, Duration::from_millis(DISK_KILL_GRACE_MS));
+            actix_rt::spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::warn!(container = %id, error = %e, "kill over the disk limit failed");
+                }
+            });
+        }
+    }
+}
+
 impl Handler<Exited> for AgentActor {
     type Result = ();
     fn handle(&mut self, msg: Exited, ctx: &mut Context<Self>) {
@@ -345,6 +427,24 @@ impl Handler<Exited> for AgentActor {
             },
         };
         self.container_ckpts.remove(msg.container_id.as_str());
+        let input = match input {
+            Input::ContainerExited {
+                container_id,
+                exit_code,
+                signal,
+                message,
+                ..
+            } if self.over_disk.remove(container_id.as_str()) => Input::ContainerExited {
+                container_id,
+                exit_code,
+                signal,
+                reason: Some(REASON_DISK_LIMIT.into()),
+                message: format!(
+                    "killed for using more sandbox disk than its disk resources; {message}"
+                ),
+            },
+            other => other,
+        };
         if let Err(e) = self.containerizer.destroy(msg.container_id.as_str()) {
             tracing::warn!(container = %msg.container_id, error = %e, "destroy failed");
         }
@@ -403,6 +503,8 @@ pub struct AgentOptions {
     pub epoch: u64,
     /// Checkpoint store and what it held at start (`None`: a fresh agent).
     pub checkpoint: Option<(CheckpointStore, Option<AgentRecord>)>,
+    /// How often sandboxes with a `disk` limit are measured; 0 turns the check off.
+    pub disk_watch_interval_ms: u64,
 }
 
 #[derive(Clone)]
@@ -454,6 +556,8 @@ pub async fn start_agent(
         record: checkpoint::new_record(&cluster, containerizer.name()),
         container_ckpts: BTreeMap::new(),
         recovery,
+        disk_watch_interval_ms: opts.disk_watch_interval_ms,
+        over_disk: BTreeSet::new(),
         master: Some(link),
         master_conn: None,
         executors: HashMap::new(),

@@ -51,6 +51,10 @@ pub struct AgentArgs {
     /// cgroup is `<root>/<hash of the work dir>-<container id>`, so agents can share a host.
     #[arg(long, env = "AGORA_CGROUP_ROOT")]
     pub cgroup_root: Option<String>,
+    /// How often sandboxes are measured against their tasks' `disk` (0: never). A container
+    /// over its limit is killed and its tasks fail with reason `disk limit`.
+    #[arg(long, default_value_t = 5_000, env = "AGORA_DISK_WATCH_INTERVAL_MS")]
+    pub disk_watch_interval_ms: u64,
     /// Most processes per container (libcontainer's pids limit).
     #[arg(long, default_value_t = 4096, env = "AGORA_CONTAINER_PIDS_LIMIT")]
     pub container_pids_limit: i64,
@@ -152,6 +156,7 @@ pub async fn start(args: &AgentArgs) -> anyhow::Result<(String, String)> {
         masters,
         epoch: super::epoch_now(),
         checkpoint: Some((store, previous)),
+        disk_watch_interval_ms: args.disk_watch_interval_ms,
     };
     let handle = start_agent(opts, super::tcp_transport(), containerizer)
         .await

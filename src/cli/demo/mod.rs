@@ -174,6 +174,7 @@ async fn start_cluster(
             masters: vec![master.bound.clone()],
             epoch: super::epoch_now(),
             checkpoint: None,
+            disk_watch_interval_ms: 0,
         };
         start_agent(opts, transport.clone(), containerizer.clone()).await?;
     }
