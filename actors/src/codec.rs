@@ -65,6 +65,27 @@ pub fn decode_body(body: &[u8]) -> Result<Message, CodecError> {
     Ok(msg)
 }
 
+/// Encodes any serde value with the wire layout: for state a node persists itself (the agent's
+/// checkpoint), so every bincode call stays in this module.
+pub fn encode_value<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, wire_config())
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes what [`encode_value`] wrote, with the same allocation limit; trailing bytes are an
+/// error (a torn or foreign record).
+pub fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used): (T, usize) = bincode::serde::decode_from_slice(bytes, wire_config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::Decode(format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        )));
+    }
+    Ok(value)
+}
+
 fn encode_body(msg: &Message) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(msg, wire_config()).map_err(|e| CodecError::Encode(e.to_string()))
 }

@@ -1,6 +1,7 @@
 //! The agent's actix shell: one link to the master, a listener for its executors, and the
 //! containerizer. Inputs go to `AgentCore`; its actions are performed here.
 
+use crate::checkpoint::{self, AgentRecord, CheckpointStore};
 use crate::core::{Action, AgentConfig, AgentCore, AgentState, Input, LaunchSpec};
 use actix::prelude::*;
 use agora_actors::time::MonoClock;
@@ -8,8 +9,9 @@ use agora_actors::transport::{
     Backoff, ConnHandle, ConnId, Link, NetEvent, Transport, TransportError,
 };
 use agora_actors::{ContainerId, Hello, NodeKind};
+use agora_isolation::ContainerCheckpoint;
 use agora_isolation::{ContainerConfig, Containerizer, Limits};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,29 @@ pub struct AgentActor {
     master_conn: Option<ConnId>,
     executors: HashMap<ConnId, ConnHandle>,
     containerizer: Arc<dyn Containerizer>,
+    /// Where the state is checkpointed (none in tests and the in-process demo).
+    store: Option<CheckpointStore>,
+    /// The record being kept up to date in `store`.
+    record: AgentRecord,
+    /// Containerizer checkpoints of the live containers, by container id.
+    container_ckpts: BTreeMap<String, ContainerCheckpoint>,
+    /// Set at start when recovering: actions of the recovered core, containers to reattach.
+    recovery: Option<(Vec<Action>, AgentRecord)>,
+    /// How often sandboxes with a `disk` limit are measured (0: never).
+    disk_watch_interval_ms: u64,
+    /// Containers killed for using more disk than their `disk` resources.
+    over_disk: BTreeSet<String>,
 }
+
+/// Reason of a task (and container) killed for using more sandbox disk than its `disk`.
+pub const REASON_DISK_LIMIT: &str = "disk limit";
+/// Grace given to a container over its disk limit before SIGKILL.
+const DISK_KILL_GRACE_MS: u64 = 1_000;
+
+/// Sandbox sizes measured off the actor's thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DiskUsage(Vec<(String, u64, Result<u64, String>)>);
 
 /// A container's main process ended (sent by the waiter future to the actor).
 #[derive(Message)]
@@ -34,7 +58,121 @@ struct Exited {
 impl AgentActor {
     fn deliver(&mut self, input: Input, ctx: &mut Context<Self>) {
         let actions = self.core.handle(self.clock.now(), input);
+        self.persist();
         self.perform(actions, ctx);
+    }
+
+    /// Writes the checkpoint if anything changed, before the step's actions are performed.
+    fn persist(&mut self) {
+        let Some(store) = &mut self.store else { return };
+        self.record.core = self.core.checkpoint();
+        self.record.containers = self.container_ckpts.values().cloned().collect();
+        if let Err(e) = store.save(&self.record) {
+            tracing::error!(error = %e, "checkpoint not written; a restart now would lose state");
+        }
+    }
+
+    /// Reattaches to the containers of a recovered checkpoint; the ones that cannot be found
+    /// (or all of them after a reboot) end with a terminal update.
+    fn recover_containers(&mut self, record: AgentRecord, ctx: &mut Context<Self>) {
+        let rebooted = record.boot_id != checkpoint::boot_id();
+        let wanted: Vec<String> = record.containers.iter().map(|c| c.id.clone()).collect();
+        let recovered = if rebooted {
+            tracing::warn!("the host rebooted since the checkpoint; its containers are gone");
+            Vec::new()
+        } else {
+            match self.containerizer.recover(record.containers.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "container recovery failed");
+                    Vec::new()
+                }
+            }
+        };
+        for ckpt in record.containers {
+            if recovered.iter().any(|r| r.id == ckpt.id) {
+                self.container_ckpts.insert(ckpt.id.clone(), ckpt);
+            }
+        }
+        for r in &recovered {
+            tracing::info!(container = %r.id, pid = r.pid, running = r.running, "container reattached");
+            match ContainerId::new(r.id.clone()) {
+                Ok(id) => self.watch_container(id, ctx),
+                Err(e) => {
+                    tracing::error!(container = %r.id, error = %e, "bad container id in the checkpoint")
+                }
+            }
+        }
+        for id in wanted
+            .iter()
+            .filter(|id| !recovered.iter().any(|r| &r.id == *id))
+        {
+            let Ok(container_id) = ContainerId::new(id.clone()) else {
+                continue;
+            };
+            let (reason, message) = if rebooted {
+                (
+                    "agent host rebooted",
+                    "the host rebooted while the agent was down",
+                )
+            } else {
+                (
+                    "container lost",
+                    "the container could not be found after an agent restart",
+                )
+            };
+            self.deliver(
+                Input::ContainerExited {
+                    container_id,
+                    exit_code: None,
+                    signal: None,
+                    reason: Some(reason.into()),
+                    message: message.into(),
+                },
+                ctx,
+            );
+        }
+    }
+
+    /// Measures every sandbox that has a disk limit in a blocking thread (a big sandbox takes
+    /// a while to walk), then reports to [`DiskUsage`]. Re-arms itself.
+    fn watch_disks(&mut self, ctx: &mut Context<Self>) {
+        let interval = Duration::from_millis(self.disk_watch_interval_ms);
+        ctx.run_later(interval, |act, ctx| act.watch_disks(ctx));
+        let limited: Vec<(String, PathBuf, u64)> = self
+            .container_ckpts
+            .values()
+            .filter(|c| c.limits.disk_mb > 0 && !self.over_disk.contains(&c.id))
+            .map(|c| (c.id.clone(), c.sandbox.clone(), c.limits.disk_mb))
+            .collect();
+        if limited.is_empty() {
+            return;
+        }
+        let me = ctx.address();
+        std::thread::spawn(move || {
+            let measured = limited
+                .into_iter()
+                .map(|(id, sandbox, limit_mb)| {
+                    let used = agora_isolation::sandbox_disk_usage_bytes(&sandbox)
+                        .map_err(|e| e.to_string());
+                    (id, limit_mb, used)
+                })
+                .collect();
+            me.do_send(DiskUsage(measured));
+        });
+    }
+
+    /// Sends `Exited` to the actor when the container ends.
+    fn watch_container(&mut self, container_id: ContainerId, ctx: &mut Context<Self>) {
+        let wait = self.containerizer.wait(container_id.as_str());
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            let result = wait.await.map_err(|e| e.to_string());
+            me.do_send(Exited {
+                container_id,
+                result,
+            });
+        });
     }
 
     fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
@@ -98,6 +236,14 @@ impl AgentActor {
             Ok(launched) => {
                 tracing::info!(container = %container_id, pid = launched.pid, executor = %spec.executor_id, "container launched");
                 let sandbox = launched.sandbox.display().to_string();
+                match self.containerizer.checkpoint(container_id.as_str()) {
+                    Ok(c) => {
+                        self.container_ckpts.insert(c.id.clone(), c);
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %container_id, error = %e, "container cannot be recovered after a restart")
+                    }
+                }
                 self.deliver(
                     Input::ContainerLaunched {
                         container_id: container_id.clone(),
@@ -106,15 +252,7 @@ impl AgentActor {
                     },
                     ctx,
                 );
-                let wait = self.containerizer.wait(container_id.as_str());
-                let me = ctx.address();
-                actix_rt::spawn(async move {
-                    let result = wait.await.map_err(|e| e.to_string());
-                    me.do_send(Exited {
-                        container_id,
-                        result,
-                    });
-                });
+                self.watch_container(container_id, ctx);
             }
             Err(e) => {
                 tracing::warn!(container = %container_id, error = %e, "container launch failed");
@@ -147,7 +285,13 @@ impl AgentActor {
         let limit = failed
             .then(|| self.core.container_of_conn(conn))
             .flatten()
-            .and_then(|id| self.containerizer.limitation(id.as_str()));
+            .and_then(|id| {
+                if self.over_disk.contains(id.as_str()) {
+                    Some(REASON_DISK_LIMIT.to_string())
+                } else {
+                    self.containerizer.limitation(id.as_str())
+                }
+            });
         if let Some(reason) = limit {
             tracing::info!(task = %status.task_id, %reason, "task failed over its container's limit");
             status.message = format!("{reason} exceeded: {}", status.message);
@@ -174,8 +318,18 @@ impl Actor for AgentActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1 << 20);
-        let actions = self.core.start(self.clock.now());
-        self.perform(actions, ctx);
+        let mut actions = self.core.start(self.clock.now());
+        if let Some((recovered_actions, record)) = self.recovery.take() {
+            actions.extend(recovered_actions);
+            self.perform(actions, ctx);
+            self.recover_containers(record, ctx);
+        } else {
+            self.perform(actions, ctx);
+        }
+        self.persist();
+        if self.disk_watch_interval_ms > 0 {
+            self.watch_disks(ctx);
+        }
     }
 }
 
@@ -222,6 +376,37 @@ impl Handler<NetEvent> for AgentActor {
     }
 }
 
+impl Handler<DiskUsage> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: DiskUsage, _: &mut Context<Self>) {
+        for (id, limit_mb, used) in msg.0 {
+            let used = match used {
+                Ok(bytes) => bytes,
+                // Too many files to count is treated as over the limit: a task must not hide
+                // its usage behind millions of entries.
+                Err(e) if e.contains("more than") => u64::MAX,
+                Err(e) => {
+                    tracing::debug!(container = %id, error = %e, "sandbox not measured");
+                    continue;
+                }
+            };
+            if used <= limit_mb.saturating_mul(1 << 20) || !self.container_ckpts.contains_key(&id) {
+                continue;
+            }
+            tracing::warn!(container = %id, used_bytes = used, limit_mb, "sandbox over its disk limit; killing the container");
+            self.over_disk.insert(id.clone());
+            let fut = self
+                .containerizer
+                .kill(&id, Duration::from_millis(DISK_KILL_GRACE_MS));
+            actix_rt::spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::warn!(container = %id, error = %e, "kill over the disk limit failed");
+                }
+            });
+        }
+    }
+}
+
 impl Handler<Exited> for AgentActor {
     type Result = ();
     fn handle(&mut self, msg: Exited, ctx: &mut Context<Self>) {
@@ -240,6 +425,25 @@ impl Handler<Exited> for AgentActor {
                 reason: Some("executor_terminated".into()),
                 message: format!("lost track of the container: {e}"),
             },
+        };
+        self.container_ckpts.remove(msg.container_id.as_str());
+        let input = match input {
+            Input::ContainerExited {
+                container_id,
+                exit_code,
+                signal,
+                message,
+                ..
+            } if self.over_disk.remove(container_id.as_str()) => Input::ContainerExited {
+                container_id,
+                exit_code,
+                signal,
+                reason: Some(REASON_DISK_LIMIT.into()),
+                message: format!(
+                    "killed for using more sandbox disk than its disk resources; {message}"
+                ),
+            },
+            other => other,
         };
         if let Err(e) = self.containerizer.destroy(msg.container_id.as_str()) {
             tracing::warn!(container = %msg.container_id, error = %e, "destroy failed");
@@ -297,6 +501,10 @@ pub struct AgentOptions {
     pub listen: String,
     pub masters: Vec<String>,
     pub epoch: u64,
+    /// Checkpoint store and what it held at start (`None`: a fresh agent).
+    pub checkpoint: Option<(CheckpointStore, Option<AgentRecord>)>,
+    /// How often sandboxes with a `disk` limit are measured; 0 turns the check off.
+    pub disk_watch_interval_ms: u64,
 }
 
 #[derive(Clone)]
@@ -327,9 +535,29 @@ pub async fn start_agent(
         Backoff::default(),
         addr.clone().recipient(),
     );
+    let clock = MonoClock::new();
+    let cluster = opts.config.cluster.clone();
+    let (store, previous) = match opts.checkpoint {
+        Some((store, previous)) => (Some(store), previous),
+        None => (None, None),
+    };
+    let (core, recovery) = match previous {
+        Some(record) => {
+            let (core, actions) =
+                AgentCore::recover(opts.config, opts.epoch, clock.now(), record.core.clone());
+            (core, Some((actions, record)))
+        }
+        None => (AgentCore::new(opts.config, opts.epoch), None),
+    };
     let actor = AgentActor {
-        core: AgentCore::new(opts.config, opts.epoch),
-        clock: MonoClock::new(),
+        core,
+        clock,
+        store,
+        record: checkpoint::new_record(&cluster, containerizer.name()),
+        container_ckpts: BTreeMap::new(),
+        recovery,
+        disk_watch_interval_ms: opts.disk_watch_interval_ms,
+        over_disk: BTreeSet::new(),
         master: Some(link),
         master_conn: None,
         executors: HashMap::new(),

@@ -2,6 +2,7 @@
 //! machine's resources for the shell.
 
 pub mod actor;
+pub mod checkpoint;
 pub mod core;
 pub mod detect;
 pub mod http;

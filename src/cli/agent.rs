@@ -2,6 +2,7 @@
 
 use agora_actors::parse_attributes;
 use agora_agent::actor::{start_agent, AgentOptions};
+use agora_agent::checkpoint::CheckpointStore;
 use agora_agent::core::AgentConfig;
 use agora_isolation::{
     Containerizer, LibcontainerContainerizer, LibcontainerOptions, PosixContainerizer,
@@ -50,6 +51,10 @@ pub struct AgentArgs {
     /// cgroup is `<root>/<hash of the work dir>-<container id>`, so agents can share a host.
     #[arg(long, env = "AGORA_CGROUP_ROOT")]
     pub cgroup_root: Option<String>,
+    /// How often sandboxes are measured against their tasks' `disk` (0: never). A container
+    /// over its limit is killed and its tasks fail with reason `disk limit`.
+    #[arg(long, default_value_t = 5_000, env = "AGORA_DISK_WATCH_INTERVAL_MS")]
+    pub disk_watch_interval_ms: u64,
     /// Most processes per container (libcontainer's pids limit).
     #[arg(long, default_value_t = 4096, env = "AGORA_CONTAINER_PIDS_LIMIT")]
     pub container_pids_limit: i64,
@@ -67,13 +72,7 @@ pub fn containerizer(args: &AgentArgs, work_dir: &Path) -> anyhow::Result<Arc<dy
         return Ok(Arc::new(PosixContainerizer::new()));
     }
     let exe = std::env::current_exe().context("locating the agora binary for the launcher")?;
-    let cgroup_root = match &args.cgroup_root {
-        Some(root) => root.clone(),
-        None => format!(
-            "agora/{:016x}",
-            fnv1a(work_dir.display().to_string().as_bytes())
-        ),
-    };
+    let cgroup_root = args.cgroup_root.clone().unwrap_or_else(|| "agora".into());
     let mut options = LibcontainerOptions::new(
         work_dir.join("containers"),
         vec![exe.display().to_string(), "launcher".into()],
@@ -94,7 +93,7 @@ pub fn containerizer(args: &AgentArgs, work_dir: &Path) -> anyhow::Result<Arc<dy
     }
 }
 
-/// Stable 64-bit FNV-1a: names the agent's cgroup sub-root after its work dir.
+/// Stable 64-bit FNV-1a: the agent's cgroup name prefix, from its work dir.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
@@ -135,11 +134,29 @@ pub async fn start(args: &AgentArgs) -> anyhow::Result<(String, String)> {
     let config = config(args)?;
     let containerizer = containerizer(args, Path::new(&config.work_dir))?;
     tracing::info!(resources = %config.resources, "agent resources");
+    let mut store = CheckpointStore::open(Path::new(&config.work_dir))?;
+    let previous = store.load(&config.cluster)?;
+    if let Some(record) = &previous {
+        if record.containerizer != containerizer.name() && !record.containers.is_empty() {
+            bail!(
+                "the work dir's running containers were started by the {} containerizer; restart with --isolation {}",
+                record.containerizer,
+                record.containerizer
+            );
+        }
+        tracing::info!(
+            agent = ?record.core.agent_id,
+            containers = record.containers.len(),
+            "recovering from the checkpoint in the work dir"
+        );
+    }
     let opts = AgentOptions {
         config,
         listen: args.listen.clone(),
         masters,
         epoch: super::epoch_now(),
+        checkpoint: Some((store, previous)),
+        disk_watch_interval_ms: args.disk_watch_interval_ms,
     };
     let handle = start_agent(opts, super::tcp_transport(), containerizer)
         .await

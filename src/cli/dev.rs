@@ -55,6 +55,7 @@ pub fn run(a: DevArgs) -> anyhow::Result<i32> {
             isolation: "auto".into(),
             cgroup_root: None,
             container_pids_limit: 4096,
+            disk_watch_interval_ms: 5_000,
         };
         let (abound, ahttp) = super::agent::start(&ag).await?;
         println!("agora dev cluster is up (Ctrl-C to stop)");

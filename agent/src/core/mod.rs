@@ -12,6 +12,7 @@
 mod config;
 mod conns;
 mod executors;
+mod recovery;
 mod registration;
 mod state;
 mod tasks;
@@ -22,6 +23,7 @@ mod tests;
 
 pub use config::{AgentConfig, ConfigError};
 pub use executors::RESERVED_ENV;
+pub use recovery::{CoreCheckpoint, ExecutorCheckpoint, TaskCheckpoint};
 pub use state::{AgentCounters, AgentState, ExecutorView, FrameworkView, ResourcesView, TaskView};
 pub use tasks::RunTaskError;
 

@@ -87,6 +87,15 @@ impl UpdateManager {
         }
     }
 
+    /// Every unacknowledged update, oldest first (for the checkpoint).
+    pub fn pending(&self) -> Vec<(FrameworkId, TaskStatus)> {
+        let mut all: Vec<&Pending> = self.streams.values().flat_map(|s| s.queue.iter()).collect();
+        all.sort_by_key(|p| p.seq);
+        all.into_iter()
+            .map(|p| (p.framework_id.clone(), p.status.clone()))
+            .collect()
+    }
+
     /// Updates not yet acknowledged by the master.
     pub fn len(&self) -> usize {
         self.len

@@ -175,6 +175,8 @@ async fn start_cluster(
             listen: format!("agent{i}:5051"),
             masters: vec![master.bound.clone()],
             epoch: super::epoch_now(),
+            checkpoint: None,
+            disk_watch_interval_ms: 0,
         };
         start_agent(opts, transport.clone(), containerizer.clone()).await?;
     }

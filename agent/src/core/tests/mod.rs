@@ -3,6 +3,7 @@
 mod launch;
 mod lifecycle;
 mod protocol;
+mod recovery;
 mod registration;
 mod status;
 
