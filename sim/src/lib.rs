@@ -18,6 +18,7 @@
 
 pub mod check;
 pub mod exec;
+pub mod experiments;
 pub mod fw;
 pub mod scenario;
 pub mod world;
@@ -42,6 +43,9 @@ pub struct FrameworkReport {
     pub retries: u64,
     pub subscribed_at_ms: Option<u64>,
     pub completion_ms: Option<u64>,
+    /// Subscription → the moment every task had started running (first runs of each task's
+    /// latest attempt): the framework's ramp-up time.
+    pub ramp_up_ms: Option<u64>,
     pub duplicate_updates_filtered: u64,
 }
 
@@ -205,6 +209,15 @@ fn stuck(w: &World) -> String {
     out.join("; ")
 }
 
+fn ramp_up(b: &agora_frameworks::BatchFramework) -> Option<u64> {
+    let start = b.progress().subscribed_at?;
+    let mut last = start;
+    for t in b.tasks() {
+        last = last.max(t.timing.running_at?);
+    }
+    Some(last.since(start))
+}
+
 fn fail(w: &World, what: String) -> Failure {
     Failure {
         phase: if w.liveness { "liveness" } else { "safety" },
@@ -231,6 +244,7 @@ fn report(w: &World, failure: Option<Failure>) -> Report {
                         retries: p.retries,
                         subscribed_at_ms: p.subscribed_at.map(|t| t.ms()),
                         completion_ms: p.completion_ms(),
+                        ramp_up_ms: ramp_up(b),
                         duplicate_updates_filtered: dups,
                     }
                 }
@@ -242,6 +256,7 @@ fn report(w: &World, failure: Option<Failure>) -> Report {
                     retries: 0,
                     subscribed_at_ms: None,
                     completion_ms: None,
+                    ramp_up_ms: None,
                     duplicate_updates_filtered: dups,
                 },
             }
