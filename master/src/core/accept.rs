@@ -58,6 +58,7 @@ impl MasterCore {
                 self.refuse_task(
                     now,
                     conn,
+                    &fw,
                     &agent_id,
                     task.task_id,
                     TaskState::Error,
@@ -94,6 +95,7 @@ impl MasterCore {
             self.refuse_task(
                 now,
                 conn,
+                fw,
                 &agent,
                 task.task_id,
                 TaskState::Dropped,
@@ -201,6 +203,7 @@ impl MasterCore {
                     self.refuse_task(
                         now,
                         conn,
+                        fw,
                         agent,
                         task.task_id,
                         TaskState::Error,
@@ -380,10 +383,12 @@ impl MasterCore {
 
     /// Tells the framework (on `conn`) that a task of its accept ends here, never launched.
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn refuse_task(
         &mut self,
         now: Time,
         conn: ConnId,
+        fw: &FrameworkId,
         agent: &AgentId,
         task_id: agora_actors::TaskId,
         state: TaskState,
@@ -391,6 +396,18 @@ impl MasterCore {
         why: &str,
         out: &mut Out,
     ) {
+        // A terminal update for an id that names a live task would end that task in the
+        // framework's eyes (a resent or duplicated Accept does this; found by the simulator):
+        // refuse with an error instead.
+        if self.tasks.contains_key(&(fw.clone(), task_id.clone())) {
+            let text =
+                format!("task {task_id} is already live; this launch of it is refused: {why}");
+            out.push(Action::Send {
+                conn,
+                msg: Message::error(agora_actors::ErrorCode::BadRequest, text),
+            });
+            return;
+        }
         self.count_terminal(state);
         let status = self.master_update(now, task_id, state, Some(agent.clone()), reason, why);
         out.push(Action::Send {

@@ -592,16 +592,20 @@ fn task_report_ok(agent_id: &AgentId, r: &TaskReport) -> Result<(), String> {
 }
 
 /// What the reported tasks and their executors (each counted once) use.
+/// What the agent's live tasks (and their executors) hold. Terminal tasks are left out: an
+/// agent keeps them until their last update is acknowledged, but they hold nothing (found by
+/// the simulator: counting them refused a valid re-registration forever).
 fn reported_use(reports: &[TaskReport]) -> Resources {
+    let live: Vec<&TaskReport> = reports.iter().filter(|r| !r.state.is_terminal()).collect();
     let mut executors: BTreeMap<(FrameworkId, agora_actors::ExecutorId), &Resources> =
         BTreeMap::new();
-    for r in reports {
+    for r in &live {
         if let Some(exec) = &r.task.executor {
             executors
                 .entry((r.framework_id.clone(), r.executor_id.clone()))
                 .or_insert(&exec.resources);
         }
     }
-    let tasks = reports.iter().map(|r| &r.task.resources);
+    let tasks = live.iter().map(|r| &r.task.resources);
     sum("reported use", tasks.chain(executors.into_values()))
 }

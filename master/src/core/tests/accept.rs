@@ -172,10 +172,10 @@ fn a_duplicate_task_id_is_refused_but_the_first_launches() {
     let tasks = vec![task("t1", &agent, "cpus:1"), task("t1", &agent, "cpus:1")];
     let actions = h.send(sched, accept(&fw, &[&offer], tasks, 5.0));
     assert_eq!(run_tasks(&actions).len(), 1);
-    let u = only_update(&actions, sched);
-    assert_eq!(u.state, TaskState::Error);
-    assert_eq!(u.reason.as_deref(), Some(reasons::TASK_INVALID));
-    assert!(u.message.contains("more than once"));
+    // The first t1 is live now: the second gets an error, never a terminal update that would
+    // end the live task in the framework's eyes.
+    assert!(updates(&actions, sched).is_empty(), "{actions:?}");
+    assert!(error_to(&actions, sched).contains("more than once"));
     assert_eq!(recovers(&actions), vec![(res("cpus:3"), Some(5_000))]);
 }
 
@@ -188,9 +188,37 @@ fn a_task_id_of_a_live_task_is_refused() {
         accept(&fw, &[&offer], vec![task("t1", &agent, "cpus:1")], 5.0),
     );
     assert!(run_tasks(&actions).is_empty());
-    assert!(only_update(&actions, sched)
-        .message
-        .contains("already used"));
+    assert!(updates(&actions, sched).is_empty(), "{actions:?}");
+    assert!(error_to(&actions, sched).contains("already used"));
+}
+
+/// The text of the one error sent to `conn`.
+fn error_to(actions: &[Action], conn: ConnId) -> String {
+    let errs: Vec<String> = sent_to(actions, conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Error { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errs.len(), 1, "{actions:?}");
+    errs[0].clone()
+}
+
+#[test]
+fn a_resent_accept_never_ends_the_live_tasks() {
+    let (mut h, _ac, agent, sched, fw, offer) = setup("cpus:4");
+    let first = accept(&fw, &[&offer], vec![task("t1", &agent, "cpus:1")], 5.0);
+    let actions = h.send(sched, first.clone());
+    assert_eq!(run_tasks(&actions).len(), 1);
+    // The same Accept again (a scheduler retry, or a duplicated message): its offer is gone.
+    let again = h.send(sched, first);
+    assert!(run_tasks(&again).is_empty());
+    assert!(
+        updates(&again, sched).is_empty(),
+        "no TASK_DROPPED for the live t1: {again:?}"
+    );
+    assert!(error_to(&again, sched).contains("already live"));
 }
 
 #[test]
