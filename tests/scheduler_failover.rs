@@ -38,7 +38,8 @@ fn a_new_scheduler_instance_takes_over_then_the_timeout_tears_down() {
             .to_vec(),
         ..Default::default()
     });
-    c.add_agent(1, "cpus:2;mem:512;disk:100;ports:[31000-31010]", "");
+    // Index 2: agents 0 and 1 come with the cluster (each index is its own work dir).
+    c.add_agent(2, "cpus:2;mem:512;disk:100;ports:[31000-31010]", "");
     let mut old = subscribe_as(&c.master_addr, None, 1_500);
     let fid = old.fid();
     wait_until("framework in the registry", SECS, || {
