@@ -171,6 +171,20 @@ fn supervise(init_pid: i32, launch: &LaunchFile, container: &mut Container) -> E
     exit.cpu_time_ns = cgroup.cpu_time_ns().unwrap_or(0);
     exit.mem_peak_bytes = cgroup.memory_bytes().map(|(_, peak)| peak).unwrap_or(0);
     exit.cleanup_error = delete_with_retries(container).err();
+    if exit.cleanup_error.is_some() {
+        // libcontainer could not delete (e.g. its state dir is gone): the container's processes
+        // are dead with its init, so its cgroups are empty and plain rmdir removes them.
+        for _ in 0..50 {
+            let dirs = cgroup.existing_dirs();
+            if dirs.is_empty() {
+                break;
+            }
+            for d in dirs {
+                let _ = fs::remove_dir(d);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
     exit
 }
 
@@ -191,7 +205,7 @@ fn wait_for(pid: i32) -> Option<libc::c_int> {
 /// The kernel may take a moment to empty a cgroup after its last process died.
 fn delete_with_retries(container: &mut Container) -> Result<(), String> {
     let mut last = String::new();
-    for attempt in 0..50u64 {
+    for attempt in 0..20u64 {
         match container.delete(true) {
             Ok(()) => return Ok(()),
             Err(e) => last = e.to_string(),
