@@ -65,3 +65,16 @@ pub enum IsolationError {
         operation: &'static str,
     },
 }
+
+/// Logs an error returned to the caller, so every refusal leaves a trace. Shared by every
+/// containerizer.
+pub(crate) fn logged<T>(
+    operation: &str,
+    id: &str,
+    result: Result<T, IsolationError>,
+) -> Result<T, IsolationError> {
+    if let Err(e) = &result {
+        tracing::warn!(operation, id, error = %e, "containerizer operation failed");
+    }
+    result
+}

@@ -733,16 +733,7 @@ async fn kill_entry(entry: Arc<Entry>, grace: Duration) -> Result<(), IsolationE
     })
 }
 
-fn logged<T>(
-    operation: &str,
-    id: &str,
-    result: Result<T, IsolationError>,
-) -> Result<T, IsolationError> {
-    if let Err(e) = &result {
-        tracing::warn!(operation, id, error = %e, "containerizer operation failed");
-    }
-    result
-}
+use crate::error::logged;
 
 impl Containerizer for LibcontainerContainerizer {
     fn name(&self) -> &'static str {

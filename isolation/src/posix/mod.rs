@@ -273,17 +273,7 @@ async fn kill_container(container: Arc<Container>, grace: Duration) -> Result<()
     }
 }
 
-/// Logs an error returned to the caller, so every refusal leaves a trace.
-fn logged<T>(
-    operation: &str,
-    id: &str,
-    result: Result<T, IsolationError>,
-) -> Result<T, IsolationError> {
-    if let Err(e) = &result {
-        tracing::warn!(operation, id, error = %e, "containerizer operation failed");
-    }
-    result
-}
+use crate::error::logged;
 
 impl Containerizer for PosixContainerizer {
     fn name(&self) -> &'static str {
