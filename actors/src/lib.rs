@@ -2,6 +2,7 @@
 //! the codec, the transports (TCP and in-memory) and the framework SDK.
 
 pub mod codec;
+pub mod constraints;
 pub mod ids;
 pub mod messages;
 pub mod metrics;
@@ -11,6 +12,7 @@ pub mod time;
 pub mod transport;
 
 pub use ids::*;
+pub use constraints::{AttributeConstraint, OfferFilters};
 pub use messages::*;
 pub use resources::{Milli, Ranges, ResourceError, Resources};
 pub use time::Time;

@@ -80,6 +80,17 @@ pub struct FrameworkInfo {
     /// How long the master keeps the framework's tasks after its scheduler disconnects.
     pub failover_timeout_ms: u64,
     pub hostname: String,
+    /// How long the master warns before killing this framework's tasks to revoke resources
+    /// (`None`: the master's `--revocation-grace-ms`).
+    #[serde(default)]
+    pub revocation_grace_ms: Option<u64>,
+    /// Strict-priority level of this framework for the `priority` allocator (`None`: its
+    /// role's level).
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Up-front filters: what the framework always refuses, so the allocator never offers it.
+    #[serde(default)]
+    pub offer_filters: crate::constraints::OfferFilters,
 }
 
 impl FrameworkInfo {
@@ -91,6 +102,9 @@ impl FrameworkInfo {
             roles: vec!["*".to_string()],
             failover_timeout_ms: 0,
             hostname: String::new(),
+            revocation_grace_ms: None,
+            priority: None,
+            offer_filters: crate::constraints::OfferFilters::default(),
         }
     }
     /// The first role, which is what this version allocates to.
@@ -304,7 +318,19 @@ impl Filters {
 /// Operations of an `Accept`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
-    Launch { tasks: Vec<TaskInfo> },
+    Launch {
+        tasks: Vec<TaskInfo>,
+    },
+    /// Reserves part of the offer for one of the framework's roles: `resources` names the
+    /// reserved form (`cpus(eng):2;mem(eng):1024`), taken from the offer's unreserved part.
+    /// Later operations of the same accept see the reserved resources.
+    Reserve {
+        resources: Resources,
+    },
+    /// Gives reserved resources of the offer back to the unreserved pool (`cpus(eng):2`).
+    Unreserve {
+        resources: Resources,
+    },
 }
 
 /// Error categories on the wire, so callers can react without parsing text.
@@ -457,6 +483,15 @@ pub enum Message {
     AgentLost {
         agent_id: AgentId,
     },
+    /// The master will take back `resources` on `agent_id` (an inverse offer): after
+    /// `deadline_ms` (from when this is sent) it kills `task_ids`, which end `TASK_KILLED`
+    /// with reason `preempted`, because a role below its guarantee is waiting for them.
+    RevocationWarning {
+        agent_id: AgentId,
+        resources: Resources,
+        task_ids: Vec<TaskId>,
+        deadline_ms: u64,
+    },
     Heartbeat,
 
     // ---- executor <-> agent ----------------------------------------------------------------
@@ -520,6 +555,7 @@ impl Message {
             Message::Rescind { .. } => "rescind",
             Message::Update { .. } => "update",
             Message::AgentLost { .. } => "agent_lost",
+            Message::RevocationWarning { .. } => "revocation_warning",
             Message::Heartbeat => "heartbeat",
             Message::RegisterExecutor { .. } => "register_executor",
             Message::ExecutorRegistered { .. } => "executor_registered",

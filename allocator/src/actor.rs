@@ -67,6 +67,8 @@ impl Message for AllocatorEvent {
 #[rtype(result = "()")]
 pub struct Allocations {
     pub allocations: Vec<Allocation>,
+    /// Resources the policy wants back from over-share frameworks (usually empty).
+    pub revocations: Vec<crate::RevocationRequest>,
     /// How long the policy took to decide, in microseconds.
     pub run_micros: u64,
 }
@@ -138,6 +140,7 @@ impl AllocatorActor {
         let now = self.clock.now();
         let started = Instant::now();
         let allocations = self.allocator.allocate(now);
+        let revocations = self.allocator.revocations(now);
         let run_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last_run_micros = run_micros;
         self.last_run_at = Some(now);
@@ -149,9 +152,10 @@ impl AllocatorActor {
             run_micros,
             "allocation run"
         );
-        if count > 0 {
+        if count > 0 || !revocations.is_empty() {
             self.recipient.do_send(Allocations {
                 allocations,
+                revocations,
                 run_micros,
             });
         }

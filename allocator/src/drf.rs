@@ -28,6 +28,15 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
+// Features kept out of this file (the hot loop lives here): each is a child module so it can
+// see the ledger, and drf.rs only calls into it at clearly marked hooks (`HOOK(...)`).
+#[path = "drf_revoke.rs"]
+mod drf_revoke;
+#[path = "reservation.rs"]
+mod reservation;
+#[path = "upfront.rs"]
+mod upfront;
+
 /// Longest decline filter honoured (one year, as the master's `MAX_REFUSE_SECONDS`); longer
 /// requests are clamped so `now + refuse_ms` can never overflow into "forever".
 pub const MAX_REFUSE_MS: u64 = 365 * 86_400 * 1000;
@@ -50,6 +59,10 @@ pub struct DrfConfig {
     pub policy: PolicyKind,
     /// Seed of the lottery policy's RNG, so runs replay.
     pub lottery_seed: u64,
+    /// Revocation: 0 disables it; otherwise how long a request for resources stays "in
+    /// flight" (counted as coming) before the allocator may ask again. Must exceed the
+    /// master's grace periods.
+    pub revocation_retry_ms: u64,
 }
 
 /// The framework orderings the allocator can run.
@@ -106,6 +119,7 @@ impl Default for DrfConfig {
             fair_sharing_excluded: BTreeSet::new(),
             policy: PolicyKind::Drf,
             lottery_seed: 0,
+            revocation_retry_ms: 120_000,
         }
     }
 }
@@ -209,6 +223,8 @@ pub struct DrfAllocator {
     filter_index: BTreeSet<(Time, FrameworkId, AgentId)>,
     /// Where the next cycle starts visiting agents (rotates for fairness between agents).
     next_start: Option<AgentId>,
+    /// Revocations asked for and not yet given back (see `drf_revoke`).
+    revoking: drf_revoke::InFlight,
 }
 
 impl std::fmt::Debug for DrfAllocator {
@@ -244,6 +260,7 @@ impl DrfAllocator {
             sorter,
             filter_index: BTreeSet::new(),
             next_start: None,
+            revoking: drf_revoke::InFlight::default(),
         })
     }
 
@@ -334,6 +351,13 @@ impl DrfAllocator {
             AllocatorEvent::Suppress { framework_id } => {
                 self.update_framework(&framework_id, |f| f.suppressed = true)
             }
+            // HOOK(reservation)
+            AllocatorEvent::UpdateReservation {
+                agent_id,
+                framework_id,
+                from,
+                to,
+            } => self.update_reservation(&agent_id, framework_id.as_ref(), &from, &to),
         }
     }
 
@@ -364,7 +388,9 @@ impl DrfAllocator {
             let Some(role) = self.frameworks.get(&id).map(|f| f.role.clone()) else {
                 continue;
             };
-            let priority = self.priority_of(&role);
+            // HOOK(upfront): a framework's own level wins over its role's.
+            let own = self.frameworks.get(&id).and_then(upfront::own_priority);
+            let priority = own.unwrap_or_else(|| self.priority_of(&role));
             if let Some(f) = self.frameworks.get_mut(&id) {
                 f.priority = priority;
             }
@@ -483,7 +509,8 @@ impl DrfAllocator {
         active: bool,
     ) {
         let role = info.role().to_string();
-        let priority = self.priority_of(&role);
+        // HOOK(upfront): a framework's own level wins over its role's.
+        let priority = info.priority.unwrap_or_else(|| self.priority_of(&role));
         match self.frameworks.get_mut(&framework_id) {
             Some(f) => {
                 tracing::debug!(framework = %framework_id, "allocator: framework re-added; updating it");
@@ -553,6 +580,7 @@ impl DrfAllocator {
         if let Err(e) = self.sorter.remove_client(framework_id) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
+        self.revoking.forget(framework_id); // HOOK(revocation)
         Ok(())
     }
 
@@ -635,6 +663,7 @@ impl DrfAllocator {
         };
         if !back.is_empty() {
             self.move_to_free(framework_id, agent_id, &back)?;
+            self.revoking.given_back(framework_id, &back); // HOOK(revocation)
         }
         if let Some(ms) = refuse_ms.filter(|ms| *ms > 0) {
             let until = now.plus_ms(ms.min(MAX_REFUSE_MS));
@@ -852,6 +881,10 @@ impl DrfAllocator {
                     return false;
                 }
             }
+            // HOOK(upfront): what the framework refuses up front is never offered to it.
+            if !upfront::accepts(f, agent, &candidate) {
+                return false;
+            }
             if !f.filters.is_empty() {
                 let filtered = f.filters.get(agent_id);
                 if filtered.is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate)) {
@@ -917,10 +950,19 @@ impl DrfAllocator {
             frameworks: Vec::new(),
             allocated: String::new(),
             dominant_share: 0.0,
+            reserved: String::new(),
         };
         let named = self.weights.keys().chain(self.priorities.keys());
         for role in named.chain(self.quotas.keys()) {
             out.insert(role.clone(), blank(role, &self.weights));
+        }
+        // HOOK(reservation): roles with reservations are listed, with what is reserved.
+        let reserved = self.reserved_by_role();
+        for (role, r) in &reserved {
+            let entry = out
+                .entry(role.clone())
+                .or_insert_with(|| blank(role, &self.weights));
+            entry.reserved = r.to_string();
         }
         let mut sums: BTreeMap<String, Resources> = BTreeMap::new();
         for (id, f) in &self.frameworks {
@@ -958,6 +1000,8 @@ impl DrfAllocator {
                 }
             }
         }
+        // HOOK(reservation): reservations count against their role's quota, used or not.
+        self.add_unused_reservations(&mut usage);
         let mut free = Scalars::new();
         for agent in self.agents.values() {
             add_scalars(&mut free, &agent.free, 1);
@@ -1211,6 +1255,10 @@ impl Allocator for DrfAllocator {
             self.sync_sorter(&framework_id);
         }
         out
+    }
+
+    fn revocations(&mut self, now: Time) -> Vec<crate::RevocationRequest> {
+        self.plan_revocations(now) // HOOK(revocation)
     }
 
     fn next_wakeup(&self) -> Option<Time> {

@@ -22,6 +22,7 @@ pub mod lottery;
 pub mod ordmap;
 pub mod priority;
 pub mod quota;
+pub mod revocation;
 pub mod roles;
 pub mod sorter;
 
@@ -79,6 +80,15 @@ pub enum AllocatorEvent {
     Suppress {
         framework_id: FrameworkId,
     },
+    /// A reservation changed on the agent (RESERVE / UNRESERVE, by a framework's accept or by
+    /// an operator): `from` becomes `to` (same quantities, other roles), in the agent's free
+    /// pool (`framework_id` None) or in what the framework holds there. The total follows.
+    UpdateReservation {
+        agent_id: AgentId,
+        framework_id: Option<FrameworkId>,
+        from: Resources,
+        to: Resources,
+    },
 }
 
 /// What an operator asks of the allocator (kept apart from `AllocatorEvent`, which is the
@@ -113,6 +123,7 @@ impl AllocatorEvent {
             AllocatorEvent::Recover { .. } => "recover",
             AllocatorEvent::Revive { .. } => "revive",
             AllocatorEvent::Suppress { .. } => "suppress",
+            AllocatorEvent::UpdateReservation { .. } => "update_reservation",
         }
     }
 }
@@ -149,6 +160,19 @@ pub struct RoleReport {
     pub allocated: String,
     /// Dominant share divided by the weight, as the allocator ranks the role.
     pub dominant_share: f64,
+    /// Reserved for the role on all agents (static and dynamic), used or not.
+    #[serde(default)]
+    pub reserved: String,
+}
+
+/// The allocator asks the master to take `resources` (scalars) back from `framework_id`,
+/// because `for_role` is below its guarantee, waiting, and nothing free can serve it. The
+/// master chooses the tasks (newest first), warns, and kills them after the grace period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationRequest {
+    pub framework_id: FrameworkId,
+    pub resources: Resources,
+    pub for_role: String,
 }
 
 /// A policy. Implementations must be deterministic (iterate in a fixed order, seed any RNG).
@@ -161,6 +185,11 @@ pub trait Allocator: Send + 'static {
     /// of allocations per framework per call (`DrfConfig::max_offers_per_framework_per_cycle`).
     /// Filters that expired at or before `now` are dropped first.
     fn allocate(&mut self, now: Time) -> Vec<Allocation>;
+    /// Resources to take back from over-share frameworks (after `allocate`). Policies that
+    /// never revoke keep the default.
+    fn revocations(&mut self, _now: Time) -> Vec<RevocationRequest> {
+        Vec::new()
+    }
     /// Earliest time a filter expires (the shell wakes the allocator then), if any.
     fn next_wakeup(&self) -> Option<Time>;
     fn shares(&self) -> Vec<ShareReport>;

@@ -266,6 +266,20 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
                 message,
                 fatal,
             } => self.on_error(now, code, &message, fatal),
+            Message::RevocationWarning {
+                agent_id,
+                resources,
+                task_ids,
+                deadline_ms,
+            } => {
+                let w = super::RevocationWarning {
+                    agent_id,
+                    resources,
+                    task_ids,
+                    deadline_ms,
+                };
+                self.run(now, |s, ctx| s.revocation_warning(ctx, &w)).1
+            }
             Message::Heartbeat => Vec::new(),
             other => {
                 debug!(

@@ -126,6 +126,16 @@ impl SchedulerCtx {
     }
 }
 
+/// What `Message::RevocationWarning` says, for `Scheduler::revocation_warning`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationWarning {
+    pub agent_id: AgentId,
+    pub resources: crate::Resources,
+    pub task_ids: Vec<TaskId>,
+    /// Milliseconds from the warning until the kills.
+    pub deadline_ms: u64,
+}
+
 /// A framework's scheduler. Every method has a default that does nothing, except `offers`.
 pub trait Scheduler: 'static {
     /// What to subscribe with (the driver fills in the id on re-subscribe).
@@ -150,6 +160,10 @@ pub trait Scheduler: 'static {
     ) {
     }
     fn agent_lost(&mut self, _ctx: &mut SchedulerCtx, _agent_id: &AgentId) {}
+    /// The master will revoke resources of this framework (an inverse offer): `warning` names
+    /// the agent, the resources, the tasks it will kill and the deadline. A scheduler can
+    /// checkpoint or move work meanwhile; the kills come as `TASK_KILLED` (reason `preempted`).
+    fn revocation_warning(&mut self, _ctx: &mut SchedulerCtx, _warning: &RevocationWarning) {}
     /// The master refused something (`fatal`: the subscription is over).
     fn error(&mut self, _ctx: &mut SchedulerCtx, _message: &str, _fatal: bool) {}
     /// The connection to the master is lost; the driver is re-subscribing.
