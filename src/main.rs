@@ -51,8 +51,12 @@ enum Cmd {
     Priorities(cli::alloc_cmds::OperatorArgs),
     /// Show role quotas, or set/remove one: `agora quota set eng --guarantee 'cpus:4'`.
     Quota(cli::alloc_cmds::QuotaArgs),
-    /// List roles: weight, priority, frameworks, share, allocation.
+    /// List roles: weight, priority, frameworks, share, allocation, reservations.
     Roles(cli::alloc_cmds::OperatorArgs),
+    /// Reserve unused resources of an agent for a role: `agora reserve --agent ID --role eng 'cpus:2'`.
+    Reserve(cli::alloc_cmds::ReserveArgs),
+    /// Give a dynamic reservation back: `agora unreserve --agent ID --role eng 'cpus:2'`.
+    Unreserve(cli::alloc_cmds::ReserveArgs),
     /// The deterministic cluster simulator: `agora sim run SCENARIO --seed N --out DIR`.
     Sim(cli::sim::SimArgs),
     /// The built-in command executor (started by agents, not by people).
@@ -81,6 +85,8 @@ fn main() {
             | Cmd::Priorities(_)
             | Cmd::Roles(_)
             | Cmd::Quota(_)
+            | Cmd::Reserve(_)
+            | Cmd::Unreserve(_)
             | Cmd::Launcher { .. }
     );
     // The simulated cores log every injected fault (some at error level, by design): silent
@@ -110,6 +116,8 @@ fn main() {
         Cmd::Priorities(a) => cli::alloc_cmds::priorities(a),
         Cmd::Roles(a) => cli::alloc_cmds::roles(a),
         Cmd::Quota(a) => cli::alloc_cmds::quota(a),
+        Cmd::Reserve(a) => cli::alloc_cmds::reserve(a, false),
+        Cmd::Unreserve(a) => cli::alloc_cmds::reserve(a, true),
         // Single-threaded on purpose: libcontainer forks (see agora_isolation::launcher_main).
         Cmd::Launcher { args } => Ok(agora_isolation::launcher_main(&args)),
     };

@@ -780,6 +780,7 @@ impl Scheduler for BatchFramework {
             roles: vec![self.config.role.clone()],
             failover_timeout_ms: self.config.failover_timeout_ms,
             hostname: String::new(),
+            ..FrameworkInfo::new(&self.config.name)
         }
     }
 

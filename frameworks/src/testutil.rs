@@ -59,7 +59,10 @@ pub fn launched(c: &SchedulerCtx) -> Vec<(String, Vec<TaskInfo>)> {
             } => {
                 let tasks = operations
                     .iter()
-                    .flat_map(|Operation::Launch { tasks }| tasks.clone())
+                    .flat_map(|op| match op {
+                        Operation::Launch { tasks } => tasks.clone(),
+                        _ => Vec::new(),
+                    })
                     .collect();
                 Some((offer_ids[0].to_string(), tasks))
             }

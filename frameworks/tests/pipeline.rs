@@ -67,8 +67,10 @@ fn batch_job_runs_to_completion_through_the_driver_core() {
     let mut launched = Vec::new();
     for m in &msgs {
         if let Message::Accept { operations, .. } = m {
-            for Operation::Launch { tasks } in operations {
-                launched.extend(tasks.iter().map(|t| t.task_id.clone()));
+            for op in operations {
+                if let Operation::Launch { tasks } = op {
+                    launched.extend(tasks.iter().map(|t| t.task_id.clone()));
+                }
             }
         }
     }

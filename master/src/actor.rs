@@ -44,6 +44,7 @@ impl MasterActor {
         self.registry_observe_input(&input);
         let actions = self.core.handle(self.clock.now(), input);
         self.perform(actions, ctx);
+        self.persist_reservation_changes();
     }
 
     pub(crate) fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
@@ -144,7 +145,12 @@ impl Handler<Allocations> for MasterActor {
         self.figures.allocation_runs += 1;
         self.figures.allocation_last_micros = msg.run_micros;
         self.figures.allocation_total_micros += msg.run_micros;
-        self.deliver(Input::Allocations(msg.allocations), ctx);
+        if !msg.allocations.is_empty() {
+            self.deliver(Input::Allocations(msg.allocations), ctx);
+        }
+        if !msg.revocations.is_empty() {
+            self.deliver(Input::Revoke(msg.revocations), ctx);
+        }
     }
 }
 

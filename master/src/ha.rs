@@ -179,7 +179,7 @@ impl Handler<RaftNews> for MasterActor {
         let Some(l) = news.leadership else { return };
         let lead = l.role == StateRole::Leader;
         if lead && !self.leading {
-            self.become_leader(l.term, ctx);
+            self.become_leader(l.term, news.registry, ctx);
         } else if !lead && self.leading {
             self.step_down();
         }
@@ -189,12 +189,22 @@ impl Handler<RaftNews> for MasterActor {
 impl MasterActor {
     /// A new leader starts from empty soft state: agents re-register and schedulers
     /// re-subscribe, which rebuilds agents, executors, tasks and allocations.
-    fn become_leader(&mut self, term: u64, ctx: &mut Context<Self>) {
+    fn become_leader(
+        &mut self,
+        term: u64,
+        registry: Option<crate::registry::RegistryState>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(r) = &mut self.raft else { return };
         let allocator = match r.first_allocator.take() {
             Some(a) => Ok(a),
             None => (r.make_allocator)(),
         };
+        let registry = registry.unwrap_or_default();
+        let allocator = allocator.map(|mut a| {
+            crate::persist::restore_allocator(a.as_mut(), &registry);
+            a
+        });
         let allocator = allocator.and_then(|a| {
             AllocatorActor::new(a, r.allocator_config.clone(), ctx.address().recipient())
                 .map_err(|e| e.to_string())
@@ -219,6 +229,8 @@ impl MasterActor {
         );
         self.generation += 1;
         self.core = MasterCore::new(r.config.clone(), epoch);
+        self.core
+            .restore_reservations(crate::persist::reservations_of(&registry));
         self.allocator = Some(addr);
         self.leading = true;
         let actions = self.core.start(self.clock.now());

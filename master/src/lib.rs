@@ -6,6 +6,7 @@ pub mod core;
 pub mod ha;
 pub mod http;
 pub mod operator_http;
+pub mod persist;
 pub mod raft_actor;
 
 pub use crate::core::{

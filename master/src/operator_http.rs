@@ -9,9 +9,14 @@
 //!   empty/absent removes it);
 //! - `GET /roles` → per role: weight, priority, frameworks, allocated, weighted dominant share.
 //!
+//! - `POST /reserve` / `POST /unreserve` with `{"agent_id": "...", "role": "eng",
+//!   "resources": "cpus:2;mem:1024"}` reserves unused resources of an agent for a role (or
+//!   gives a dynamic reservation back); `GET /reservations` lists the dynamic ones per agent.
+//!
 //! Handlers validate the input (role names, weight range) and answer 400 with the reason;
-//! the allocator actor applies the change. Weights, priorities and quota are not yet persisted
-//! in the registry (they live in the running allocator).
+//! the allocator actor (or the master core, for reservations) applies the change, and then it
+//! is persisted in the registry (see `crate::persist`) so a new leader restores it.
+//! Priorities are not persisted.
 
 use crate::actor::{GetAllocator, MasterActor};
 use actix::Addr;
@@ -19,6 +24,10 @@ use actix_web::{web, HttpResponse};
 use agora_allocator::{
     validate_role, AllocatorActor, GetRoles, Operate, OperatorCommand, Quota, RolesView, Weight,
 };
+use crate::core::ReserveRequest;
+use crate::persist::{GetReservations, OperatorReserve, Persist};
+use crate::registry::RegistryOp;
+use agora_actors::{AgentId, Resources};
 use std::collections::BTreeMap;
 
 /// Largest operator request body accepted.
@@ -34,7 +43,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/priorities", web::put().to(put_priorities))
         .route("/roles", web::get().to(get_roles))
         .route("/quota", web::get().to(get_quota))
-        .route("/quota", web::put().to(put_quota));
+        .route("/quota", web::put().to(put_quota))
+        .route("/reserve", web::post().to(post_reserve))
+        .route("/unreserve", web::post().to(post_unreserve))
+        .route("/reservations", web::get().to(get_reservations));
 }
 
 async fn allocator(master: &Addr<MasterActor>) -> Result<Addr<AllocatorActor>, HttpResponse> {
@@ -119,7 +131,16 @@ async fn put_weights(
         }
     };
     tracing::info!(roles = weights.len(), "operator: update weights");
-    operate(&master, OperatorCommand::UpdateWeights { weights }).await
+    let ops: Vec<RegistryOp> = weights
+        .iter()
+        .map(|(role, w)| RegistryOp::SetWeight {
+            role: role.clone(),
+            weight_milli: w.0.max(0) as u64,
+        })
+        .collect();
+    let resp = operate(&master, OperatorCommand::UpdateWeights { weights }).await;
+    persist_if_ok(&master, &resp, ops);
+    resp
 }
 
 async fn put_priorities(
@@ -184,12 +205,86 @@ async fn put_quota(
         }
     };
     tracing::info!(role = %b.role, set = quota.is_some(), "operator: quota");
-    operate(
+    let op = RegistryOp::SetQuota {
+        role: b.role.clone(),
+        quota: quota.clone(),
+    };
+    let resp = operate(
         &master,
         OperatorCommand::SetQuota {
             role: b.role,
             quota,
         },
     )
-    .await
+    .await;
+    persist_if_ok(&master, &resp, vec![op]);
+    resp
+}
+
+/// Persists the change once the allocator accepted it (the answer is 200).
+fn persist_if_ok(master: &Addr<MasterActor>, resp: &HttpResponse, ops: Vec<RegistryOp>) {
+    if resp.status().is_success() {
+        for op in ops {
+            master.do_send(Persist(op));
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ReserveBody {
+    agent_id: String,
+    role: String,
+    resources: String,
+}
+
+async fn post_reserve(
+    master: web::Data<Addr<MasterActor>>,
+    body: web::Json<ReserveBody>,
+) -> HttpResponse {
+    reserve(&master, body.into_inner(), false).await
+}
+
+async fn post_unreserve(
+    master: web::Data<Addr<MasterActor>>,
+    body: web::Json<ReserveBody>,
+) -> HttpResponse {
+    reserve(&master, body.into_inner(), true).await
+}
+
+async fn reserve(master: &Addr<MasterActor>, b: ReserveBody, unreserve: bool) -> HttpResponse {
+    let bad = |e: String| {
+        tracing::warn!(error = %e, unreserve, "operator: reservation refused");
+        HttpResponse::BadRequest().body(format!("{e}\n"))
+    };
+    let agent_id = match AgentId::new(b.agent_id.trim()) {
+        Ok(a) => a,
+        Err(e) => return bad(format!("bad agent id: {e}")),
+    };
+    let resources = match Resources::parse(&b.resources) {
+        Ok(r) if r.iter().all(|(k, _)| k.role.is_none()) => r,
+        Ok(_) => return bad("give the resources unreserved (`cpus:2`); the role is separate".into()),
+        Err(e) => return bad(e.to_string()),
+    };
+    let req = ReserveRequest {
+        agent_id: agent_id.clone(),
+        role: b.role.trim().to_string(),
+        resources,
+        unreserve,
+    };
+    tracing::info!(agent = %agent_id, role = %req.role, resources = %req.resources, unreserve, "operator: reservation");
+    match master.send(OperatorReserve(req)).await {
+        Ok(Ok(now)) => HttpResponse::Ok().json(serde_json::json!({
+            "agent_id": agent_id.to_string(),
+            "reserved": now,
+        })),
+        Ok(Err(e)) => bad(e),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("master not answering: {e}\n")),
+    }
+}
+
+async fn get_reservations(master: web::Data<Addr<MasterActor>>) -> HttpResponse {
+    match master.send(GetReservations).await {
+        Ok(r) => HttpResponse::Ok().json(r),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("master not answering: {e}\n")),
+    }
 }

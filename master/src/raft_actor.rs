@@ -23,6 +23,9 @@ pub struct RaftNews {
     /// Text for `NotLeader` errors ("the leader is master 2 (http ...)").
     pub leader_text: String,
     pub view: HaView,
+    /// The registry as applied here, sent along when this master becomes the leader so it
+    /// can restore weights, quotas and reservations before serving anyone.
+    pub registry: Option<crate::registry::RegistryState>,
 }
 
 /// A peer master's connection to our listener (authenticated by the master actor).
@@ -265,7 +268,9 @@ impl RaftActor {
     }
 
     fn tell_master(&self, leadership: Option<Leadership>) {
+        let leads = leadership.is_some_and(|l| l.role == StateRole::Leader);
         self.master.do_send(RaftNews {
+            registry: leads.then(|| self.node.state().clone()),
             leadership,
             leader_text: self.leader_text(),
             view: self.view(),

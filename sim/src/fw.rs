@@ -88,9 +88,11 @@ impl Tracked {
     fn note_launches(&mut self, ctx: &SchedulerCtx) {
         for call in &ctx.calls {
             if let Call::Accept { operations, .. } = call {
-                for Operation::Launch { tasks } in operations {
-                    self.launched
-                        .extend(tasks.iter().map(|t| t.task_id.clone()));
+                for op in operations {
+                    if let Operation::Launch { tasks } = op {
+                        self.launched
+                            .extend(tasks.iter().map(|t| t.task_id.clone()));
+                    }
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! Allocator flags of `agora master`, and the operator commands of the allocation module:
 //! `agora allocator [set NAME]`, `agora weights [set ROLE=W ...]`, `agora priorities set
 //! ROLE=LEVEL ...`, `agora quota [set ROLE --guarantee R --limit R | remove ROLE]`,
-//! `agora roles`. They talk to the master's HTTP API.
+//! `agora roles`, `agora reserve|unreserve --agent ID --role ROLE RESOURCES`. They talk to
+//! the master's HTTP API.
 
 use agora_allocator::{DrfConfig, PolicyKind};
 use anyhow::Context as _;
@@ -26,6 +27,15 @@ pub struct AllocatorArgs {
     /// Seed of the lottery policy's draws (same seed and events, same offers).
     #[arg(long, default_value_t = 0, env = "AGORA_LOTTERY_SEED")]
     pub lottery_seed: u64,
+    /// At most this many offers to one framework per allocation run, so the framework with
+    /// the lowest share cannot sweep a whole large cluster in one run.
+    #[arg(long, default_value_t = 1000, env = "AGORA_MAX_OFFERS_PER_FRAMEWORK")]
+    pub max_offers_per_framework: usize,
+    /// Revocation: how long a request to take resources back counts as under way before the
+    /// allocator may ask again (keep it above every framework's grace period); 0 turns
+    /// revocation off.
+    #[arg(long, default_value_t = 120_000, env = "AGORA_REVOCATION_RETRY_MS")]
+    pub revocation_retry_ms: u64,
 }
 
 impl Default for AllocatorArgs {
@@ -34,6 +44,8 @@ impl Default for AllocatorArgs {
             allocator: "drf".into(),
             fair_sharing_excluded_resources: String::new(),
             lottery_seed: 0,
+            max_offers_per_framework: 1000,
+            revocation_retry_ms: 120_000,
         }
     }
 }
@@ -53,6 +65,8 @@ impl AllocatorArgs {
             policy,
             fair_sharing_excluded: excluded,
             lottery_seed: self.lottery_seed,
+            max_offers_per_framework_per_cycle: self.max_offers_per_framework,
+            revocation_retry_ms: self.revocation_retry_ms,
             ..DrfConfig::default()
         };
         cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -194,6 +208,7 @@ pub fn roles(a: OperatorArgs) -> anyhow::Result<i32> {
                 "frameworks",
                 "dominant_share",
                 "allocated",
+                "reserved",
             ]
             .iter()
             .map(|k| field(r, k))
@@ -212,6 +227,7 @@ pub fn roles(a: OperatorArgs) -> anyhow::Result<i32> {
             "FRAMEWORKS",
             "SHARE",
             "ALLOCATED",
+            "RESERVED",
         ],
         &rows,
     );
@@ -288,5 +304,40 @@ pub fn quota(a: QuotaArgs) -> anyhow::Result<i32> {
         .map(|(role, q)| vec![role.clone(), text(&q["guarantee"]), text(&q["limit"])])
         .collect();
     super::query::print_table(&["ROLE", "GUARANTEE", "LIMIT"], &rows);
+    Ok(0)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReserveArgs {
+    /// The master's HTTP address (HOST:PORT).
+    #[arg(long, env = "AGORA_MASTER_HTTP", default_value = "127.0.0.1:5080")]
+    pub master: String,
+    /// The agent whose resources are reserved (its id, as `agora agents` shows).
+    #[arg(long)]
+    pub agent: String,
+    /// The role they are reserved for.
+    #[arg(long)]
+    pub role: String,
+    /// Unreserved resources, e.g. `cpus:2;mem:1024`.
+    pub resources: String,
+}
+
+/// `agora reserve` / `agora unreserve`: prints the agent's dynamic reservations after it.
+pub fn reserve(a: ReserveArgs, unreserve: bool) -> anyhow::Result<i32> {
+    let m = first_master(&a.master)?;
+    let req = serde_json::json!({
+        "agent_id": a.agent,
+        "role": a.role,
+        "resources": a.resources,
+    });
+    let path = if unreserve { "/unreserve" } else { "/reserve" };
+    let body = super::http_get::post_json(&m, path, &req.to_string())?;
+    let v: Value = serde_json::from_str(&body).context("the master's answer is not JSON")?;
+    let now = v.get("reserved").and_then(Value::as_str).unwrap_or("");
+    println!(
+        "{}: {}",
+        a.agent,
+        if now.is_empty() { "no dynamic reservations" } else { now }
+    );
     Ok(0)
 }

@@ -19,6 +19,11 @@ pub fn put_json(addr: &str, path: &str, body: &str) -> anyhow::Result<String> {
     request("PUT", addr, path, Some(body))
 }
 
+/// POSTs a JSON body to `http://{addr}{path}` and returns the body of a 200 answer.
+pub fn post_json(addr: &str, path: &str, body: &str) -> anyhow::Result<String> {
+    request("POST", addr, path, Some(body))
+}
+
 fn request(method: &str, addr: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
     let addr = addr.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;

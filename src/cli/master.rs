@@ -64,6 +64,10 @@ pub struct MasterArgs {
         env = "AGORA_AGENT_REREGISTER_TIMEOUT_MS"
     )]
     pub agent_reregister_timeout_ms: u64,
+    /// When resources are revoked for a role below its guarantee, the owning framework is
+    /// warned this long before its tasks are killed (unless it sets its own grace period).
+    #[arg(long, default_value_t = 30_000, env = "AGORA_REVOCATION_GRACE_MS")]
+    pub revocation_grace_ms: u64,
 }
 
 impl MasterArgs {
@@ -74,6 +78,7 @@ impl MasterArgs {
             agent_ping_interval_ms: self.agent_ping_interval_ms,
             max_missed_pings: self.max_missed_pings,
             default_kill_grace_ms: self.kill_grace_ms,
+            revocation_grace_ms: self.revocation_grace_ms,
             ..MasterConfig::default()
         }
     }

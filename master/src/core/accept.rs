@@ -31,47 +31,105 @@ impl MasterCore {
     ) {
         let refuse_ms = self.refuse_ms_or_default(now, conn, &filters, out);
         let tasks: Vec<TaskInfo> = operations
-            .into_iter()
+            .iter()
             .flat_map(|op| match op {
-                Operation::Launch { tasks } => tasks,
+                Operation::Launch { tasks } => tasks.clone(),
+                _ => Vec::new(),
             })
             .collect();
         let (agent_id, offered) = match self.take_offers(&fw, &offer_ids, out) {
             Ok(taken) => taken,
             Err(why) => return self.refuse_accept(now, conn, &fw, tasks, why, out),
         };
-        if tasks.is_empty() {
-            // An accept without launches is a decline (Mesos semantics).
+        let launches_only = operations
+            .iter()
+            .all(|op| matches!(op, Operation::Launch { .. }));
+        if tasks.is_empty() && launches_only {
+            // An accept without operations is a decline (Mesos semantics).
             self.counters.offers_declined += offer_ids.len() as u64;
             self.recover(&fw, &agent_id, offered, Some(refuse_ms), out);
             return;
         }
         self.counters.offers_accepted += offer_ids.len() as u64;
-        let remaining = if tasks.len() > self.config.max_tasks_per_accept {
-            let why = format!(
-                "accept carries {} tasks (limit {}); none launched",
-                tasks.len(),
-                self.config.max_tasks_per_accept
-            );
-            warn!(framework = %fw, why, "accept refused");
-            for task in tasks {
-                self.refuse_task(
-                    now,
-                    conn,
-                    &fw,
-                    &agent_id,
-                    task.task_id,
-                    TaskState::Error,
-                    reasons::TASK_INVALID,
-                    &why,
-                    out,
-                );
-            }
-            offered
-        } else {
-            self.launch_tasks(now, conn, &fw, &agent_id, offered, tasks, out)
-        };
+        let mut remaining = offered;
+        let too_many = tasks.len() > self.config.max_tasks_per_accept;
+        for op in operations {
+            remaining = match op {
+                Operation::Launch { tasks } if too_many => {
+                    self.refuse_too_many(now, conn, &fw, &agent_id, tasks, out);
+                    remaining
+                }
+                Operation::Launch { tasks } => {
+                    self.launch_tasks(now, conn, &fw, &agent_id, remaining, tasks, out)
+                }
+                Operation::Reserve { resources } => {
+                    self.reserve_op(conn, &fw, &agent_id, remaining, &resources, false, out)
+                }
+                Operation::Unreserve { resources } => {
+                    self.reserve_op(conn, &fw, &agent_id, remaining, &resources, true, out)
+                }
+            };
+        }
         self.recover(&fw, &agent_id, remaining, Some(refuse_ms), out);
+    }
+
+    /// A RESERVE / UNRESERVE of an accept; a refused one is answered with an error and
+    /// changes nothing (the accept's other operations still run).
+    #[allow(clippy::too_many_arguments)]
+    fn reserve_op(
+        &mut self,
+        conn: ConnId,
+        fw: &FrameworkId,
+        agent_id: &AgentId,
+        remaining: Resources,
+        resources: &Resources,
+        unreserve: bool,
+        out: &mut Out,
+    ) -> Resources {
+        match self.offer_reservation(fw, agent_id, &remaining, resources, unreserve, out) {
+            Ok(left) => left,
+            Err(why) => {
+                let what = if unreserve { "unreserve" } else { "reserve" };
+                warn!(framework = %fw, agent = %agent_id, why, "{what} refused");
+                self.counters.invalid_messages += 1;
+                let msg = Message::error(
+                    agora_actors::ErrorCode::BadRequest,
+                    format!("{what} refused: {why}"),
+                );
+                out.push(Action::Send { conn, msg });
+                remaining
+            }
+        }
+    }
+
+    /// Every task of an accept above `max_tasks_per_accept` is refused.
+    fn refuse_too_many(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        fw: &FrameworkId,
+        agent_id: &AgentId,
+        tasks: Vec<TaskInfo>,
+        out: &mut Out,
+    ) {
+        let why = format!(
+            "accept carries more than {} tasks; none launched",
+            self.config.max_tasks_per_accept
+        );
+        warn!(framework = %fw, why, "accept refused");
+        for task in tasks {
+            self.refuse_task(
+                now,
+                conn,
+                fw,
+                agent_id,
+                task.task_id,
+                TaskState::Error,
+                reasons::TASK_INVALID,
+                &why,
+                out,
+            );
+        }
     }
 
     /// Offers named by an accept that cannot be used: every task is dropped, and the caller

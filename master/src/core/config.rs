@@ -44,6 +44,9 @@ pub struct MasterConfig {
     /// scheduler not yet back) is kept waiting for its scheduler, whatever its own failover
     /// timeout says. Plays the role of Mesos's agent re-registration window.
     pub recovered_framework_grace_ms: u64,
+    /// Warning time before tasks are killed to revoke their resources, for frameworks that do
+    /// not set their own `revocation_grace_ms`.
+    pub revocation_grace_ms: u64,
 }
 
 impl Default for MasterConfig {
@@ -67,6 +70,7 @@ impl Default for MasterConfig {
             max_removed_frameworks: 1_000,
             unofferable_refuse_ms: 2_000,
             recovered_framework_grace_ms: 600_000,
+            revocation_grace_ms: 30_000,
         }
     }
 }

@@ -18,6 +18,8 @@ mod error;
 mod frameworks;
 mod model;
 mod offers;
+mod reservations;
+mod revoke;
 mod state;
 mod tasks;
 mod validate;
@@ -27,6 +29,7 @@ mod tests;
 
 pub use config::MasterConfig;
 pub use error::MasterError;
+pub use reservations::{with_role, ReserveRequest};
 pub use state::{
     AgentView, CompletedTaskView, FrameworkView, MasterCounters, MasterState, OfferView, TaskView,
 };
@@ -59,6 +62,8 @@ pub enum MasterTimer {
         framework_id: FrameworkId,
         generation: u64,
     },
+    /// The grace period of a revocation is over: its tasks are killed.
+    Revoke(u64),
 }
 
 // Messages dominate the size; inputs are moved once into `handle`, so boxing buys nothing.
@@ -80,6 +85,8 @@ pub enum Input {
     Timer(MasterTimer),
     /// Decisions of the allocator.
     Allocations(Vec<Allocation>),
+    /// The allocator wants resources back from over-share frameworks.
+    Revoke(Vec<agora_allocator::RevocationRequest>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +118,8 @@ pub mod reasons {
     pub const FRAMEWORK_REMOVED: &str = "framework_removed";
     /// The task's agent re-registered without it.
     pub const TASK_MISSING: &str = "task_missing_on_agent";
+    /// Killed to revoke its resources for a role below its guarantee.
+    pub const PREEMPTED: &str = "preempted";
 }
 
 pub(crate) type Out = Vec<Action>;
@@ -131,6 +140,8 @@ pub struct MasterCore {
     completed: VecDeque<CompletedTask>,
     offers: BTreeMap<OfferId, OfferEntry>,
     counters: MasterCounters,
+    reservations: reservations::ReservationBook,
+    revocations: revoke::Revocations,
 }
 
 impl MasterCore {
@@ -152,6 +163,8 @@ impl MasterCore {
             completed: VecDeque::new(),
             offers: BTreeMap::new(),
             counters: MasterCounters::default(),
+            reservations: reservations::ReservationBook::default(),
+            revocations: revoke::Revocations::default(),
         }
     }
 
@@ -182,6 +195,7 @@ impl MasterCore {
             Input::Disconnected { conn } => self.on_disconnected(now, conn, &mut out),
             Input::Timer(timer) => self.on_timer(now, timer, &mut out),
             Input::Allocations(allocs) => self.on_allocations(now, allocs, &mut out),
+            Input::Revoke(requests) => self.on_revoke(now, requests, &mut out),
         }
         out
     }
@@ -292,7 +306,8 @@ impl MasterCore {
                 let reg = agents::Registration {
                     hostname,
                     endpoint,
-                    resources,
+                    // Agents report static resources; dynamic reservations live here.
+                    resources: self.with_reservations(&agent_id, resources),
                     attributes,
                 };
                 self.reregister_agent(now, conn, agent_id, reg, tasks, frameworks, out)
@@ -419,6 +434,7 @@ impl MasterCore {
                 framework_id,
                 generation,
             } => self.failover_expired(now, &framework_id, generation, out),
+            MasterTimer::Revoke(id) => self.revocation_due(id, out),
         }
     }
 

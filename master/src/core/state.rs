@@ -29,6 +29,8 @@ pub struct MasterCounters {
     /// accept time (`TASK_ERROR`, `TASK_DROPPED`).
     pub tasks_terminal: BTreeMap<String, u64>,
     pub status_updates: u64,
+    /// Tasks killed to revoke their resources (reason `preempted`).
+    pub tasks_preempted: u64,
     /// Status updates for tasks the master does not track (forwarded anyway).
     pub status_updates_unknown_task: u64,
     /// Messages refused with an `Error` reply.

@@ -105,6 +105,7 @@ impl MasterCore {
         }
         // Schedulers acknowledge through the agent id on the update: make sure it is right.
         status.agent_id = Some(agent_id.clone());
+        self.tag_preempted(&fw, &mut status);
         self.counters.status_updates += 1;
         self.apply_status(now, &agent_id, &fw, &status, out);
         if self.removed_frameworks.contains(&fw) {

@@ -157,6 +157,9 @@ pub fn role(r: &str) -> Result<(), String> {
 }
 
 /// Validates a subscribing framework and returns it normalised (empty roles → `["*"]`).
+/// Longest revocation grace period a framework may ask for.
+pub const MAX_REVOCATION_GRACE_MS: u64 = 86_400_000;
+
 pub fn framework_info(info: &FrameworkInfo) -> Result<FrameworkInfo, String> {
     if let Some(id) = &info.id {
         id.validate().map_err(|e| e.to_string())?;
@@ -169,6 +172,17 @@ pub fn framework_info(info: &FrameworkInfo) -> Result<FrameworkInfo, String> {
     }
     for r in &info.roles {
         role(r)?;
+    }
+    info.offer_filters
+        .validate()
+        .map_err(|e| format!("offer filters: {e}"))?;
+    if let Some(min) = &info.offer_filters.min_offer {
+        resources_allow_empty("min_offer", min)?;
+    }
+    if info.revocation_grace_ms.is_some_and(|g| g > MAX_REVOCATION_GRACE_MS) {
+        return Err(format!(
+            "revocation_grace_ms above {MAX_REVOCATION_GRACE_MS} (one day)"
+        ));
     }
     let mut out = info.clone();
     if out.roles.is_empty() {

@@ -61,6 +61,17 @@ pub enum RegistryOp {
         role: String,
         weight_milli: u64,
     },
+    /// A role's quota (`None` removes it).
+    SetQuota {
+        role: String,
+        quota: Option<agora_allocator::Quota>,
+    },
+    /// An agent's whole set of dynamic reservations, in resource text (`cpus(eng):2`; empty
+    /// removes them). Text, because resource keys are not JSON map keys.
+    SetReservations {
+        agent_id: AgentId,
+        resources: String,
+    },
 }
 
 /// The replicated state. New kinds of records (quotas, reservations, maintenance) are added as
@@ -74,6 +85,11 @@ pub struct RegistryState {
     /// Frameworks removed for good (torn down or failed over too late); they may not come back.
     #[serde(default)]
     pub removed_frameworks: BTreeMap<FrameworkId, ()>,
+    #[serde(default)]
+    pub quotas: BTreeMap<String, agora_allocator::Quota>,
+    /// Dynamic reservations per agent, as resource text.
+    #[serde(default)]
+    pub reservations: BTreeMap<AgentId, String>,
 }
 
 impl RegistryState {
@@ -121,7 +137,38 @@ impl RegistryState {
                 {
                     return Err(RegistryError::Full("roles", limits.max_roles));
                 }
-                self.weights_milli.insert(role.clone(), *weight_milli);
+                // 1000 is the default weight: not stored, so the map holds only real choices.
+                if *weight_milli == 1000 {
+                    self.weights_milli.remove(role);
+                } else {
+                    self.weights_milli.insert(role.clone(), *weight_milli);
+                }
+            }
+            RegistryOp::SetQuota { role, quota } => match quota {
+                None => {
+                    self.quotas.remove(role);
+                }
+                Some(q) => {
+                    if !self.quotas.contains_key(role) && self.quotas.len() >= limits.max_roles {
+                        return Err(RegistryError::Full("quotas", limits.max_roles));
+                    }
+                    self.quotas.insert(role.clone(), q.clone());
+                }
+            },
+            RegistryOp::SetReservations {
+                agent_id,
+                resources,
+            } => {
+                if resources.is_empty() {
+                    self.reservations.remove(agent_id);
+                } else {
+                    if !self.reservations.contains_key(agent_id)
+                        && self.reservations.len() >= limits.max_agents
+                    {
+                        return Err(RegistryError::Full("reservations", limits.max_agents));
+                    }
+                    self.reservations.insert(agent_id.clone(), resources.clone());
+                }
             }
         }
         Ok(())
@@ -143,7 +190,15 @@ impl RegistryState {
                     || !self.removed_frameworks.contains_key(framework_id)
             }
             RegistryOp::SetWeight { role, weight_milli } => {
-                self.weights_milli.get(role) != Some(weight_milli)
+                self.weights_milli.get(role).copied().unwrap_or(1000) != *weight_milli
+            }
+            RegistryOp::SetQuota { role, quota } => self.quotas.get(role) != quota.as_ref(),
+            RegistryOp::SetReservations {
+                agent_id,
+                resources,
+            } => {
+                self.reservations.get(agent_id).map(String::as_str).unwrap_or("")
+                    != resources.as_str()
             }
         }
     }
