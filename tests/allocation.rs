@@ -138,3 +138,176 @@ fn operators_see_roles_set_weights_and_switch_allocators_without_losing_offers()
     assert_eq!(state["allocator"]["name"], "drf");
     assert_eq!(state["offers"].as_array().map(|o| o.len()), Some(2));
 }
+
+fn flags(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Launches `tasks` (id, resources) on the offer's agent as one accept, with `sleep 60`.
+fn launch_sleepers(c: &mut RawClient, offer: &Offer, tasks: &[(&str, &str)]) {
+    let infos = tasks
+        .iter()
+        .map(|(id, r)| task(id, &offer.agent_id, r, "sleep 60"))
+        .collect();
+    c.send(&Message::Accept {
+        framework_id: c.fid(),
+        offer_ids: vec![offer.id.clone()],
+        operations: vec![Operation::Launch { tasks: infos }],
+        filters: Filters::default(),
+    });
+}
+
+/// A framework above its share loses its newest tasks to a starving guaranteed role: its
+/// scheduler is warned first (agent, resources, tasks, deadline), the kills come only after
+/// its grace period, end TASK_KILLED with reason `preempted`, and the guaranteed role is then
+/// offered the freed CPUs. The older tasks keep running.
+#[test]
+fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_period() {
+    let mut c = Cluster::start(ClusterOpts {
+        agents: 1,
+        agent_resources: "cpus:4;mem:4096".into(),
+        master_flags: flags(&["--allocation-interval-ms", "200"]),
+    });
+    let http = c.master_http.clone();
+    let mut info = FrameworkInfo::new("batch-fw");
+    info.roles = vec!["batch".into()];
+    info.revocation_grace_ms = Some(1500);
+    let mut batch = RawClient::subscribe_with(&c.master_addr, info);
+    let offer = batch.next_offers(SECS).remove(0);
+    let four: Vec<(String, &str)> = (0..4).map(|i| (format!("t{i}"), "cpus:1;mem:256")).collect();
+    let four_ref: Vec<(&str, &str)> = four.iter().map(|(i, r)| (i.as_str(), *r)).collect();
+    launch_sleepers(&mut batch, &offer, &four_ref);
+    for (id, _) in &four_ref {
+        batch.wait_update(id, TaskState::Running, SECS);
+    }
+    c.note_executors();
+
+    let (code, out) = c.run_cli(&["quota", "--master", &http, "set", "prod", "--guarantee", "cpus:2"]);
+    assert_eq!(code, 0, "{out}");
+    let mut prod = subscribe_with_role(&c.master_addr, "prod-fw", "prod");
+
+    let (warned_at, warning) = batch.expect("revocation warning", SECS, |m| match m {
+        Message::RevocationWarning { .. } => Some((std::time::Instant::now(), m.clone())),
+        _ => None,
+    });
+    let Message::RevocationWarning {
+        agent_id,
+        resources,
+        task_ids,
+        deadline_ms,
+    } = warning
+    else {
+        unreachable!()
+    };
+    assert_eq!(agent_id, offer.agent_id);
+    assert_eq!(deadline_ms, 1500);
+    let ids: Vec<&str> = task_ids.iter().map(|t| t.as_str()).collect();
+    assert_eq!(ids, ["t3", "t2"], "newest first, just enough for cpus:2");
+    assert_eq!(resources.scalar_total("cpus"), Milli::from_units(2), "{resources}");
+
+    for id in ["t3", "t2"] {
+        let st = batch.wait_update(id, TaskState::Killed, SECS);
+        assert_eq!(st.reason.as_deref(), Some("preempted"), "{st:?}");
+        assert!(
+            warned_at.elapsed() >= Duration::from_millis(1400),
+            "killed {:?} after the warning, before the grace period",
+            warned_at.elapsed()
+        );
+    }
+    let cpus = wait_until("prod offered the freed cpus", SECS, || {
+        let offers = prod.next_offers(Duration::from_secs(2));
+        let cpus: i64 = offers.iter().map(|o| o.resources.scalar_total("cpus").0).sum();
+        (cpus >= 2000).then_some(cpus)
+    });
+    assert!(cpus >= 2000);
+    let state = c.state();
+    let live: Vec<String> = state["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        live.contains(&"t0".to_string()) && live.contains(&"t1".to_string()),
+        "the older tasks keep running: {live:?}"
+    );
+    assert!(!live.contains(&"t3".to_string()), "{live:?}");
+}
+
+/// Static reservations (`cpus(ads):2` on the agent) are offered only to `ads` and its
+/// sub-roles; a dynamic reservation made with `agora reserve` shows in /roles and
+/// /reservations and survives a master restart (the registry in --work-dir).
+#[test]
+fn reservations_are_offered_only_to_their_role_and_dynamic_ones_survive_a_master_restart() {
+    let mut c = Cluster::start(ClusterOpts {
+        agents: 0,
+        master_flags: flags(&["--allocation-interval-ms", "200"]),
+        ..Default::default()
+    });
+    c.add_agent(0, "cpus:2;mem:1024;cpus(ads):2;mem(ads):512", "rack:r0");
+    let http = c.master_http.clone();
+    let agent_id = wait_until("agent registered", SECS, || {
+        let s = get_json(&http, "/state")?;
+        s["agents"][0]["id"].as_str().map(str::to_string)
+    });
+    let mut eng = subscribe_with_role(&c.master_addr, "eng-fw", "eng");
+    let offer = eng.next_offers(SECS).remove(0);
+    let text = offer.resources.to_string();
+    assert!(text.contains("cpus:2") && !text.contains("(ads)"), "no ads resources for eng: {text}");
+    let mut ads = subscribe_with_role(&c.master_addr, "ads-fw", "ads/team");
+    let offer = ads.next_offers(SECS).remove(0);
+    assert_eq!(offer.resources.to_string(), "cpus(ads):2;mem(ads):512", "only the reserved part is left");
+
+    // Reserve one of the unreserved cpus (now offered to eng: the offer is rescinded first).
+    let (code, out) = c.run_cli(&[
+        "reserve", "--master", &http, "--agent", &agent_id, "--role", "eng", "cpus:1",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("cpus(eng):1"), "{out}");
+    let (code, out) = c.run_cli(&[
+        "reserve", "--master", &http, "--agent", &agent_id, "--role", "eng", "cpus:9",
+    ]);
+    assert_ne!(code, 0, "more than the agent has: {out}");
+    assert!(out.contains("unused"), "{out}");
+    let (code, out) = c.run_cli(&["roles", "--master", &http]);
+    assert_eq!(code, 0, "{out}");
+    let eng_row = out.lines().find(|l| l.starts_with("eng ")).expect(&out).to_string();
+    assert!(eng_row.contains("cpus(eng):1"), "{out}");
+
+    // Restart the master on the same work dir: the reservation is back once the agent is.
+    let args = restart_args(&c);
+    c.master.kill9();
+    c.master = spawn(c.dir.path(), "master-restarted", &args);
+    let reserved = wait_until("reservation restored", Duration::from_secs(30), || {
+        let v = get_json(&http, "/roles")?;
+        v["roles"]
+            .as_array()?
+            .iter()
+            .find(|r| r["role"] == "eng")
+            .and_then(|r| r["reserved"].as_str().map(str::to_string))
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(reserved, "cpus(eng):1");
+    let listed = get_json(&http, "/reservations").expect("/reservations");
+    assert_eq!(listed[agent_id.as_str()], "cpus(eng):1", "{listed}");
+    let state = get_json(&http, "/state").expect("/state");
+    let total = state["agents"][0]["total"].as_str().unwrap_or("").to_string();
+    assert!(total.contains("cpus(eng):1") && total.contains("cpus:1;"), "{state}");
+    drop(eng);
+    drop(ads);
+}
+
+/// The master's command line, to start it again on the same addresses and work dir.
+fn restart_args(c: &Cluster) -> Vec<String> {
+    flags(&[
+        "master",
+        "--listen",
+        &c.master_addr,
+        "--http",
+        &c.master_http,
+        "--work-dir",
+        &c.dir.path().join("master").display().to_string(),
+        "--allocation-interval-ms",
+        "200",
+    ])
+}

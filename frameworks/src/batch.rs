@@ -69,6 +69,11 @@ pub struct BatchConfig {
     pub max_samples: usize,
     /// Keep transition events for [`BatchFramework::take_events`].
     pub record_events: bool,
+    /// Stated at subscribe: what it never wants offered, its priority level, its revocation
+    /// grace period (see `FrameworkInfo`).
+    pub offer_filters: agora_actors::OfferFilters,
+    pub priority: Option<u32>,
+    pub revocation_grace_ms: Option<u64>,
 }
 
 impl BatchConfig {
@@ -94,6 +99,9 @@ impl BatchConfig {
             sample_interval_ms: 1_000,
             max_samples: 3_600,
             record_events: false,
+            offer_filters: agora_actors::OfferFilters::default(),
+            priority: None,
+            revocation_grace_ms: None,
         }
     }
 
@@ -780,7 +788,9 @@ impl Scheduler for BatchFramework {
             roles: vec![self.config.role.clone()],
             failover_timeout_ms: self.config.failover_timeout_ms,
             hostname: String::new(),
-            ..FrameworkInfo::new(&self.config.name)
+            revocation_grace_ms: self.config.revocation_grace_ms,
+            priority: self.config.priority,
+            offer_filters: self.config.offer_filters.clone(),
         }
     }
 

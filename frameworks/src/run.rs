@@ -32,6 +32,10 @@ pub struct RunConfig {
     pub shared_executor: bool,
     /// Most tasks launched and not yet ended at once (0: no limit).
     pub max_in_flight: usize,
+    /// Up-front filters, priority level and revocation grace (see `FrameworkInfo`).
+    pub offer_filters: agora_actors::OfferFilters,
+    pub priority: Option<u32>,
+    pub revocation_grace_ms: Option<u64>,
 }
 
 impl RunConfig {
@@ -47,6 +51,9 @@ impl RunConfig {
             max_retries_lost: 3,
             shared_executor: false,
             max_in_flight: 0,
+            offer_filters: agora_actors::OfferFilters::default(),
+            priority: None,
+            revocation_grace_ms: None,
         }
     }
 
@@ -68,6 +75,9 @@ impl RunConfig {
         b.teardown_on_finish = true;
         b.sample_interval_ms = 0;
         b.record_events = true;
+        b.offer_filters = self.offer_filters.clone();
+        b.priority = self.priority;
+        b.revocation_grace_ms = self.revocation_grace_ms;
         b
     }
 }

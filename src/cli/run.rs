@@ -41,6 +41,23 @@ pub struct RunArgs {
     /// Give up (and kill what runs) after this many seconds; 0 = never.
     #[arg(long, default_value_t = 0)]
     pub timeout_secs: u64,
+    /// The role to subscribe with (`*` by default).
+    #[arg(long, default_value = "*")]
+    pub role: String,
+    /// Only agents whose attributes match: `rack in r1,r2` or `zone = a` (repeatable; all
+    /// must hold). The allocator never offers other agents to this job.
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
+    /// Only offers with at least this much (`cpus:1;mem:512`); smaller ones are never made.
+    #[arg(long)]
+    pub min_offer: Option<String>,
+    /// Strict-priority level of the job (for `--allocator priority`); default: its role's.
+    #[arg(long)]
+    pub priority: Option<u32>,
+    /// Warning time before the master kills this job's tasks to revoke their resources
+    /// (default: the master's --revocation-grace-ms).
+    #[arg(long)]
+    pub revocation_grace_ms: Option<u64>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -69,7 +86,31 @@ fn config(a: &RunArgs) -> anyhow::Result<RunConfig> {
     c.shared_executor = a.shared_executor.unwrap_or(a.instances > 1);
     c.refuse_seconds = 1.0;
     c.max_in_flight = a.max_in_flight;
+    c.role = a.role.clone();
+    c.priority = a.priority;
+    c.revocation_grace_ms = a.revocation_grace_ms;
+    c.offer_filters = offer_filters(a)?;
     Ok(c)
+}
+
+/// `--constraint` and `--min-offer`, checked here so a typo fails before subscribing.
+fn offer_filters(a: &RunArgs) -> anyhow::Result<OfferFilters> {
+    let constraints = a
+        .constraints
+        .iter()
+        .map(|c| AttributeConstraint::parse(c).map_err(|e| anyhow!("--constraint: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let min_offer = a
+        .min_offer
+        .as_deref()
+        .map(|m| Resources::parse(m).map_err(|e| anyhow!("--min-offer: {e}")))
+        .transpose()?;
+    let f = OfferFilters {
+        constraints,
+        min_offer,
+    };
+    f.validate().map_err(|e| anyhow!("{e}"))?;
+    Ok(f)
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
