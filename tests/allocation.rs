@@ -157,6 +157,38 @@ fn launch_sleepers(c: &mut RawClient, offer: &Offer, tasks: &[(&str, &str)]) {
     });
 }
 
+/// Waits until every task in `ids` reported `state` (updates come in any order), and
+/// acknowledges every update meanwhile. Returns those updates.
+fn wait_all(c: &mut RawClient, ids: &[&str], state: TaskState) -> Vec<TaskStatus> {
+    let mut waiting: std::collections::BTreeSet<String> = ids.iter().map(|s| s.to_string()).collect();
+    let fid = c.fid();
+    let mut seen = Vec::new();
+    while !waiting.is_empty() {
+        let st = c.expect("task updates", SECS, |m| match m {
+            Message::Update { status } => Some(status.clone()),
+            _ => None,
+        });
+        if let (Some(uuid), Some(agent_id)) = (st.uuid, st.agent_id.clone()) {
+            c.send(&Message::Acknowledge {
+                framework_id: fid.clone(),
+                agent_id,
+                task_id: st.task_id.clone(),
+                uuid,
+            });
+        }
+        if st.state == state && waiting.remove(st.task_id.as_str()) {
+            seen.push(st);
+        } else {
+            assert!(!st.state.is_terminal(), "{} ended unexpectedly: {st:?}", st.task_id);
+        }
+    }
+    seen
+}
+
+fn wait_all_running(c: &mut RawClient, ids: &[&str]) {
+    wait_all(c, ids, TaskState::Running);
+}
+
 /// A framework above its share loses its newest tasks to a starving guaranteed role: its
 /// scheduler is warned first (agent, resources, tasks, deadline), the kills come only after
 /// its grace period, end TASK_KILLED with reason `preempted`, and the guaranteed role is then
@@ -177,9 +209,7 @@ fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_p
     let four: Vec<(String, &str)> = (0..4).map(|i| (format!("t{i}"), "cpus:1;mem:256")).collect();
     let four_ref: Vec<(&str, &str)> = four.iter().map(|(i, r)| (i.as_str(), *r)).collect();
     launch_sleepers(&mut batch, &offer, &four_ref);
-    for (id, _) in &four_ref {
-        batch.wait_update(id, TaskState::Running, SECS);
-    }
+    wait_all_running(&mut batch, &["t0", "t1", "t2", "t3"]);
     c.note_executors();
 
     let (code, out) = c.run_cli(&["quota", "--master", &http, "set", "prod", "--guarantee", "cpus:2"]);
@@ -205,8 +235,7 @@ fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_p
     assert_eq!(ids, ["t3", "t2"], "newest first, just enough for cpus:2");
     assert_eq!(resources.scalar_total("cpus"), Milli::from_units(2), "{resources}");
 
-    for id in ["t3", "t2"] {
-        let st = batch.wait_update(id, TaskState::Killed, SECS);
+    for st in wait_all(&mut batch, &["t3", "t2"], TaskState::Killed) {
         assert_eq!(st.reason.as_deref(), Some("preempted"), "{st:?}");
         assert!(
             warned_at.elapsed() >= Duration::from_millis(1400),
