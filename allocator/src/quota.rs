@@ -96,6 +96,20 @@ pub fn add_scalars(into: &mut Scalars, r: &Resources, sign: i64) {
     }
 }
 
+/// The part of `r` not reserved for `role` itself: the role's own reservations already count
+/// as its usage whether offered or not, so offering them adds nothing.
+fn not_reserved_for(role: &str, r: &Resources) -> Resources {
+    if !r.iter().any(|(k, _)| k.role.as_deref() == Some(role)) {
+        return r.clone();
+    }
+    let mut out = Resources::new();
+    for (k, v) in r.iter().filter(|(k, _)| k.role.as_deref() != Some(role)) {
+        // Cannot fail: a subset of a well-formed bag.
+        let _ = out.add_entry(k.clone(), v.clone());
+    }
+    out
+}
+
 /// `max(0, guarantee - usage)` per resource.
 fn deficit(q: &Quota, usage: Option<&Scalars>) -> Scalars {
     q.guarantee
@@ -162,12 +176,13 @@ impl QuotaCycle {
         }
         let used = self.usage.get(role);
         if let Some(limit) = self.quotas.get(role).and_then(|q| q.limit.as_ref()) {
+            let adds = not_reserved_for(role, candidate);
             for (name, l) in limit {
                 let have = used
                     .and_then(|u| u.get(name))
                     .copied()
                     .unwrap_or(Milli::ZERO);
-                if have.0.saturating_add(candidate.scalar_total(name).0) > l.0 {
+                if have.0.saturating_add(adds.scalar_total(name).0) > l.0 {
                     return false;
                 }
             }
@@ -189,7 +204,8 @@ impl QuotaCycle {
     pub fn allocated(&mut self, role: &str, r: &Resources) {
         add_scalars(&mut self.free, r, -1);
         if self.quotas.contains_key(role) {
-            add_scalars(self.usage.entry(role.to_string()).or_default(), r, 1);
+            let adds = not_reserved_for(role, r);
+            add_scalars(self.usage.entry(role.to_string()).or_default(), &adds, 1);
             self.refresh(role);
         }
     }
