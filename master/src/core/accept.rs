@@ -52,11 +52,13 @@ impl MasterCore {
         }
         self.counters.offers_accepted += offer_ids.len() as u64;
         let mut remaining = offered;
-        let too_many = tasks.len() > self.config.max_tasks_per_accept;
+        let tasks_total = tasks.len();
+        let too_many = tasks_total > self.config.max_tasks_per_accept;
         for op in operations {
             remaining = match op {
                 Operation::Launch { tasks } if too_many => {
-                    self.refuse_too_many(now, conn, &fw, &agent_id, tasks, out);
+                    let total = tasks_total;
+                    self.refuse_too_many(now, conn, &fw, &agent_id, tasks, total, out);
                     remaining
                 }
                 Operation::Launch { tasks } => {
@@ -102,6 +104,7 @@ impl MasterCore {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Every task of an accept above `max_tasks_per_accept` is refused.
     fn refuse_too_many(
         &mut self,
@@ -110,10 +113,11 @@ impl MasterCore {
         fw: &FrameworkId,
         agent_id: &AgentId,
         tasks: Vec<TaskInfo>,
+        total: usize,
         out: &mut Out,
     ) {
         let why = format!(
-            "accept carries more than {} tasks; none launched",
+            "accept carries {total} tasks (limit {}); none launched",
             self.config.max_tasks_per_accept
         );
         warn!(framework = %fw, why, "accept refused");

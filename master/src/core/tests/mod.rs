@@ -7,6 +7,8 @@ mod agents;
 mod frameworks;
 mod offers;
 mod random;
+mod reservations;
+mod revoke;
 mod tasks;
 
 use super::*;
@@ -230,6 +232,24 @@ impl AllocatorDouble {
                 }
             }
             AllocatorEvent::Revive { .. } | AllocatorEvent::Suppress { .. } => {}
+            AllocatorEvent::UpdateReservation {
+                agent_id,
+                framework_id,
+                from,
+                to,
+            } => {
+                assert_eq!(from.unreserved_view(), to.unreserved_view(), "quantities kept");
+                let swap = |r: &Resources| r.checked_sub(from).and_then(|x| x.checked_add(to));
+                let total = &self.totals[agent_id];
+                let changed = swap(total).expect("reservation within the agent's total");
+                self.totals.insert(agent_id.clone(), changed);
+                if let Some(fw) = framework_id {
+                    let key = (agent_id.clone(), fw.clone());
+                    let held = self.allocated.get(&key).cloned().unwrap_or_default();
+                    let changed = swap(&held).expect("reservation within what the framework holds");
+                    self.allocated.insert(key, changed);
+                }
+            }
         }
     }
 
