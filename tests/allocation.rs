@@ -303,6 +303,12 @@ fn reservations_are_offered_only_to_their_role_and_dynamic_ones_survive_a_master
     let eng_row = out.lines().find(|l| l.starts_with("eng ")).expect(&out).to_string();
     assert!(eng_row.contains("cpus(eng):1"), "{out}");
 
+    // Weights and quotas are persisted too.
+    let (code, out) = c.run_cli(&["weights", "--master", &http, "set", "eng=2.5"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = c.run_cli(&["quota", "--master", &http, "set", "ads", "--guarantee", "cpus:1"]);
+    assert_eq!(code, 0, "{out}");
+
     // Restart the master on the same work dir: the reservation is back once the agent is.
     let args = restart_args(&c);
     c.master.kill9();
@@ -317,6 +323,10 @@ fn reservations_are_offered_only_to_their_role_and_dynamic_ones_survive_a_master
             .filter(|s| !s.is_empty())
     });
     assert_eq!(reserved, "cpus(eng):1");
+    let weights = get_json(&http, "/weights").expect("/weights");
+    assert_eq!(weights["eng"], 2.5, "{weights}");
+    let quota = get_json(&http, "/quota").expect("/quota");
+    assert_eq!(quota["ads"]["guarantee"]["cpus"], 1000, "{quota}");
     let listed = get_json(&http, "/reservations").expect("/reservations");
     assert_eq!(listed[agent_id.as_str()], "cpus(eng):1", "{listed}");
     let state = get_json(&http, "/state").expect("/state");

@@ -139,7 +139,7 @@ async fn put_weights(
         })
         .collect();
     let resp = operate(&master, OperatorCommand::UpdateWeights { weights }).await;
-    persist_if_ok(&master, &resp, ops);
+    persist_if_ok(&master, &resp, ops).await;
     resp
 }
 
@@ -217,15 +217,17 @@ async fn put_quota(
         },
     )
     .await;
-    persist_if_ok(&master, &resp, vec![op]);
+    persist_if_ok(&master, &resp, vec![op]).await;
     resp
 }
 
-/// Persists the change once the allocator accepted it (the answer is 200).
-fn persist_if_ok(master: &Addr<MasterActor>, resp: &HttpResponse, ops: Vec<RegistryOp>) {
+/// Persists the change once the allocator accepted it (the answer is 200), before answering.
+async fn persist_if_ok(master: &Addr<MasterActor>, resp: &HttpResponse, ops: Vec<RegistryOp>) {
     if resp.status().is_success() {
         for op in ops {
-            master.do_send(Persist(op));
+            if let Err(e) = master.send(Persist(op)).await {
+                tracing::warn!(error = %e, "master not answering; change not persisted");
+            }
         }
     }
 }

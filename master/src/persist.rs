@@ -11,7 +11,7 @@
 
 use crate::actor::MasterActor;
 use crate::core::ReserveRequest;
-use crate::raft_actor::Propose;
+use crate::raft_actor::ProposeNow;
 use crate::registry::{RegistryOp, RegistryState};
 use actix::prelude::*;
 use agora_actors::{AgentId, Resources};
@@ -61,18 +61,23 @@ pub fn reservations_of(reg: &RegistryState) -> BTreeMap<AgentId, Resources> {
         .collect()
 }
 
-/// Proposes a registry op (operator changes already applied). Without a registry (the
-/// in-process demo) it does nothing.
+/// Proposes a registry op (operator changes already applied) and answers once it is flushed
+/// (in a group of one: committed). Without a registry (the in-process demo) it does nothing.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Persist(pub RegistryOp);
 
 impl Handler<Persist> for MasterActor {
-    type Result = ();
-    fn handle(&mut self, Persist(op): Persist, _: &mut Context<Self>) {
-        if let Some(r) = &self.raft {
-            r.raft().do_send(Propose(op));
-        }
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, Persist(op): Persist, _: &mut Context<Self>) -> Self::Result {
+        let raft = self.raft.as_ref().map(|r| r.raft().clone());
+        Box::pin(async move {
+            if let Some(raft) = raft {
+                if let Err(e) = raft.send(ProposeNow(op)).await {
+                    tracing::warn!(error = %e, "registry not answering; change not persisted");
+                }
+            }
+        })
     }
 }
 
@@ -125,7 +130,7 @@ impl MasterActor {
             } else {
                 resources.to_string()
             };
-            r.raft().do_send(Propose(RegistryOp::SetReservations {
+            r.raft().do_send(ProposeNow(RegistryOp::SetReservations {
                 agent_id,
                 resources: text,
             }));

@@ -56,6 +56,26 @@ pub struct InboundRaft {
 #[rtype(result = "()")]
 pub struct Propose(pub RegistryOp);
 
+/// A proposal flushed at once rather than with the next tick (operator changes: in a group of
+/// one it is committed and applied when this returns).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProposeNow(pub RegistryOp);
+
+impl Handler<ProposeNow> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, ProposeNow(op): ProposeNow, ctx: &mut Context<Self>) {
+        if !self.node.state().changes(&op) {
+            return;
+        }
+        if let Err(e) = self.node.propose(&op) {
+            tracing::warn!(error = %e, ?op, "registry proposal not made");
+            return;
+        }
+        self.drive(ctx);
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "HaView")]
 pub struct GetView;

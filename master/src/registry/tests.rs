@@ -356,3 +356,63 @@ fn kill9_in_a_loop_never_loses_or_corrupts_the_registry() {
     }
     assert!(seen > 0, "the child never got anything applied");
 }
+
+#[test]
+fn weights_quotas_and_reservations_apply_and_survive_encoding() {
+    let limits = RegistryLimits {
+        max_agents: 1,
+        max_frameworks: 1,
+        max_roles: 1,
+    };
+    let mut s = RegistryState::default();
+    let quota = agora_allocator::Quota::parse("prod", "cpus:2", Some("cpus:4")).unwrap();
+    let set_quota = RegistryOp::SetQuota {
+        role: "prod".into(),
+        quota: Some(quota.clone()),
+    };
+    assert!(s.changes(&set_quota));
+    s.apply(&set_quota, &limits).unwrap();
+    assert!(!s.changes(&set_quota), "same quota again changes nothing");
+    let other = RegistryOp::SetQuota {
+        role: "web".into(),
+        quota: Some(quota.clone()),
+    };
+    assert_eq!(s.apply(&other, &limits), Err(RegistryError::Full("quotas", 1)));
+    let agent = agora_actors::AgentId::new("a1").unwrap();
+    let reserve = RegistryOp::SetReservations {
+        agent_id: agent.clone(),
+        resources: "cpus(eng):1".into(),
+    };
+    s.apply(&reserve, &limits).unwrap();
+    let weight = RegistryOp::SetWeight {
+        role: "eng".into(),
+        weight_milli: 2500,
+    };
+    s.apply(&weight, &limits).unwrap();
+    let back = RegistryState::decode(&s.encode()).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.quotas["prod"], quota);
+    assert_eq!(back.reservations[&agent], "cpus(eng):1");
+    // Clearing: weight 1 and empty reservations remove the entries.
+    let reset = RegistryOp::SetWeight {
+        role: "eng".into(),
+        weight_milli: 1000,
+    };
+    s.apply(&reset, &limits).unwrap();
+    assert!(s.weights_milli.is_empty());
+    let unreserve = RegistryOp::SetReservations {
+        agent_id: agent,
+        resources: String::new(),
+    };
+    s.apply(&unreserve, &limits).unwrap();
+    assert!(s.reservations.is_empty());
+    let clear = RegistryOp::SetQuota {
+        role: "prod".into(),
+        quota: None,
+    };
+    s.apply(&clear, &limits).unwrap();
+    assert!(s.quotas.is_empty());
+    // An old snapshot without the new maps still decodes.
+    let old = br#"{"agents":{},"frameworks":{}}"#;
+    assert_eq!(RegistryState::decode(old).unwrap(), RegistryState::default());
+}
