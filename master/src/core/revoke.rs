@@ -2,7 +2,7 @@
 //! from an over-share framework (`Input::Revoke`); the master:
 //! 1. rescinds the framework's outstanding offers (free to take back, no task dies);
 //! 2. if that is not enough, picks its tasks newest first — never one that uses reserved
-//!   resources — until the rest is covered;
+//!    resources — until the rest is covered;
 //! 3. warns the framework (`Message::RevocationWarning` per agent: resources, tasks, deadline);
 //! 4. when the grace period ends (the framework's `revocation_grace_ms`, else
 //!    `MasterConfig::revocation_grace_ms`), kills the chosen tasks still alive. Their
