@@ -363,3 +363,57 @@ impl View {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        let mut all = vec!["agora-run", "--master", "127.0.0.1:5050"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "true"]);
+        Cli::try_parse_from(all).expect("flags parse").run
+    }
+
+    #[test]
+    fn constraints_min_offer_priority_and_grace_reach_the_framework_info() {
+        let a = parse(&[
+            "--role",
+            "eng",
+            "--constraint",
+            "rack in r1,r2",
+            "--constraint",
+            "zone = a",
+            "--min-offer",
+            "cpus:1;mem:512",
+            "--priority",
+            "3",
+            "--revocation-grace-ms",
+            "1500",
+        ]);
+        let c = config(&a).expect("valid");
+        let fw = RunFramework::new(c).expect("framework");
+        let info = agora_actors::sdk::Scheduler::framework_info(&fw);
+        assert_eq!(info.roles, vec!["eng".to_string()]);
+        assert_eq!(info.priority, Some(3));
+        assert_eq!(info.revocation_grace_ms, Some(1500));
+        let f = &info.offer_filters;
+        assert_eq!(f.constraints.len(), 2);
+        assert_eq!(f.constraints[0].to_string(), "rack in r1,r2");
+        assert_eq!(f.min_offer.as_ref().map(|r| r.to_string()).as_deref(), Some("cpus:1;mem:512"));
+    }
+
+    #[test]
+    fn bad_filters_fail_before_subscribing() {
+        assert!(config(&parse(&["--constraint", "rack like r1"])).is_err());
+        assert!(config(&parse(&["--min-offer", "ports:[1-2]"])).is_err());
+        assert!(config(&parse(&["--min-offer", "cpus:x"])).is_err());
+    }
+}

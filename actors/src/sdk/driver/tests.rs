@@ -49,6 +49,16 @@ impl Scheduler for Rec {
     fn agent_lost(&mut self, _ctx: &mut SchedulerCtx, agent_id: &AgentId) {
         self.log.push(format!("agent_lost {agent_id}"));
     }
+    fn revocation_warning(&mut self, _ctx: &mut SchedulerCtx, w: &crate::sdk::RevocationWarning) {
+        let tasks: Vec<&str> = w.task_ids.iter().map(|t| t.as_str()).collect();
+        self.log.push(format!(
+            "revocation {} {} {} {}",
+            w.agent_id,
+            w.resources,
+            tasks.join(","),
+            w.deadline_ms
+        ));
+    }
     fn error(&mut self, ctx: &mut SchedulerCtx, message: &str, fatal: bool) {
         self.log.push(format!("error {message} {fatal}"));
         if let Some(code) = self.stop_on_error {
@@ -460,9 +470,23 @@ fn other_events_reach_the_scheduler() {
             data: vec![1, 2, 3],
         },
     );
+    c.handle_message(
+        Time(2),
+        Message::RevocationWarning {
+            agent_id: AgentId::new("a1").unwrap(),
+            resources: Resources::parse("cpus:2").unwrap(),
+            task_ids: vec![TaskId::new("t3").unwrap(), TaskId::new("t2").unwrap()],
+            deadline_ms: 1500,
+        },
+    );
     assert_eq!(
         &c.scheduler().log[1..],
-        &["rescinded o9", "agent_lost a7", "message a1 e1 3"]
+        &[
+            "rescinded o9",
+            "agent_lost a7",
+            "message a1 e1 3",
+            "revocation a1 cpus:2 t3,t2 1500"
+        ]
     );
 }
 
