@@ -160,7 +160,8 @@ fn launch_sleepers(c: &mut RawClient, offer: &Offer, tasks: &[(&str, &str)]) {
 /// Waits until every task in `ids` reported `state` (updates come in any order), and
 /// acknowledges every update meanwhile. Returns those updates.
 fn wait_all(c: &mut RawClient, ids: &[&str], state: TaskState) -> Vec<TaskStatus> {
-    let mut waiting: std::collections::BTreeSet<String> = ids.iter().map(|s| s.to_string()).collect();
+    let mut waiting: std::collections::BTreeSet<String> =
+        ids.iter().map(|s| s.to_string()).collect();
     let fid = c.fid();
     let mut seen = Vec::new();
     while !waiting.is_empty() {
@@ -179,7 +180,11 @@ fn wait_all(c: &mut RawClient, ids: &[&str], state: TaskState) -> Vec<TaskStatus
         if st.state == state && waiting.remove(st.task_id.as_str()) {
             seen.push(st);
         } else {
-            assert!(!st.state.is_terminal(), "{} ended unexpectedly: {st:?}", st.task_id);
+            assert!(
+                !st.state.is_terminal(),
+                "{} ended unexpectedly: {st:?}",
+                st.task_id
+            );
         }
     }
     seen
@@ -206,13 +211,23 @@ fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_p
     info.revocation_grace_ms = Some(1500);
     let mut batch = RawClient::subscribe_with(&c.master_addr, info);
     let offer = batch.next_offers(SECS).remove(0);
-    let four: Vec<(String, &str)> = (0..4).map(|i| (format!("t{i}"), "cpus:1;mem:256")).collect();
+    let four: Vec<(String, &str)> = (0..4)
+        .map(|i| (format!("t{i}"), "cpus:1;mem:256"))
+        .collect();
     let four_ref: Vec<(&str, &str)> = four.iter().map(|(i, r)| (i.as_str(), *r)).collect();
     launch_sleepers(&mut batch, &offer, &four_ref);
     wait_all_running(&mut batch, &["t0", "t1", "t2", "t3"]);
     c.note_executors();
 
-    let (code, out) = c.run_cli(&["quota", "--master", &http, "set", "prod", "--guarantee", "cpus:2"]);
+    let (code, out) = c.run_cli(&[
+        "quota",
+        "--master",
+        &http,
+        "set",
+        "prod",
+        "--guarantee",
+        "cpus:2",
+    ]);
     assert_eq!(code, 0, "{out}");
     let mut prod = subscribe_with_role(&c.master_addr, "prod-fw", "prod");
 
@@ -233,7 +248,11 @@ fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_p
     assert_eq!(deadline_ms, 1500);
     let ids: Vec<&str> = task_ids.iter().map(|t| t.as_str()).collect();
     assert_eq!(ids, ["t3", "t2"], "newest first, just enough for cpus:2");
-    assert_eq!(resources.scalar_total("cpus"), Milli::from_units(2), "{resources}");
+    assert_eq!(
+        resources.scalar_total("cpus"),
+        Milli::from_units(2),
+        "{resources}"
+    );
 
     for st in wait_all(&mut batch, &["t3", "t2"], TaskState::Killed) {
         assert_eq!(st.reason.as_deref(), Some("preempted"), "{st:?}");
@@ -245,7 +264,10 @@ fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_p
     }
     let cpus = wait_until("prod offered the freed cpus", SECS, || {
         let offers = prod.next_offers(Duration::from_secs(2));
-        let cpus: i64 = offers.iter().map(|o| o.resources.scalar_total("cpus").0).sum();
+        let cpus: i64 = offers
+            .iter()
+            .map(|o| o.resources.scalar_total("cpus").0)
+            .sum();
         (cpus >= 2000).then_some(cpus)
     });
     assert!(cpus >= 2000);
@@ -282,10 +304,17 @@ fn reservations_are_offered_only_to_their_role_and_dynamic_ones_survive_a_master
     let mut eng = subscribe_with_role(&c.master_addr, "eng-fw", "eng");
     let offer = eng.next_offers(SECS).remove(0);
     let text = offer.resources.to_string();
-    assert!(text.contains("cpus:2") && !text.contains("(ads)"), "no ads resources for eng: {text}");
+    assert!(
+        text.contains("cpus:2") && !text.contains("(ads)"),
+        "no ads resources for eng: {text}"
+    );
     let mut ads = subscribe_with_role(&c.master_addr, "ads-fw", "ads/team");
     let offer = ads.next_offers(SECS).remove(0);
-    assert_eq!(offer.resources.to_string(), "cpus(ads):2;mem(ads):512", "only the reserved part is left");
+    assert_eq!(
+        offer.resources.to_string(),
+        "cpus(ads):2;mem(ads):512",
+        "only the reserved part is left"
+    );
 
     // Reserve one of the unreserved cpus (now offered to eng: the offer is rescinded first).
     let (code, out) = c.run_cli(&[
@@ -300,13 +329,25 @@ fn reservations_are_offered_only_to_their_role_and_dynamic_ones_survive_a_master
     assert!(out.contains("unused"), "{out}");
     let (code, out) = c.run_cli(&["roles", "--master", &http]);
     assert_eq!(code, 0, "{out}");
-    let eng_row = out.lines().find(|l| l.starts_with("eng ")).expect(&out).to_string();
+    let eng_row = out
+        .lines()
+        .find(|l| l.starts_with("eng "))
+        .expect(&out)
+        .to_string();
     assert!(eng_row.contains("cpus(eng):1"), "{out}");
 
     // Weights and quotas are persisted too.
     let (code, out) = c.run_cli(&["weights", "--master", &http, "set", "eng=2.5"]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = c.run_cli(&["quota", "--master", &http, "set", "ads", "--guarantee", "cpus:1"]);
+    let (code, out) = c.run_cli(&[
+        "quota",
+        "--master",
+        &http,
+        "set",
+        "ads",
+        "--guarantee",
+        "cpus:1",
+    ]);
     assert_eq!(code, 0, "{out}");
 
     // Restart the master on the same work dir: the reservation is back once the agent is.
@@ -330,8 +371,14 @@ fn reservations_are_offered_only_to_their_role_and_dynamic_ones_survive_a_master
     let listed = get_json(&http, "/reservations").expect("/reservations");
     assert_eq!(listed[agent_id.as_str()], "cpus(eng):1", "{listed}");
     let state = get_json(&http, "/state").expect("/state");
-    let total = state["agents"][0]["total"].as_str().unwrap_or("").to_string();
-    assert!(total.contains("cpus(eng):1") && total.contains("cpus:1;"), "{state}");
+    let total = state["agents"][0]["total"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        total.contains("cpus(eng):1") && total.contains("cpus:1;"),
+        "{state}"
+    );
     drop(eng);
     drop(ads);
 }

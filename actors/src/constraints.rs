@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(c.values, vec!["r1", "r2"]);
         assert!(c.matches(&attrs("rack:r2")));
         assert!(!c.matches(&attrs("rack:r3")));
-        assert!(!c.matches(&attrs("zone:r1")), "missing attribute never matches");
+        assert!(
+            !c.matches(&attrs("zone:r1")),
+            "missing attribute never matches"
+        );
         let z = AttributeConstraint::parse("zone = a").unwrap();
         assert!(z.matches(&attrs("zone:a;rack:r9")));
         assert!(AttributeConstraint::parse("rack like r1").is_err());

@@ -11,8 +11,8 @@ pub mod sdk;
 pub mod time;
 pub mod transport;
 
-pub use ids::*;
 pub use constraints::{AttributeConstraint, OfferFilters};
+pub use ids::*;
 pub use messages::*;
 pub use resources::{Milli, Ranges, ResourceError, Resources};
 pub use time::Time;

@@ -83,7 +83,10 @@ fn dynamic_reservation_changes_the_free_pool_and_goes_only_to_the_role_and_sub_r
             to: r("cpus(eng):2"),
         },
     );
-    assert_eq!(a.total(&aid("s1")).unwrap().to_string(), "cpus:2;cpus(eng):2;mem:1024");
+    assert_eq!(
+        a.total(&aid("s1")).unwrap().to_string(),
+        "cpus:2;cpus(eng):2;mem:1024"
+    );
     // Quantities must match: a reservation never creates resources.
     let bad = AllocatorEvent::UpdateReservation {
         agent_id: aid("s1"),
@@ -93,9 +96,15 @@ fn dynamic_reservation_changes_the_free_pool_and_goes_only_to_the_role_and_sub_r
     };
     assert!(a.try_handle(Time(0), bad).is_err());
     add_fw(&mut a, info("ads", "ads"));
-    assert_eq!(run(&mut a, 0), [("ads".into(), "s1".into(), "cpus:2;mem:1024".into())]);
+    assert_eq!(
+        run(&mut a, 0),
+        [("ads".into(), "s1".into(), "cpus:2;mem:1024".into())]
+    );
     add_fw(&mut a, info("backend", "eng/backend"));
-    assert_eq!(run(&mut a, 1), [("backend".into(), "s1".into(), "cpus(eng):2".into())]);
+    assert_eq!(
+        run(&mut a, 1),
+        [("backend".into(), "s1".into(), "cpus(eng):2".into())]
+    );
     let roles = a.roles();
     let eng = roles.iter().find(|x| x.role == "eng").expect("eng listed");
     assert_eq!(eng.reserved, "cpus(eng):2");
@@ -109,7 +118,10 @@ fn dynamic_reservation_changes_the_free_pool_and_goes_only_to_the_role_and_sub_r
             to: r("cpus:2"),
         },
     );
-    assert_eq!(a.held(&fid("backend"), &aid("s1")).unwrap().to_string(), "cpus:2");
+    assert_eq!(
+        a.held(&fid("backend"), &aid("s1")).unwrap().to_string(),
+        "cpus:2"
+    );
 }
 
 #[test]
@@ -130,7 +142,10 @@ fn unused_reservations_count_against_the_role_quota_limit() {
     add_fw(&mut a, i); // holds nothing and wants nothing: only its role's reservation counts
     add_fw(&mut a, info("e2", "eng"));
     let got = run(&mut a, 0);
-    assert_eq!(got, [("e2".into(), "s1".into(), "cpus(eng):2;mem(eng):512".into())]);
+    assert_eq!(
+        got,
+        [("e2".into(), "s1".into(), "cpus(eng):2;mem(eng):512".into())]
+    );
 }
 
 #[test]
@@ -176,7 +191,11 @@ fn a_framework_priority_wins_over_its_role_level() {
     let mut urgent = info("urgent", "batch");
     urgent.priority = Some(9);
     add_fw(&mut a, urgent);
-    assert_eq!(run(&mut a, 0)[0].0, "urgent", "level 9 beats its role's 0 and web's 5");
+    assert_eq!(
+        run(&mut a, 0)[0].0,
+        "urgent",
+        "level 9 beats its role's 0 and web's 5"
+    );
     // Re-levelling roles keeps the framework's own level.
     a.operate(OperatorCommand::UpdatePriorities {
         priorities: [("web".to_string(), 8)].into(),
@@ -212,7 +231,10 @@ fn a_waiting_guaranteed_role_makes_one_revocation_request() {
         quota: Some(q),
     })
     .unwrap();
-    assert!(a.revocations(Time(1)).is_empty(), "nobody in prod waits yet");
+    assert!(
+        a.revocations(Time(1)).is_empty(),
+        "nobody in prod waits yet"
+    );
     add_fw(&mut a, info("prod-fw", "prod"));
     run(&mut a, 2);
     let asked = a.revocations(Time(2));
@@ -220,7 +242,10 @@ fn a_waiting_guaranteed_role_makes_one_revocation_request() {
     assert_eq!(asked[0].framework_id, fid("batch"));
     assert_eq!(asked[0].resources, r("cpus:2"));
     assert_eq!(asked[0].for_role, "prod");
-    assert!(a.revocations(Time(3)).is_empty(), "in flight: not asked twice");
+    assert!(
+        a.revocations(Time(3)).is_empty(),
+        "in flight: not asked twice"
+    );
     // batch gives 2 cpus back (its tasks were killed); prod is offered them.
     ok(
         &mut a,
@@ -261,7 +286,11 @@ fn revocation_is_retried_after_the_retry_period_and_can_be_turned_off() {
     let mut a = setup(1_000);
     assert_eq!(a.revocations(Time(1)).len(), 1);
     assert!(a.revocations(Time(500)).is_empty());
-    assert_eq!(a.revocations(Time(1_001)).len(), 1, "lapsed request asked again");
+    assert_eq!(
+        a.revocations(Time(1_001)).len(),
+        1,
+        "lapsed request asked again"
+    );
 }
 
 proptest! {

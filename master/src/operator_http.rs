@@ -19,15 +19,15 @@
 //! Priorities are not persisted.
 
 use crate::actor::{GetAllocator, MasterActor};
-use actix::Addr;
-use actix_web::{web, HttpResponse};
-use agora_allocator::{
-    validate_role, AllocatorActor, GetRoles, Operate, OperatorCommand, Quota, RolesView, Weight,
-};
 use crate::core::ReserveRequest;
 use crate::persist::{GetReservations, OperatorReserve, Persist};
 use crate::registry::RegistryOp;
+use actix::Addr;
+use actix_web::{web, HttpResponse};
 use agora_actors::{AgentId, Resources};
+use agora_allocator::{
+    validate_role, AllocatorActor, GetRoles, Operate, OperatorCommand, Quota, RolesView, Weight,
+};
 use std::collections::BTreeMap;
 
 /// Largest operator request body accepted.
@@ -264,7 +264,9 @@ async fn reserve(master: &Addr<MasterActor>, b: ReserveBody, unreserve: bool) ->
     };
     let resources = match Resources::parse(&b.resources) {
         Ok(r) if r.iter().all(|(k, _)| k.role.is_none()) => r,
-        Ok(_) => return bad("give the resources unreserved (`cpus:2`); the role is separate".into()),
+        Ok(_) => {
+            return bad("give the resources unreserved (`cpus:2`); the role is separate".into())
+        }
         Err(e) => return bad(e.to_string()),
     };
     let req = ReserveRequest {

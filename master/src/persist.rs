@@ -93,7 +93,10 @@ impl Handler<OperatorReserve> for MasterActor {
             return Err("this master is not the leader".into());
         }
         let agent = msg.0.agent_id.clone();
-        let actions = self.core.operator_reserve(msg.0).map_err(|e| e.to_string())?;
+        let actions = self
+            .core
+            .operator_reserve(msg.0)
+            .map_err(|e| e.to_string())?;
         self.perform(actions, ctx);
         self.persist_reservation_changes();
         let now = self.core.reservations().get(&agent).cloned();

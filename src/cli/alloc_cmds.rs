@@ -337,7 +337,11 @@ pub fn reserve(a: ReserveArgs, unreserve: bool) -> anyhow::Result<i32> {
     println!(
         "{}: {}",
         a.agent,
-        if now.is_empty() { "no dynamic reservations" } else { now }
+        if now.is_empty() {
+            "no dynamic reservations"
+        } else {
+            now
+        }
     );
     Ok(0)
 }

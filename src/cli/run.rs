@@ -407,7 +407,10 @@ mod tests {
         let f = &info.offer_filters;
         assert_eq!(f.constraints.len(), 2);
         assert_eq!(f.constraints[0].to_string(), "rack in r1,r2");
-        assert_eq!(f.min_offer.as_ref().map(|r| r.to_string()).as_deref(), Some("cpus:1;mem:512"));
+        assert_eq!(
+            f.min_offer.as_ref().map(|r| r.to_string()).as_deref(),
+            Some("cpus:1;mem:512")
+        );
     }
 
     #[test]

@@ -164,7 +164,13 @@ impl MasterCore {
 
     /// Withdraws an offer. `notify`: tell its framework; `recover`: give it back to the
     /// allocator (not when a RemoveAgent/RemoveFramework follows, which releases it anyway).
-    pub(crate) fn rescind_offer(&mut self, id: &OfferId, notify: bool, recover: bool, out: &mut Out) {
+    pub(crate) fn rescind_offer(
+        &mut self,
+        id: &OfferId,
+        notify: bool,
+        recover: bool,
+        out: &mut Out,
+    ) {
         self.rescind_offer_refusing(id, notify, recover, None, out)
     }
 

@@ -96,7 +96,11 @@ impl MasterCore {
     }
 
     fn record_reservation(&mut self, agent_id: &AgentId, from: &Resources, to: &Resources) {
-        let book = self.reservations.dynamic.entry(agent_id.clone()).or_default();
+        let book = self
+            .reservations
+            .dynamic
+            .entry(agent_id.clone())
+            .or_default();
         // Reserving adds `to` (reserved); unreserving removes `from` (reserved).
         let reserved_to = to.iter().any(|(k, _)| k.role.is_some());
         let next = if reserved_to {
@@ -216,7 +220,9 @@ impl MasterCore {
         let (from, to) = if unreserve {
             let book = self.reservations.dynamic.get(agent_id);
             if !book.is_some_and(|b| b.contains(resources)) {
-                return Err(format!("no dynamic reservation of {resources} to unreserve"));
+                return Err(format!(
+                    "no dynamic reservation of {resources} to unreserve"
+                ));
             }
             (resources.clone(), plain)
         } else {

@@ -14,7 +14,7 @@
 use super::model::BoundedSet;
 use super::{reasons, Action, MasterCore, MasterTimer, Out};
 use agora_actors::resources::Value;
-use agora_actors::{AgentId, FrameworkId, Message, Resources, TaskId, TaskStatus, TaskState, Time};
+use agora_actors::{AgentId, FrameworkId, Message, Resources, TaskId, TaskState, TaskStatus, Time};
 use agora_allocator::RevocationRequest;
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
@@ -68,7 +68,12 @@ impl MasterCore {
             if !self.frameworks.contains_key(&fw) {
                 continue;
             }
-            if self.revocations.pending.values().any(|p| p.framework_id == fw) {
+            if self
+                .revocations
+                .pending
+                .values()
+                .any(|p| p.framework_id == fw)
+            {
                 continue;
             }
             self.revoke_from(now, req, out);
@@ -144,7 +149,10 @@ impl MasterCore {
                 break;
             }
             let gives = unreserved(&e.info.resources);
-            if !missing.iter().any(|k| gives.get(k).copied().unwrap_or(0) > 0) {
+            if !missing
+                .iter()
+                .any(|k| gives.get(k).copied().unwrap_or(0) > 0)
+            {
                 continue;
             }
             add_into(covered, &gives);
@@ -164,7 +172,9 @@ impl MasterCore {
         for (agent, task) in chosen {
             let e = by_agent.entry(agent).or_default();
             if let Some(t) = self.tasks.get(&(fw.clone(), task.clone())) {
-                e.0 = e.0.checked_add(&t.info.resources).unwrap_or_else(|_| e.0.clone());
+                e.0 =
+                    e.0.checked_add(&t.info.resources)
+                        .unwrap_or_else(|_| e.0.clone());
             }
             e.1.push(task.clone());
         }

@@ -179,7 +179,10 @@ pub fn framework_info(info: &FrameworkInfo) -> Result<FrameworkInfo, String> {
     if let Some(min) = &info.offer_filters.min_offer {
         resources_allow_empty("min_offer", min)?;
     }
-    if info.revocation_grace_ms.is_some_and(|g| g > MAX_REVOCATION_GRACE_MS) {
+    if info
+        .revocation_grace_ms
+        .is_some_and(|g| g > MAX_REVOCATION_GRACE_MS)
+    {
         return Err(format!(
             "revocation_grace_ms above {MAX_REVOCATION_GRACE_MS} (one day)"
         ));

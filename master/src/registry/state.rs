@@ -167,7 +167,8 @@ impl RegistryState {
                     {
                         return Err(RegistryError::Full("reservations", limits.max_agents));
                     }
-                    self.reservations.insert(agent_id.clone(), resources.clone());
+                    self.reservations
+                        .insert(agent_id.clone(), resources.clone());
                 }
             }
         }
@@ -197,7 +198,10 @@ impl RegistryState {
                 agent_id,
                 resources,
             } => {
-                self.reservations.get(agent_id).map(String::as_str).unwrap_or("")
+                self.reservations
+                    .get(agent_id)
+                    .map(String::as_str)
+                    .unwrap_or("")
                     != resources.as_str()
             }
         }

@@ -377,7 +377,10 @@ fn weights_quotas_and_reservations_apply_and_survive_encoding() {
         role: "web".into(),
         quota: Some(quota.clone()),
     };
-    assert_eq!(s.apply(&other, &limits), Err(RegistryError::Full("quotas", 1)));
+    assert_eq!(
+        s.apply(&other, &limits),
+        Err(RegistryError::Full("quotas", 1))
+    );
     let agent = agora_actors::AgentId::new("a1").unwrap();
     let reserve = RegistryOp::SetReservations {
         agent_id: agent.clone(),
@@ -414,5 +417,8 @@ fn weights_quotas_and_reservations_apply_and_survive_encoding() {
     assert!(s.quotas.is_empty());
     // An old snapshot without the new maps still decodes.
     let old = br#"{"agents":{},"frameworks":{}}"#;
-    assert_eq!(RegistryState::decode(old).unwrap(), RegistryState::default());
+    assert_eq!(
+        RegistryState::decode(old).unwrap(),
+        RegistryState::default()
+    );
 }

@@ -238,7 +238,11 @@ impl AllocatorDouble {
                 from,
                 to,
             } => {
-                assert_eq!(from.unreserved_view(), to.unreserved_view(), "quantities kept");
+                assert_eq!(
+                    from.unreserved_view(),
+                    to.unreserved_view(),
+                    "quantities kept"
+                );
                 let swap = |r: &Resources| r.checked_sub(from).and_then(|x| x.checked_add(to));
                 let total = &self.totals[agent_id];
                 let changed = swap(total).expect("reservation within the agent's total");

@@ -35,13 +35,20 @@ fn reserve_in_an_accept_then_launch_on_the_reserved_resources() {
             &fw,
             &offer,
             vec![
-                Operation::Reserve { resources: res("cpus(eng):2") },
-                Operation::Launch { tasks: vec![task("t", &agent, "cpus(eng):1;mem:64")] },
+                Operation::Reserve {
+                    resources: res("cpus(eng):2"),
+                },
+                Operation::Launch {
+                    tasks: vec![task("t", &agent, "cpus(eng):1;mem:64")],
+                },
             ],
         ),
     );
     assert_eq!(run_tasks(&actions).len(), 1, "{actions:?}");
-    assert_eq!(h.core.agents[&agent].total, res("cpus:2;cpus(eng):2;mem:1024"));
+    assert_eq!(
+        h.core.agents[&agent].total,
+        res("cpus:2;cpus(eng):2;mem:1024")
+    );
     assert_eq!(
         h.core.take_reservation_changes(),
         [(agent.clone(), res("cpus(eng):2"))]
@@ -53,9 +60,18 @@ fn reserve_in_an_accept_then_launch_on_the_reserved_resources() {
     let offer = h.offer(&fw, &agent, "cpus:2");
     let actions = h.send(
         sched,
-        ops(&fw, &offer, vec![Operation::Reserve { resources: res("cpus(ads):1") }]),
+        ops(
+            &fw,
+            &offer,
+            vec![Operation::Reserve {
+                resources: res("cpus(ads):1"),
+            }],
+        ),
     );
-    assert!(errors(&actions, sched)[0].1.contains("framework's roles"), "{actions:?}");
+    assert!(
+        errors(&actions, sched)[0].1.contains("framework's roles"),
+        "{actions:?}"
+    );
     assert!(h.core.take_reservation_changes().is_empty());
 }
 
@@ -73,18 +89,29 @@ fn operator_reserve_checks_unused_resources_and_survives_reregistration() {
     };
     let e = h.core.operator_reserve(req("cpus:2", false)).unwrap_err();
     assert!(e.to_string().contains("unused"), "{e}");
-    assert!(h.core.operator_reserve(ReserveRequest { role: "bad role".into(), ..req("cpus:1", false) }).is_err());
+    assert!(h
+        .core
+        .operator_reserve(ReserveRequest {
+            role: "bad role".into(),
+            ..req("cpus:1", false)
+        })
+        .is_err());
     let actions = h.core.operator_reserve(req("cpus:1", false)).expect("fits");
     for e in alloc_events(&actions) {
         h.alloc.apply(&e);
     }
     assert_eq!(h.core.reservations()[&agent], res("cpus(eng):1"));
-    assert!(h.core.operator_reserve(req("cpus:2", true)).is_err(), "more than reserved");
+    assert!(
+        h.core.operator_reserve(req("cpus:2", true)).is_err(),
+        "more than reserved"
+    );
 
     // A new leader: it knows the reservation from the registry; the agent reports only its
     // static resources and the master applies the reservation.
     let mut fresh = Harness::new();
-    fresh.core.restore_reservations(h.core.reservations().clone());
+    fresh
+        .core
+        .restore_reservations(h.core.reservations().clone());
     let conn = fresh.connect(NodeKind::Agent);
     let actions = fresh.send(
         conn,

@@ -57,21 +57,33 @@ fn tasks_are_warned_then_killed_newest_first_after_the_grace_period() {
 
     let actions = h.input(request(&fw, "cpus:3"));
     let to_sched = sent_to(&actions, sched);
-    assert!(to_sched.iter().any(|m| matches!(m, Message::Rescind { offer_id } if *offer_id == offer.id)));
+    assert!(to_sched
+        .iter()
+        .any(|m| matches!(m, Message::Rescind { offer_id } if *offer_id == offer.id)));
     let warning = to_sched
         .iter()
         .find_map(|m| match m {
-            Message::RevocationWarning { task_ids, deadline_ms, resources, .. } => {
-                Some((task_ids.clone(), *deadline_ms, resources.clone()))
-            }
+            Message::RevocationWarning {
+                task_ids,
+                deadline_ms,
+                resources,
+                ..
+            } => Some((task_ids.clone(), *deadline_ms, resources.clone())),
             _ => None,
         })
         .expect("warned");
     let ids: Vec<String> = warning.0.iter().map(|t| t.to_string()).collect();
-    assert_eq!(ids, ["new", "mid"], "offer covers 1 cpu; 2 more from the newest tasks");
+    assert_eq!(
+        ids,
+        ["new", "mid"],
+        "offer covers 1 cpu; 2 more from the newest tasks"
+    );
     assert_eq!(warning.1, 1_500);
     assert_eq!(warning.2, res("cpus:2;mem:256"));
-    assert!(kills(&actions, agent_conn).is_empty(), "nothing killed before the deadline");
+    assert!(
+        kills(&actions, agent_conn).is_empty(),
+        "nothing killed before the deadline"
+    );
     let (timer, at) = revoke_timer(&actions);
     assert_eq!(at, h.now.plus_ms(1_500));
 
@@ -87,11 +99,17 @@ fn tasks_are_warned_then_killed_newest_first_after_the_grace_period() {
     assert_eq!(killed[0].reason.as_deref(), Some(reasons::PREEMPTED));
     // A retried update keeps the reason; an untouched task's own kill does not get it.
     let retry = h.status(agent_conn, &fw, "new", TaskState::Killed, 11);
-    assert!(updates(&retry, sched).iter().all(|u| u.reason.as_deref() == Some(reasons::PREEMPTED)));
+    assert!(updates(&retry, sched)
+        .iter()
+        .all(|u| u.reason.as_deref() == Some(reasons::PREEMPTED)));
     let other = h.status(agent_conn, &fw, "old", TaskState::Killed, 12);
     assert_eq!(updates(&other, sched)[0].reason, None);
     assert_eq!(h.core.counters().tasks_preempted, 2);
-    assert_eq!(h.task_state(&fw, "reserved"), Some(TaskState::Staging), "reserved never chosen");
+    assert_eq!(
+        h.task_state(&fw, "reserved"),
+        Some(TaskState::Staging),
+        "reserved never chosen"
+    );
 }
 
 #[test]
