@@ -27,6 +27,7 @@ mod tests;
 
 pub use config::MasterConfig;
 pub use error::MasterError;
+pub use frameworks::RegistryFramework;
 pub use state::{
     AgentView, CompletedTaskView, FrameworkView, MasterCounters, MasterState, OfferView, TaskView,
 };
