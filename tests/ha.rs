@@ -370,8 +370,7 @@ fn leader_killed_then_frozen_then_all_restarted() {
         );
         g.start_master(leader);
         wait_until("killed master follows", Duration::from_secs(20), || {
-            get_json(&g.https[leader], "/state")
-                .filter(|s| s["leader"] == g.https[next].as_str())
+            get_json(&g.https[leader], "/state").filter(|s| s["leader"] == g.https[next].as_str())
         });
         g.note_executors();
         leader = next;
@@ -396,7 +395,11 @@ fn leader_killed_then_frozen_then_all_restarted() {
     ids.sort();
     let n = ids.len();
     ids.dedup();
-    assert_eq!((n, ids.len()), (15, 15), "launch records: {launches:?}");
+    assert_eq!(
+        (n, ids.len()),
+        (15, 15),
+        "launch records: {launches:?}\n{out}"
+    );
 
     // 2. Freeze the leader: the others elect another; thawed, the old one stands down and
     // makes no offers.
@@ -617,9 +620,8 @@ fn a_leader_cut_off_from_the_other_masters_steps_down_and_stops_offering() {
     // Healed, it rejoins as a follower of the new leader.
     g.cut_off(old, false);
     wait_until("healed master follows", Duration::from_secs(20), || {
-        get_json(&g.https[old], "/state").filter(|s| {
-            s["raft_role"] == "follower" && s["leader"] == g.https[new].as_str()
-        })
+        get_json(&g.https[old], "/state")
+            .filter(|s| s["raft_role"] == "follower" && s["leader"] == g.https[new].as_str())
     });
 }
 
@@ -698,13 +700,19 @@ fn two_masters_with_the_same_id_are_refused() {
     assert!(why.contains(&format!("two masters claim id {id}")), "{why}");
     let raft = get_json(&g.https[l], "/raft").unwrap();
     assert_eq!(raft["duplicate_id_refusals"], 1, "{raft}");
-    assert!(raft["last_peer_error"].to_string().contains("two masters claim"));
+    assert!(raft["last_peer_error"]
+        .to_string()
+        .contains("two masters claim"));
     let metrics = http_get::get(&g.https[l], "/metrics").unwrap();
     assert!(
-        metrics.contains("agora_master_raft_duplicate_id_refusals 1"),
+        metrics.contains("agora_master_raft_duplicate_id_refusals_total 1"),
         "{metrics}"
     );
-    assert!(g.masters[l].as_ref().unwrap().log_text().contains("two masters claim id"));
+    assert!(g.masters[l]
+        .as_ref()
+        .unwrap()
+        .log_text()
+        .contains("two masters claim id"));
     // The real one keeps its place: the group still has a leader and all peers.
     g.wait_leader(None);
     // And a master started with an id whose --peers address is not its --listen refuses to
@@ -727,7 +735,10 @@ fn two_masters_with_the_same_id_are_refused() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
-    assert!(text.contains("is not this master's address in --peers"), "{text}");
+    assert!(
+        text.contains("is not this master's address in --peers"),
+        "{text}"
+    );
 }
 
 /// Runs `agora master ARGS` expecting it to refuse to start; returns its stderr.

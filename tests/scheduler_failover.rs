@@ -136,7 +136,10 @@ fn a_new_scheduler_instance_takes_over_then_the_timeout_tears_down() {
     assert_eq!(why.0, ErrorCode::Forbidden, "{why:?}");
     assert!(why.1.contains("was removed"), "{why:?}");
     // The kept framework's scheduler comes back under its id.
-    assert_eq!(subscribe_as(&c.master_addr, Some(keeper.clone()), 600_000).fid(), keeper);
+    assert_eq!(
+        subscribe_as(&c.master_addr, Some(keeper.clone()), 600_000).fid(),
+        keeper
+    );
 }
 
 /// kill -9 the master and start it again on the same work dir (its registry in sled).

@@ -226,7 +226,9 @@ impl Handler<RaftNews> for MasterActor {
         let Some(l) = news.leadership else { return };
         let lead = l.role == StateRole::Leader && l.serving;
         if lead && !self.leading {
-            let Some(registry) = news.registry else { return };
+            let Some(registry) = news.registry else {
+                return;
+            };
             self.become_leader(l.term, &registry, ctx);
         } else if !lead && self.leading {
             self.step_down();
@@ -535,7 +537,11 @@ impl Handler<GetHa> for MasterActor {
     type Result = ResponseFuture<Option<HaView>>;
     fn handle(&mut self, _: GetHa, _: &mut Context<Self>) -> Self::Result {
         let raft = self.raft.as_ref().map(|r| {
-            let shell = (r.peer_errors, r.duplicate_id_refusals, r.last_peer_error.clone());
+            let shell = (
+                r.peer_errors,
+                r.duplicate_id_refusals,
+                r.last_peer_error.clone(),
+            );
             (r.raft().clone(), shell)
         });
         Box::pin(async move {

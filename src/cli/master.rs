@@ -80,7 +80,10 @@ fn check_own_peer_address(
     peers: &std::collections::BTreeMap<u64, String>,
 ) -> anyhow::Result<()> {
     let mine = peers.get(&id).map(String::as_str).unwrap_or_default();
-    let split = |a: &str| a.rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string()));
+    let split = |a: &str| {
+        a.rsplit_once(':')
+            .map(|(h, p)| (h.to_string(), p.to_string()))
+    };
     let (Some((lh, lp)), Some((ph, pp))) = (split(listen), split(mine)) else {
         anyhow::bail!("--listen {listen} or the --peers entry {id}={mine} is not HOST:PORT");
     };
@@ -111,7 +114,10 @@ fn raise_fd_limit(max_connections: usize) -> anyhow::Result<()> {
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        anyhow::bail!("cannot read RLIMIT_NOFILE: {}", std::io::Error::last_os_error());
+        anyhow::bail!(
+            "cannot read RLIMIT_NOFILE: {}",
+            std::io::Error::last_os_error()
+        );
     }
     if lim.rlim_cur >= need {
         return Ok(());
@@ -125,9 +131,15 @@ fn raise_fd_limit(max_connections: usize) -> anyhow::Result<()> {
     }
     lim.rlim_cur = need;
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        anyhow::bail!("cannot raise RLIMIT_NOFILE to {need}: {}", std::io::Error::last_os_error());
+        anyhow::bail!(
+            "cannot raise RLIMIT_NOFILE to {need}: {}",
+            std::io::Error::last_os_error()
+        );
     }
-    tracing::info!(soft_limit = need, "raised the file descriptor limit for --max-connections");
+    tracing::info!(
+        soft_limit = need,
+        "raised the file descriptor limit for --max-connections"
+    );
     Ok(())
 }
 
@@ -207,8 +219,8 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<(String, String)> {
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating work dir {}", args.work_dir))?;
     raise_fd_limit(args.max_connections)?;
-    let transport = agora_actors::transport::TcpTransport::default()
-        .with_max_connections(args.max_connections);
+    let transport =
+        agora_actors::transport::TcpTransport::default().with_max_connections(args.max_connections);
     let handle = start_master(args.options()?, Arc::new(transport))
         .await
         .context("starting the master")?;
