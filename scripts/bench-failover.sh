@@ -3,6 +3,8 @@
 # connection each, real wire protocol, `agora emulate-agents`) that re-register with TPA running
 # tasks each. The leader is killed with SIGKILL; we measure kill -> a new leader (polling the
 # survivors' /state every 20 ms) and kill -> every agent re-registered with the new leader.
+# Each master serves N + 1000 connections (--max-connections; it raises its own soft fd limit)
+# and the emulator needs one descriptor per agent, so the hard `ulimit -n` must exceed N + 1024.
 # Usage: scripts/bench-failover.sh [N=1000] [TPA=10] [ROUNDS=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,10 @@ N=${1:-1000}
 TPA=${2:-10}
 ROUNDS=${3:-3}
 cargo build --release -q
+MAXCONN=$((N + 1000))
+ulimit -n "$(ulimit -Hn)" || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -gt $((N + 1024)) ] ||
+  { echo "ulimit -Hn $(ulimit -Hn) is too low for $N agents"; exit 1; }
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/agora
 DIR=$(mktemp -d /tmp/agora-bench-failover.XXXXXX)
 declare -A MPID
@@ -26,7 +32,7 @@ PEERS="1=${ADDR[1]},2=${ADDR[2]},3=${ADDR[3]}"
 MASTERS="${ADDR[1]},${ADDR[2]},${ADDR[3]}"
 start_master() {
   "$BIN" master --id "$1" --peers "$PEERS" --listen "${ADDR[$1]}" --http "${HTTP[$1]}" \
-    --work-dir "$DIR/m$1" >>"$DIR/m$1.log" 2>&1 & MPID[$1]=$!; disown
+    --work-dir "$DIR/m$1" --max-connections "$MAXCONN" >>"$DIR/m$1.log" 2>&1 & MPID[$1]=$!; disown
 }
 role() { curl -s --max-time 5 "http://${HTTP[$1]}/raft" 2>/dev/null |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["raft_role"])' 2>/dev/null || echo down; }

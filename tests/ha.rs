@@ -5,11 +5,18 @@
 mod common;
 
 use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Group {
     dir: tempfile::TempDir,
-    peers: String,
+    /// `--peers` of each master (the same for all unless proxies sit between them).
+    peers: Vec<String>,
+    /// proxies[i][j]: the proxy master i uses to reach master j (empty without proxies).
+    proxies: Vec<Vec<Option<Proxy>>>,
     addrs: Vec<String>,
     https: Vec<String>,
     masters: Vec<Option<Proc>>,
@@ -19,21 +26,40 @@ struct Group {
 
 impl Group {
     fn start(n: usize) -> Group {
+        Group::start_with(n, false)
+    }
+
+    /// With `proxied`, master i reaches master j only through a TCP proxy of its own, so a
+    /// test can cut one master off from the others (agents and schedulers still reach it).
+    fn start_with(n: usize, proxied: bool) -> Group {
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         let https: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let peers = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let proxies: Vec<Vec<Option<Proxy>>> = (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| (proxied && i != j).then(|| Proxy::start(&addrs[j])))
+                    .collect()
+            })
+            .collect();
+        let peers = (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| match &proxies[i][j] {
+                        Some(p) => format!("{}={}", j + 1, p.addr),
+                        None => format!("{}={}", j + 1, addrs[j]),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
         let mut g = Group {
             dir: tempfile::tempdir().unwrap(),
             peers,
+            proxies,
             addrs,
             https,
             masters: (0..n).map(|_| None).collect(),
@@ -52,7 +78,7 @@ impl Group {
             "--id",
             &(i + 1).to_string(),
             "--peers",
-            &self.peers,
+            &self.peers[i],
             "--listen",
             &self.addrs[i],
             "--http",
@@ -137,6 +163,17 @@ impl Group {
         }
     }
 
+    /// Cuts (or heals) every link between master i and the others, both directions.
+    fn cut_off(&self, i: usize, cut: bool) {
+        for (a, row) in self.proxies.iter().enumerate() {
+            for (b, p) in row.iter().enumerate() {
+                if let Some(p) = p.as_ref().filter(|_| a == i || b == i) {
+                    p.set_cut(cut);
+                }
+            }
+        }
+    }
+
     fn logs(&self) -> String {
         let mut s = String::new();
         for p in self
@@ -161,6 +198,99 @@ impl Drop for Group {
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// A TCP proxy between two masters that a test can cut: while cut, its connections are shut
+/// down and new ones closed at once, so no byte passes either way.
+struct Proxy {
+    addr: String,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: &str) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let p = Proxy {
+            addr: l.local_addr().unwrap().to_string(),
+            cut: Arc::default(),
+            stop: Arc::default(),
+            conns: Arc::default(),
+        };
+        let (cut, stop, conns) = (p.cut.clone(), p.stop.clone(), p.conns.clone());
+        let target = target.to_string();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((a, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                if cut.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(b) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let _ = a.set_nonblocking(false);
+                let mut list = conns.lock().unwrap();
+                for s in [&a, &b] {
+                    list.push(s.try_clone().unwrap());
+                }
+                drop(list);
+                pipe(a.try_clone().unwrap(), b.try_clone().unwrap(), cut.clone());
+                pipe(b, a, cut.clone());
+            }
+        });
+        p
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            for s in self.conns.lock().unwrap().drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.set_cut(true);
+    }
+}
+
+/// Copies `from` to `to` on a thread until either side closes or the proxy is cut.
+fn pipe(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if cut.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = from.shutdown(Shutdown::Both);
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+/// The contents of every file called `name` under `dir`.
+fn collect_files(dir: &std::path::Path, name: &str, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, name, out);
+        } else if p.file_name().is_some_and(|f| f == name) {
+            out.push(std::fs::read_to_string(&p).unwrap_or_default());
         }
     }
 }
@@ -194,6 +324,8 @@ fn leader_killed_then_frozen_then_all_restarted() {
         get_json(&g.https[l1], "/state")
             .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(2))
     });
+    // A framework launching tasks continuously: 15 tasks, 3 at a time, each recording its
+    // launch in its executor's sandbox.
     let run = spawn(
         g.dir.path(),
         "run",
@@ -202,14 +334,15 @@ fn leader_killed_then_frozen_then_all_restarted() {
             "--master",
             &g.master_list(),
             "--instances",
+            "15",
+            "--max-in-flight",
             "3",
             "--cpus",
             "0.1",
             "--mem",
             "16",
             "--",
-            "sleep",
-            "6",
+            "echo $AGORA_TASK_ID >> $AGORA_SANDBOX/launches; sleep 2",
         ]
         .map(String::from),
     );
@@ -218,37 +351,55 @@ fn leader_killed_then_frozen_then_all_restarted() {
     });
     g.note_executors();
 
-    // 1. kill -9 the leader: a new one takes over and rebuilds agents and tasks.
-    let t0 = Instant::now();
-    g.masters[l1].as_mut().unwrap().kill9();
-    g.masters[l1] = None;
-    let (l2, _) = g.wait_leader(Some(l1));
-    let to_leader = t0.elapsed();
-    wait_until("agents and tasks rebuilt", Duration::from_secs(20), || {
-        get_json(&g.https[l2], "/state")
-            .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(2) && running_tasks(s) == 3)
-    });
-    eprintln!(
-        "new leader after {to_leader:?}; soft state rebuilt after {:?}",
-        t0.elapsed()
-    );
+    // 1. kill -9 the leader, three times while tasks launch and end: a new leader each time
+    // rebuilds agents and tasks; the killed master comes back as a follower.
+    let mut leader = l1;
+    for round in 0..3 {
+        let t0 = Instant::now();
+        g.masters[leader].as_mut().unwrap().kill9();
+        g.masters[leader] = None;
+        let (next, _) = g.wait_leader(Some(leader));
+        let to_leader = t0.elapsed();
+        wait_until("agents rebuilt", Duration::from_secs(20), || {
+            get_json(&g.https[next], "/state")
+                .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(2))
+        });
+        eprintln!(
+            "round {round}: new leader {next} after {to_leader:?}; agents back after {:?}",
+            t0.elapsed()
+        );
+        g.start_master(leader);
+        wait_until("killed master follows", Duration::from_secs(20), || {
+            get_json(&g.https[leader], "/state").filter(|s| s["leader"] == g.https[next].as_str())
+        });
+        g.note_executors();
+        leader = next;
+    }
+    let l2 = leader;
     let mut run = run;
-    let code = wait_until("agora run to finish", Duration::from_secs(30), || {
+    let code = wait_until("agora run to finish", Duration::from_secs(60), || {
         run.child.try_wait().ok().flatten()
     });
     let out = run.log_text();
+    // No running task killed or lost, every terminal update received (once: the summary
+    // counts each task once, by its terminal state).
     assert_eq!(code.code(), Some(0), "agora run failed:\n{out}");
     assert!(
-        out.contains("3 finished, 0 failed, 0 killed, 0 lost"),
+        out.contains("15 finished, 0 failed, 0 killed, 0 lost"),
         "{out}"
     );
-
-    // The killed master comes back as a follower and catches up.
-    g.start_master(l1);
-    let s = wait_until("restarted master follows", Duration::from_secs(20), || {
-        get_json(&g.https[l1], "/state").filter(|s| s["leader"] == g.https[l2].as_str())
-    });
-    assert_eq!(s["raft_role"], "follower");
+    // No task launched twice: every task wrote one line in its executor's sandbox.
+    let mut launches: Vec<String> = vec![];
+    collect_files(g.dir.path(), "launches", &mut launches);
+    let mut ids: Vec<&str> = launches.iter().flat_map(|t| t.lines()).collect();
+    ids.sort();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(
+        (n, ids.len()),
+        (15, 15),
+        "launch records: {launches:?}\n{out}"
+    );
 
     // 2. Freeze the leader: the others elect another; thawed, the old one stands down and
     // makes no offers.
@@ -408,4 +559,249 @@ fn an_agent_that_does_not_come_back_is_dropped_from_the_registry() {
         t0.elapsed() >= Duration::from_millis(900),
         "dropped before the timeout"
     );
+}
+
+/// Subscribes a raw scheduler at `addr` (retrying while the master is a standby).
+fn raw_scheduler(addr: &str) -> RawClient {
+    let info = agora_actors::FrameworkInfo {
+        failover_timeout_ms: 60_000,
+        ..agora_actors::FrameworkInfo::new("cut-off-test")
+    };
+    RawClient::subscribe_with(addr, info)
+}
+
+#[test]
+fn a_leader_cut_off_from_the_other_masters_steps_down_and_stops_offering() {
+    let mut g = Group::start_with(3, true);
+    let (old, _) = g.wait_leader(None);
+    g.add_agent(1);
+    wait_until("agent at the leader", Duration::from_secs(20), || {
+        get_json(&g.https[old], "/state")
+            .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(1))
+    });
+    let mut sched = raw_scheduler(&g.addrs[old]);
+    assert!(!sched.next_offers(Duration::from_secs(20)).is_empty());
+
+    // Cut it off from both other masters (agents and the scheduler still reach it).
+    let t0 = Instant::now();
+    g.cut_off(old, true);
+    let (new, _) = g.wait_leader(Some(old));
+    // It steps down on its own (check-quorum): its scheduler is turned away, no offer after.
+    let code = sched.expect("NotLeader", Duration::from_secs(20), |m| match m {
+        agora_actors::Message::Error { code, .. } => Some(*code),
+        agora_actors::Message::Offers { .. } => None,
+        _ => None,
+    });
+    assert_eq!(code, agora_actors::ErrorCode::NotLeader);
+    let stepped = wait_until("old leader steps down", Duration::from_secs(20), || {
+        get_json(&g.https[old], "/raft").filter(|s| s["raft_role"] != "leader")
+    });
+    eprintln!(
+        "cut off: new leader {new}, old one {} after {:?}",
+        stepped["raft_role"],
+        t0.elapsed()
+    );
+    // While cut off it never leads again and holds no offers, agents or frameworks.
+    for _ in 0..10 {
+        let s = get_json(&g.https[old], "/state").expect("old leader /state");
+        assert_ne!(s["raft_role"], "leader", "{s}");
+        assert_eq!(s["offers"].as_array().map(|o| o.len()), Some(0), "{s}");
+        assert_eq!(s["agents"].as_array().map(|a| a.len()), Some(0), "{s}");
+        assert_eq!(s["frameworks"].as_array().map(|a| a.len()), Some(0), "{s}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // The agent follows the leader of the majority; offers come from there.
+    wait_until("agent at the new leader", Duration::from_secs(20), || {
+        get_json(&g.https[new], "/state")
+            .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(1))
+    });
+    let mut sched = raw_scheduler(&g.addrs[new]);
+    assert!(!sched.next_offers(Duration::from_secs(20)).is_empty());
+    // Healed, it rejoins as a follower of the new leader.
+    g.cut_off(old, false);
+    wait_until("healed master follows", Duration::from_secs(20), || {
+        get_json(&g.https[old], "/state")
+            .filter(|s| s["raft_role"] == "follower" && s["leader"] == g.https[new].as_str())
+    });
+}
+
+#[test]
+fn a_status_update_produced_while_no_master_leads_is_delivered_once() {
+    let mut g = Group::start(3);
+    let (l, _) = g.wait_leader(None);
+    g.add_agent(1);
+    wait_until("agent at the leader", Duration::from_secs(20), || {
+        get_json(&g.https[l], "/state")
+            .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(1))
+    });
+    let mut run = spawn(
+        g.dir.path(),
+        "run",
+        &["run", "--master", &g.master_list(), "--", "sleep 2"].map(String::from),
+    );
+    wait_until("task running", Duration::from_secs(20), || {
+        get_json(&g.https[l], "/state").filter(|s| running_tasks(s) == 1)
+    });
+    g.note_executors();
+    // Two of three masters die: no majority, no leader while the task ends.
+    let other = (0..3).find(|i| *i != l).unwrap();
+    for i in [l, other] {
+        g.masters[i].as_mut().unwrap().kill9();
+        g.masters[i] = None;
+    }
+    let agent_http = g.agents[0].1.clone();
+    // The task ends; its terminal update waits at the agent, retried, unacknowledged.
+    wait_until("update held by the agent", Duration::from_secs(20), || {
+        get_json(&agent_http, "/state").filter(|s| {
+            s["pending_updates"].as_u64() >= Some(1) && s.to_string().contains("TASK_FINISHED")
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // A majority again: the agent retries through the new leader, the scheduler acks it.
+    g.start_master(l);
+    let code = wait_until("agora run to finish", Duration::from_secs(40), || {
+        run.child.try_wait().ok().flatten()
+    });
+    let out = run.log_text();
+    assert_eq!(code.code(), Some(0), "{out}");
+    assert_eq!(out.matches("TASK_FINISHED").count(), 1, "{out}");
+    wait_until("acknowledged", Duration::from_secs(20), || {
+        get_json(&agent_http, "/state").filter(|s| s["pending_updates"] == 0)
+    });
+}
+
+#[test]
+fn two_masters_with_the_same_id_are_refused() {
+    let g = Group::start(3);
+    let (l, _) = g.wait_leader(None);
+    let follower = (0..3).find(|i| *i != l).unwrap();
+    // Wait until the real master `follower + 1` has connected to the leader.
+    wait_until("peers connected", Duration::from_secs(20), || {
+        get_json(&g.https[l], "/raft").filter(|s| {
+            s["peers"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p["connected"] == true))
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // A second master claiming that id (another HTTP address) is refused with a clear error.
+    let id = follower + 1;
+    let hello = agora_actors::Hello::new(
+        CLUSTER,
+        agora_actors::NodeKind::Master,
+        &format!("master-{id} http=127.0.0.1:1"),
+    );
+    let mut c = RawClient::connect_with(&g.addrs[l], hello);
+    let (code, why) = c.expect("refusal", Duration::from_secs(10), |m| match m {
+        agora_actors::Message::Error { code, message, .. } => Some((*code, message.clone())),
+        _ => None,
+    });
+    assert_eq!(code, agora_actors::ErrorCode::Forbidden);
+    assert!(why.contains(&format!("two masters claim id {id}")), "{why}");
+    let raft = get_json(&g.https[l], "/raft").unwrap();
+    assert_eq!(raft["duplicate_id_refusals"], 1, "{raft}");
+    assert!(raft["last_peer_error"]
+        .to_string()
+        .contains("two masters claim"));
+    let metrics = http_get::get(&g.https[l], "/metrics").unwrap();
+    assert!(
+        metrics.contains("agora_master_raft_duplicate_id_refusals_total 1"),
+        "{metrics}"
+    );
+    assert!(g.masters[l]
+        .as_ref()
+        .unwrap()
+        .log_text()
+        .contains("two masters claim id"));
+    // The real one keeps its place: the group still has a leader and all peers.
+    g.wait_leader(None);
+    // And a master started with an id whose --peers address is not its --listen refuses to
+    // start (the usual way two masters end up with one id).
+    let out = std::process::Command::new(agora_bin())
+        .args([
+            "master",
+            "--id",
+            &id.to_string(),
+            "--peers",
+            &g.peers[0],
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--http",
+            &format!("127.0.0.1:{}", free_port()),
+            "--work-dir",
+            &g.dir.path().join("impostor").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text.contains("is not this master's address in --peers"),
+        "{text}"
+    );
+}
+
+/// Runs `agora master ARGS` expecting it to refuse to start; returns its stderr.
+fn refused_start(args: &[String]) -> String {
+    let out = std::process::Command::new(agora_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    text
+}
+
+#[test]
+fn a_registry_of_another_cluster_or_a_damaged_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("m").display().to_string();
+    let a = format!("127.0.0.1:{}", free_port());
+    let h = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = ["master", "--listen", &a, "--http", &h, "--work-dir", &work]
+        .map(String::from)
+        .to_vec();
+    let mut p = spawn(dir.path(), "m1", &args);
+    wait_until("group of one leads", Duration::from_secs(20), || {
+        get_json(&h, "/raft").filter(|s| s["raft_role"] == "leader")
+    });
+    p.kill9();
+    // Another cluster's directory.
+    let mut other = args.clone();
+    other.extend(["--cluster".to_string(), "elsewhere".to_string()]);
+    let text = refused_start(&other);
+    assert!(text.contains("belongs to cluster"), "{text}");
+    // Another master id's directory.
+    let mut other = args.clone();
+    other.extend(["--id".to_string(), "2".to_string()]);
+    let text = refused_start(&other);
+    assert!(text.contains("belongs to master id"), "{text}");
+    // A damaged log: every sled file cut to half its size.
+    let reg = dir.path().join("m").join("registry");
+    let mut cut = 0;
+    for e in walk(&reg) {
+        let len = std::fs::metadata(&e).unwrap().len();
+        if len > 0 {
+            let f = std::fs::OpenOptions::new().write(true).open(&e).unwrap();
+            f.set_len(len / 2).unwrap();
+            cut += 1;
+        }
+    }
+    assert!(cut > 0);
+    let text = refused_start(&args);
+    assert!(text.contains("registry"), "{text}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -95,4 +95,68 @@ fn a_new_scheduler_instance_takes_over_then_the_timeout_tears_down() {
     late.expect("refused", SECS, |m| {
         matches!(m, Message::Error { .. }).then_some(())
     });
+
+    // A framework that is only disconnected (long failover timeout, no tasks anywhere).
+    let keeper = subscribe_as(&c.master_addr, None, 600_000).fid();
+    wait_until("keeper in the registry", SECS, || {
+        get_json(&c.master_http, "/raft").filter(|s| s["registry_frameworks"] == 1)
+    });
+    // A new leader (the master restarted from its registry) enforces what the registry says:
+    // the removed id is refused with a clear error, the admitted one is known before any
+    // scheduler or agent tells it.
+    restart_master(&mut c);
+    wait_until("leader again", SECS, || {
+        get_json(&c.master_http, "/raft").filter(|s| s["raft_role"] == "leader")
+    });
+    let s = wait_until("keeper restored", SECS, || {
+        get_json(&c.master_http, "/state").filter(|s| {
+            s["frameworks"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["id"] == keeper.as_str()))
+        })
+    });
+    assert!(
+        !s["frameworks"].to_string().contains(fid.as_str()),
+        "removed framework came back: {s}"
+    );
+    let mut late = RawClient::connect(&c.master_addr, NodeKind::Scheduler, CLUSTER);
+    late.expect("hello", SECS, |m| {
+        matches!(m, Message::Hello(_)).then_some(())
+    });
+    late.send(&Message::Subscribe {
+        framework: FrameworkInfo {
+            id: Some(fid.clone()),
+            ..FrameworkInfo::new("failover-test")
+        },
+    });
+    let why = late.expect("refused by the new leader", SECS, |m| match m {
+        Message::Error { code, message, .. } => Some((*code, message.clone())),
+        _ => None,
+    });
+    assert_eq!(why.0, ErrorCode::Forbidden, "{why:?}");
+    assert!(why.1.contains("was removed"), "{why:?}");
+    // The kept framework's scheduler comes back under its id.
+    assert_eq!(
+        subscribe_as(&c.master_addr, Some(keeper.clone()), 600_000).fid(),
+        keeper
+    );
+}
+
+/// kill -9 the master and start it again on the same work dir (its registry in sled).
+fn restart_master(c: &mut Cluster) {
+    c.master.kill9();
+    let args: Vec<String> = [
+        "master",
+        "--listen",
+        &c.master_addr,
+        "--http",
+        &c.master_http,
+        "--work-dir",
+        &c.dir.path().join("master").display().to_string(),
+        "--allocation-interval-ms",
+        "100",
+    ]
+    .map(String::from)
+    .to_vec();
+    c.master = spawn(c.dir.path(), "master-restarted", &args);
 }

@@ -68,7 +68,10 @@ impl MasterActor {
                     });
                 }
                 Action::Allocator(event) => match &self.allocator {
-                    Some(a) => a.do_send(event),
+                    Some(a) => {
+                        self.registry_observe_allocator(&event);
+                        a.do_send(event)
+                    }
                     None => tracing::error!("allocator not running; event dropped"),
                 },
             }

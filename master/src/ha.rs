@@ -6,17 +6,17 @@
 //! the listener, forwards their raft frames, and turns the core's admissions into registry ops.
 
 use crate::actor::MasterActor;
-use crate::core::{Input, MasterConfig, MasterCore};
+use crate::core::{Input, MasterConfig, MasterCore, RegistryFramework};
 use crate::raft_actor::{
     parse_hello_node_id, InboundPeer, InboundPeerGone, InboundRaft, Propose, RaftActor, RaftNews,
 };
 use crate::registry::{
     AgentRecord, FrameworkRecord, RegistryConfig, RegistryError, RegistryNode, RegistryOp,
-    StateRole,
+    RegistryState, StateRole,
 };
 use actix::prelude::*;
 use agora_actors::transport::{ConnHandle, ConnId, Transport};
-use agora_actors::{ErrorCode, FrameworkInfo, Hello, Message, NodeKind};
+use agora_actors::{ErrorCode, FrameworkId, FrameworkInfo, Hello, Message, NodeKind};
 use agora_allocator::{Allocator, AllocatorActor, AllocatorConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -54,6 +54,10 @@ pub struct HaView {
     pub applied_index: u64,
     pub leader_changes: u64,
     pub peer_errors: u64,
+    /// Connections refused because another master already connected with the same id.
+    pub duplicate_id_refusals: u64,
+    /// The last problem with a peer master, for the operator (`/raft`, `agora masters`).
+    pub last_peer_error: Option<String>,
     pub registry_agents: usize,
     pub registry_frameworks: usize,
     pub peers: Vec<PeerView>,
@@ -77,7 +81,8 @@ pub struct RaftShell {
     node_id: u64,
     peers: BTreeMap<u64, String>,
     /// Inbound connections from authenticated peer masters.
-    peer_conns: BTreeMap<ConnId, u64>,
+    /// Inbound connections from authenticated peer masters: (id, its HTTP address).
+    peer_conns: BTreeMap<ConnId, (u64, String)>,
     view: HaView,
     leader_text: String,
     config: MasterConfig,
@@ -89,6 +94,8 @@ pub struct RaftShell {
     pending_agents: HashMap<ConnId, AgentRecord>,
     pending_frameworks: HashMap<ConnId, FrameworkInfo>,
     peer_errors: u64,
+    duplicate_id_refusals: u64,
+    last_peer_error: Option<String>,
     agent_reregister_timeout_ms: u64,
     /// What each connection of the core said it is (to find the schedulers).
     conn_kinds: HashMap<ConnId, NodeKind>,
@@ -144,6 +151,8 @@ impl RaftShell {
             pending_agents: HashMap::new(),
             pending_frameworks: HashMap::new(),
             peer_errors: 0,
+            duplicate_id_refusals: 0,
+            last_peer_error: None,
             agent_reregister_timeout_ms: r.agent_reregister_timeout_ms,
             conn_kinds: HashMap::new(),
         })
@@ -152,7 +161,45 @@ impl RaftShell {
     pub fn view(&self) -> HaView {
         let mut v = self.view.clone();
         v.peer_errors += self.peer_errors;
+        v.duplicate_id_refusals = self.duplicate_id_refusals;
+        if self.last_peer_error.is_some() {
+            v.last_peer_error = self.last_peer_error.clone();
+        }
         v
+    }
+
+    /// Two masters with the same id would split raft's votes and log between them. A peer
+    /// that connects while another master of the same id and a different HTTP address is
+    /// connected is refused (the same address is the same master reconnecting: it replaces
+    /// its stale connection). Returns the reason to refuse, already logged and counted.
+    fn duplicate_id(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        http: &str,
+        handle: &ConnHandle,
+    ) -> Option<String> {
+        let other = self
+            .peer_conns
+            .iter()
+            .find(|(c, (i, _))| **c != conn && *i == id)
+            .map(|(c, (_, h))| (*c, h.clone()));
+        let (old_conn, old_http) = other?;
+        if old_http == http {
+            self.peer_conns.remove(&old_conn);
+            self.raft.do_send(InboundPeerGone { conn: old_conn });
+            return None;
+        }
+        let why = format!(
+            "two masters claim id {id}: one (http {old_http}) is already connected, this one \
+             (http {http}, from {}) is refused; give every master its own --id",
+            handle.peer_addr
+        );
+        tracing::error!("{why}");
+        self.peer_errors += 1;
+        self.duplicate_id_refusals += 1;
+        self.last_peer_error = Some(why.clone());
+        Some(why)
     }
 
     pub fn raft(&self) -> &Addr<RaftActor> {
@@ -177,9 +224,12 @@ impl Handler<RaftNews> for MasterActor {
         r.view = news.view;
         r.leader_text = news.leader_text;
         let Some(l) = news.leadership else { return };
-        let lead = l.role == StateRole::Leader;
+        let lead = l.role == StateRole::Leader && l.serving;
         if lead && !self.leading {
-            self.become_leader(l.term, news.registry, ctx);
+            let Some(registry) = news.registry else {
+                return;
+            };
+            self.become_leader(l.term, &registry, ctx);
         } else if !lead && self.leading {
             self.step_down();
         }
@@ -189,20 +239,14 @@ impl Handler<RaftNews> for MasterActor {
 impl MasterActor {
     /// A new leader starts from empty soft state: agents re-register and schedulers
     /// re-subscribe, which rebuilds agents, executors, tasks and allocations.
-    fn become_leader(
-        &mut self,
-        term: u64,
-        registry: Option<crate::registry::RegistryState>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn become_leader(&mut self, term: u64, registry: &RegistryState, ctx: &mut Context<Self>) {
         let Some(r) = &mut self.raft else { return };
         let allocator = match r.first_allocator.take() {
             Some(a) => Ok(a),
             None => (r.make_allocator)(),
         };
-        let registry = registry.unwrap_or_default();
         let allocator = allocator.map(|mut a| {
-            crate::persist::restore_allocator(a.as_mut(), &registry);
+            crate::persist::restore_allocator(a.as_mut(), registry);
             a
         });
         let allocator = allocator.and_then(|a| {
@@ -230,10 +274,13 @@ impl MasterActor {
         self.generation += 1;
         self.core = MasterCore::new(r.config.clone(), epoch);
         self.core
-            .restore_reservations(crate::persist::reservations_of(&registry));
+            .restore_reservations(crate::persist::reservations_of(registry));
         self.allocator = Some(addr);
         self.leading = true;
-        let actions = self.core.start(self.clock.now());
+        let now = self.clock.now();
+        let mut actions = self.core.start(now);
+        let (removed, frameworks) = registry_frameworks(registry);
+        actions.extend(self.core.restore_registry(now, removed, frameworks));
         self.perform(actions, ctx);
         self.arm_reregister_timeout(ctx);
     }
@@ -317,7 +364,11 @@ impl MasterActor {
         if peer.node_kind == NodeKind::Master {
             match parse_hello_node_id(&peer.node_id) {
                 Some((id, http)) if id != r.node_id && r.peers.contains_key(&id) => {
-                    r.peer_conns.insert(conn, id);
+                    if let Some(why) = r.duplicate_id(conn, id, &http, handle) {
+                        handle.close(Some(Message::fatal(ErrorCode::Forbidden, why)));
+                        return false;
+                    }
+                    r.peer_conns.insert(conn, (id, http.clone()));
                     r.raft.do_send(InboundPeer {
                         peer: id,
                         http,
@@ -356,7 +407,7 @@ impl MasterActor {
         let Some(r) = &mut self.raft else {
             return false;
         };
-        if let Some(id) = r.peer_conns.get(&conn) {
+        if let Some((id, _)) = r.peer_conns.get(&conn) {
             if let Message::Raft { data } = msg {
                 r.raft.do_send(InboundRaft {
                     peer: *id,
@@ -438,13 +489,40 @@ impl MasterActor {
                     record,
                 }
             }
-            Message::ShutdownFramework { framework_id } => RegistryOp::RemoveFramework {
-                framework_id: framework_id.clone(),
-            },
             _ => return,
         };
         r.raft.do_send(Propose(op));
     }
+
+    /// A framework the core removed for good (teardown, failover timeout) leaves the registry
+    /// and may never come back, whichever master leads next. The allocator hears of every
+    /// removal, also when no agent is connected to be told.
+    pub(crate) fn registry_observe_allocator(&self, ev: &agora_allocator::AllocatorEvent) {
+        let Some(r) = &self.raft else { return };
+        if let agora_allocator::AllocatorEvent::RemoveFramework { framework_id } = ev {
+            if self.core.framework_removed(framework_id) {
+                r.raft.do_send(Propose(RegistryOp::RemoveFramework {
+                    framework_id: framework_id.clone(),
+                }));
+            }
+        }
+    }
+}
+
+/// The registry's framework entries as the core takes them.
+fn registry_frameworks(r: &RegistryState) -> (Vec<FrameworkId>, Vec<RegistryFramework>) {
+    let removed = r.removed_frameworks.keys().cloned().collect();
+    let known = r
+        .frameworks
+        .iter()
+        .map(|(id, f)| RegistryFramework {
+            id: id.clone(),
+            name: f.name.clone(),
+            roles: f.roles.clone(),
+            failover_timeout_ms: f.failover_timeout_ms,
+        })
+        .collect();
+    (removed, known)
 }
 
 fn not_leader(text: &str) -> Message {
@@ -464,14 +542,22 @@ pub struct GetHa;
 impl Handler<GetHa> for MasterActor {
     type Result = ResponseFuture<Option<HaView>>;
     fn handle(&mut self, _: GetHa, _: &mut Context<Self>) -> Self::Result {
-        let raft = self
-            .raft
-            .as_ref()
-            .map(|r| (r.raft().clone(), r.peer_errors));
+        let raft = self.raft.as_ref().map(|r| {
+            let shell = (
+                r.peer_errors,
+                r.duplicate_id_refusals,
+                r.last_peer_error.clone(),
+            );
+            (r.raft().clone(), shell)
+        });
         Box::pin(async move {
-            let (a, shell_errors) = raft?;
+            let (a, (errors, duplicates, last_error)) = raft?;
             let mut v = a.send(crate::raft_actor::GetView).await.ok()?;
-            v.peer_errors += shell_errors;
+            v.peer_errors += errors;
+            v.duplicate_id_refusals = duplicates;
+            if last_error.is_some() {
+                v.last_peer_error = last_error;
+            }
             Some(v)
         })
     }

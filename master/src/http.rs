@@ -114,6 +114,12 @@ pub fn metrics_text(s: &Snapshot) -> String {
         metrics::gauge(&mut out, P, "raft_applied_index", ha.applied_index as f64);
         metrics::counter(&mut out, P, "raft_leader_changes", ha.leader_changes as f64);
         metrics::counter(&mut out, P, "raft_peer_errors", ha.peer_errors as f64);
+        metrics::counter(
+            &mut out,
+            P,
+            "raft_duplicate_id_refusals",
+            ha.duplicate_id_refusals as f64,
+        );
         metrics::gauge(&mut out, P, "registry_agents", ha.registry_agents as f64);
         metrics::gauge(
             &mut out,

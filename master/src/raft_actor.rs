@@ -23,9 +23,8 @@ pub struct RaftNews {
     /// Text for `NotLeader` errors ("the leader is master 2 (http ...)").
     pub leader_text: String,
     pub view: HaView,
-    /// The registry as applied here, sent along when this master becomes the leader so it
-    /// can restore weights, quotas and reservations before serving anyone.
-    pub registry: Option<crate::registry::RegistryState>,
+    /// The registry as applied, sent when this node starts serving as leader.
+    pub registry: Option<Arc<crate::registry::RegistryState>>,
 }
 
 /// A peer master's connection to our listener (authenticated by the master actor).
@@ -137,6 +136,7 @@ pub struct RaftActor {
     peer_http: BTreeMap<u64, String>,
     leader_changes: u64,
     peer_errors: u64,
+    last_peer_error: Option<String>,
     last_leader: u64,
     ticks: u64,
 }
@@ -183,6 +183,7 @@ impl RaftActor {
             peer_http: BTreeMap::new(),
             leader_changes: 0,
             peer_errors: 0,
+            last_peer_error: None,
             last_leader: 0,
             ticks: 0,
         }
@@ -232,6 +233,8 @@ impl RaftActor {
             applied_index: self.node.applied(),
             leader_changes: self.leader_changes,
             peer_errors: self.peer_errors,
+            duplicate_id_refusals: 0,
+            last_peer_error: self.last_peer_error.clone(),
             registry_agents: self.node.state().agents.len(),
             registry_frameworks: self.node.state().frameworks.len(),
             peers,
@@ -288,9 +291,11 @@ impl RaftActor {
     }
 
     fn tell_master(&self, leadership: Option<Leadership>) {
-        let leads = leadership.is_some_and(|l| l.role == StateRole::Leader);
+        let registry = leadership
+            .filter(|l| l.serving)
+            .map(|_| Arc::new(self.node.state().clone()));
         self.master.do_send(RaftNews {
-            registry: leads.then(|| self.node.state().clone()),
+            registry,
             leadership,
             leader_text: self.leader_text(),
             view: self.view(),
@@ -356,16 +361,27 @@ impl Handler<PeerLinkEvent> for RaftActor {
                         ?other,
                         "the address of peer {peer} answers as another node (two masters with the same id, or a wrong --peers?); not using it"
                     );
+                    self.last_peer_error = Some(format!(
+                        "the address of peer {peer} answers as {:?}",
+                        hello.node_id
+                    ));
                     self.link_up.insert(peer, false);
                 }
             },
-            NetEvent::Frame { msg, .. } => {
-                if self.link_up.get(&peer).copied().unwrap_or(false) {
-                    if let Message::Raft { data } = msg {
-                        self.step(peer, &data, ctx);
-                    }
+            NetEvent::Frame { msg, .. } => match msg {
+                Message::Raft { data } if self.link_up.get(&peer).copied().unwrap_or(false) => {
+                    self.step(peer, &data, ctx);
                 }
-            }
+                Message::Error { message, .. } => {
+                    // The peer refused us (e.g. another master already uses our id): the
+                    // operator must see it here too, not only in the peer's log.
+                    self.peer_errors += 1;
+                    let why = format!("peer master {peer} refused this master: {message}");
+                    tracing::error!("{why}");
+                    self.last_peer_error = Some(why);
+                }
+                _ => {}
+            },
             NetEvent::Closed { reason, .. } => {
                 if self.link_up.insert(peer, false) == Some(true) {
                     tracing::warn!(peer, %reason, "link to peer master down");

@@ -42,6 +42,7 @@ pub fn run(a: DevArgs) -> anyhow::Result<i32> {
             alloc: Default::default(),
             agent_reregister_timeout_ms: 600_000,
             revocation_grace_ms: 30_000,
+            max_connections: agora_actors::transport::MAX_CONNECTIONS_PER_LISTENER,
         };
         let (mbound, mhttp) = super::master::start(&m).await?;
         let ag = AgentArgs {

@@ -68,6 +68,83 @@ pub struct MasterArgs {
     /// warned this long before its tasks are killed (unless it sets its own grace period).
     #[arg(long, default_value_t = 30_000, env = "AGORA_REVOCATION_GRACE_MS")]
     pub revocation_grace_ms: u64,
+    /// Connections (agents, schedulers, peer masters) the transport listener serves at once.
+    /// Each takes a file descriptor: the master raises its soft `RLIMIT_NOFILE` to fit, up to
+    /// the hard limit, and refuses to start if even that is too low.
+    #[arg(long, default_value_t = agora_actors::transport::MAX_CONNECTIONS_PER_LISTENER, env = "AGORA_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+}
+
+/// A master's `--listen` must be its own entry of `--peers` (a wildcard host with the same
+/// port is fine): otherwise two masters could be started with the same id at different
+/// addresses, and the group would have two voters under one id.
+fn check_own_peer_address(
+    listen: &str,
+    id: u64,
+    peers: &std::collections::BTreeMap<u64, String>,
+) -> anyhow::Result<()> {
+    let mine = peers.get(&id).map(String::as_str).unwrap_or_default();
+    let split = |a: &str| {
+        a.rsplit_once(':')
+            .map(|(h, p)| (h.to_string(), p.to_string()))
+    };
+    let (Some((lh, lp)), Some((ph, pp))) = (split(listen), split(mine)) else {
+        anyhow::bail!("--listen {listen} or the --peers entry {id}={mine} is not HOST:PORT");
+    };
+    let wildcard = matches!(lh.as_str(), "0.0.0.0" | "[::]" | "::");
+    if lp != pp || !(wildcard || lh == ph) {
+        anyhow::bail!(
+            "--listen {listen} is not this master's address in --peers ({id}={mine}); is --id \
+             {id} right? Every master needs its own id, listening on its own --peers address"
+        );
+    }
+    Ok(())
+}
+
+/// File descriptors kept for everything but the listener's connections (sled, HTTP, logs...).
+const SPARE_FDS: u64 = 1_024;
+/// Upper bound on `--max-connections` (a typo of 10 zeros would only pin memory).
+const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
+/// Makes room for `max_connections` sockets in this process's `RLIMIT_NOFILE`.
+fn raise_fd_limit(max_connections: usize) -> anyhow::Result<()> {
+    if max_connections == 0 || max_connections > MAX_MAX_CONNECTIONS {
+        anyhow::bail!("--max-connections must be between 1 and {MAX_MAX_CONNECTIONS}");
+    }
+    let need = max_connections as u64 + SPARE_FDS;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        anyhow::bail!(
+            "cannot read RLIMIT_NOFILE: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    if lim.rlim_cur >= need {
+        return Ok(());
+    }
+    if lim.rlim_max < need {
+        anyhow::bail!(
+            "--max-connections {max_connections} needs {need} file descriptors but the hard limit \
+             (ulimit -Hn) is {}; raise it or lower --max-connections",
+            lim.rlim_max
+        );
+    }
+    lim.rlim_cur = need;
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        anyhow::bail!(
+            "cannot raise RLIMIT_NOFILE to {need}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    tracing::info!(
+        soft_limit = need,
+        "raised the file descriptor limit for --max-connections"
+    );
+    Ok(())
 }
 
 impl MasterArgs {
@@ -95,6 +172,9 @@ impl MasterArgs {
                 self.id,
                 format_peers(&peers)
             );
+        }
+        if self.peers.is_some() {
+            check_own_peer_address(&self.listen, self.id, &peers)?;
         }
         let mut config = RegistryConfig::new(Identity {
             cluster: self.cluster.clone(),
@@ -143,7 +223,10 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<(String, String)> {
     super::check_addr(&args.http)?;
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating work dir {}", args.work_dir))?;
-    let handle = start_master(args.options()?, super::tcp_transport())
+    raise_fd_limit(args.max_connections)?;
+    let transport =
+        agora_actors::transport::TcpTransport::default().with_max_connections(args.max_connections);
+    let handle = start_master(args.options()?, Arc::new(transport))
         .await
         .context("starting the master")?;
     let http = agora_master::http::serve(handle.addr.clone(), &args.http)

@@ -35,8 +35,9 @@ const FINAL_WRITE_TIMEOUT_MS: u64 = 1_000;
 /// the error frame we just sent before the peer reads it (the "lingering close" of HTTP servers).
 const LINGER_MS: u64 = 1_000;
 const LINGER_MAX_BYTES: usize = 1 << 20;
-/// Connections (including ones still in the handshake) one listener serves at once; more are
-/// refused at accept time so a flood of bad peers cannot exhaust memory or file descriptors.
+/// Connections (including ones still in the handshake) one listener serves at once by default;
+/// more are refused at accept time so a flood of bad peers cannot exhaust memory or file
+/// descriptors. A master of a big cluster raises it (`agora master --max-connections`).
 pub const MAX_CONNECTIONS_PER_LISTENER: usize = 4_096;
 /// How often an idle listener checks whether its owner is still alive.
 pub(crate) const OWNER_CHECK_MS: u64 = 500;
@@ -416,16 +417,20 @@ pub(crate) fn spawn_accepted<S: ByteStream>(
 }
 
 /// The per-listener connection limit.
-pub(crate) fn connection_limiter() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_LISTENER))
+pub(crate) fn connection_limiter(max_connections: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(max_connections.max(1)))
 }
 
 /// Takes a connection slot, or logs why the new connection is being dropped.
-pub(crate) fn admit(limiter: &Arc<Semaphore>, peer_addr: &str) -> Option<OwnedSemaphorePermit> {
+pub(crate) fn admit(
+    limiter: &Arc<Semaphore>,
+    max_connections: usize,
+    peer_addr: &str,
+) -> Option<OwnedSemaphorePermit> {
     match limiter.clone().try_acquire_owned() {
         Ok(p) => Some(p),
         Err(_) => {
-            warn!(peer = %peer_addr, "refusing connection: {MAX_CONNECTIONS_PER_LISTENER} connections already open");
+            warn!(peer = %peer_addr, "refusing connection: {max_connections} connections already open");
             None
         }
     }

@@ -185,7 +185,7 @@ async fn accept_loop(
     bound: String,
     setup: Setup,
 ) {
-    let limiter = conn::connection_limiter();
+    let limiter = conn::connection_limiter(conn::MAX_CONNECTIONS_PER_LISTENER);
     let owner_check = Duration::from_millis(conn::OWNER_CHECK_MS);
     loop {
         let pending = tokio::select! {
@@ -202,7 +202,7 @@ async fn accept_loop(
         if !setup.sink.connected() {
             break;
         }
-        if let Some(permit) = conn::admit(&limiter, &peer) {
+        if let Some(permit) = conn::admit(&limiter, conn::MAX_CONNECTIONS_PER_LISTENER, &peer) {
             conn::spawn_accepted(stream, peer, setup.clone(), permit);
         }
     }

@@ -18,11 +18,22 @@ const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 pub struct TcpTransport {
     /// Frames above this many bytes (body) are refused, in both directions.
     pub max_frame_bytes: usize,
+    /// Connections one listener serves at once (each takes a file descriptor).
+    pub max_connections: usize,
 }
 
 impl TcpTransport {
     pub fn new(max_frame_bytes: usize) -> Self {
-        TcpTransport { max_frame_bytes }
+        TcpTransport {
+            max_frame_bytes,
+            max_connections: conn::MAX_CONNECTIONS_PER_LISTENER,
+        }
+    }
+
+    /// The same transport with another per-listener connection limit.
+    pub fn with_max_connections(mut self, max_connections: usize) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
     }
 }
 
@@ -45,6 +56,7 @@ impl Transport for TcpTransport {
             max_frame_bytes: self.max_frame_bytes,
             sink,
         };
+        let max_connections = self.max_connections;
         Box::pin(async move {
             let listener = TcpListener::bind(&addr)
                 .await
@@ -60,7 +72,7 @@ impl Transport for TcpTransport {
                 })?
                 .to_string();
             info!(addr = %bound, "listening (tcp)");
-            actix::spawn(accept_loop(listener, bound.clone(), setup));
+            actix::spawn(accept_loop(listener, bound.clone(), setup, max_connections));
             Ok(bound)
         })
     }
@@ -93,8 +105,8 @@ async fn dial(addr: String) -> Result<(TcpStream, String), String> {
 }
 
 /// Accepts until the owner is gone. Errors on one connection never end the loop.
-async fn accept_loop(listener: TcpListener, bound: String, setup: Setup) {
-    let limiter: Arc<Semaphore> = conn::connection_limiter();
+async fn accept_loop(listener: TcpListener, bound: String, setup: Setup, max_connections: usize) {
+    let limiter: Arc<Semaphore> = conn::connection_limiter(max_connections);
     let owner_check = Duration::from_millis(conn::OWNER_CHECK_MS);
     loop {
         let accepted = tokio::select! {
@@ -121,7 +133,7 @@ async fn accept_loop(listener: TcpListener, bound: String, setup: Setup) {
         if let Err(e) = stream.set_nodelay(true) {
             warn!(peer = %peer, "cannot set TCP_NODELAY: {e}");
         }
-        if let Some(permit) = conn::admit(&limiter, &peer) {
+        if let Some(permit) = conn::admit(&limiter, max_connections, &peer) {
             conn::spawn_accepted(stream, peer, setup.clone(), permit);
         }
     }

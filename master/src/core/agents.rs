@@ -308,6 +308,11 @@ impl MasterCore {
             }
             if report.state.is_terminal() {
                 // Its terminal update is still on its way from the agent and settles it then.
+                // Until then a new leader answers reconciliation with this state, not "gone":
+                // a framework told "gone" would launch the task a second time.
+                if !self.tasks.contains_key(&key) {
+                    self.remember_reported_end(now, agent_id, report);
+                }
                 continue;
             }
             match self.tasks.get_mut(&key) {

@@ -352,3 +352,56 @@ impl MasterCore {
         out.push(Action::Allocator(event));
     }
 }
+
+/// What the replicated registry says about one framework (the core does not depend on the
+/// registry's types).
+#[derive(Debug, Clone)]
+pub struct RegistryFramework {
+    pub id: FrameworkId,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub failover_timeout_ms: u64,
+}
+
+impl MasterCore {
+    /// Whether this framework was removed for good (torn down or failed over too late).
+    pub fn framework_removed(&self, id: &FrameworkId) -> bool {
+        self.removed_frameworks.contains(id)
+    }
+
+    /// A new leader starts from what the registry holds: frameworks removed for good may not
+    /// re-subscribe (and their tasks reported by agents are shut down); frameworks admitted
+    /// earlier are known, inactive until their scheduler re-subscribes, and removed if it does
+    /// not within their failover timeout (at least the recovery grace). Call after `start`.
+    pub fn restore_registry(
+        &mut self,
+        now: Time,
+        removed: impl IntoIterator<Item = FrameworkId>,
+        frameworks: Vec<RegistryFramework>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        for id in removed {
+            self.removed_frameworks
+                .insert(id, self.config.max_removed_frameworks);
+        }
+        for f in frameworks {
+            if self.frameworks.contains_key(&f.id) || self.removed_frameworks.contains(&f.id) {
+                continue;
+            }
+            if self.frameworks.len() >= self.config.max_frameworks {
+                warn!(framework = %f.id, "framework limit reached; not restoring it");
+                continue;
+            }
+            let mut info = FrameworkInfo::new(&f.name);
+            info.roles = f.roles;
+            info.failover_timeout_ms = f.failover_timeout_ms;
+            self.add_recovered_framework(now, f.id.clone(), Some(info), &mut out);
+            // The registry does not record the user: like a framework learnt from an agent,
+            // the first scheduler to re-subscribe with this id is taken as its own.
+            if let Some(e) = self.frameworks.get_mut(&f.id) {
+                e.info_unknown = true;
+            }
+        }
+        out
+    }
+}

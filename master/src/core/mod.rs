@@ -30,6 +30,7 @@ mod tests;
 pub use config::MasterConfig;
 pub use error::MasterError;
 pub use reservations::{with_role, ReserveRequest};
+pub use frameworks::RegistryFramework;
 pub use state::{
     AgentView, CompletedTaskView, FrameworkView, MasterCounters, MasterState, OfferView, TaskView,
 };

@@ -5,7 +5,7 @@ use super::model::{Binding, CompletedTask};
 use super::{reasons, Action, MasterCore, MasterError, Out};
 use agora_actors::transport::ConnId;
 use agora_actors::{
-    AgentId, ExecutorId, FrameworkId, Message, TaskId, TaskState, TaskStatus, Time,
+    AgentId, ExecutorId, FrameworkId, Message, TaskId, TaskReport, TaskState, TaskStatus, Time,
 };
 use tracing::{debug, info, warn};
 
@@ -275,6 +275,31 @@ impl MasterCore {
             });
         }
         Ok(())
+    }
+
+    /// A task that ended while no master knew it (its update not yet acknowledged), as an
+    /// agent's re-registration reports it: remembered like a completed task.
+    pub(crate) fn remember_reported_end(&mut self, now: Time, agent_id: &AgentId, r: TaskReport) {
+        let known = self
+            .completed
+            .iter()
+            .any(|c| c.framework_id == r.framework_id && c.task_id == r.task.task_id);
+        if known {
+            return;
+        }
+        self.completed.push_back(CompletedTask {
+            framework_id: r.framework_id,
+            agent_id: agent_id.clone(),
+            task_id: r.task.task_id,
+            name: r.task.name,
+            state: r.state,
+            reason: Some(reasons::RECONCILIATION.to_string()),
+            resources: r.task.resources,
+            finished_at: now,
+        });
+        while self.completed.len() > self.config.max_completed_tasks {
+            self.completed.pop_front();
+        }
     }
 
     fn reconcile_status(

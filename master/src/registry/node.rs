@@ -43,6 +43,10 @@ pub struct Leadership {
     pub leader_id: u64,
     pub role: StateRole,
     pub term: u64,
+    /// Leader whose registry is current: an entry of its own term is committed and applied,
+    /// so every op an earlier leader committed is in its state. Only then may it serve (a
+    /// new leader must enforce what the registry says, not what it had applied so far).
+    pub serving: bool,
 }
 
 /// What one `drive` produced.
@@ -102,6 +106,7 @@ impl RegistryNode {
             leader_id: 0,
             role: StateRole::Follower,
             term: 0,
+            serving: false,
         };
         Ok(RegistryNode {
             raw,
@@ -129,10 +134,14 @@ impl RegistryNode {
         self.raw.raft.state == StateRole::Leader
     }
     pub fn leadership(&self) -> Leadership {
+        let leads = self.raw.raft.state == StateRole::Leader;
         Leadership {
             leader_id: self.raw.raft.leader_id,
             role: self.raw.raft.state,
             term: self.raw.raft.term,
+            serving: leads
+                && self.raw.raft.commit_to_current_term()
+                && self.applied >= self.commit_index(),
         }
     }
     pub fn commit_index(&self) -> u64 {

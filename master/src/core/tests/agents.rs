@@ -476,3 +476,39 @@ fn peers_of_another_cluster_or_kind_are_refused() {
     assert_eq!(errors(&actions, cli)[0].0, ErrorCode::BadRequest);
     assert!(h.core.state().frameworks.is_empty());
 }
+
+#[test]
+fn a_new_master_answers_reconciliation_of_a_task_that_ended_unacknowledged_with_its_end() {
+    let mut h = Harness::new();
+    let (_a, agent) = h.register_agent("cpus:4;mem:1024");
+    let (old_sched, fw) = h.subscribe("web");
+    let info = h.core.frameworks[&fw].info.clone();
+    let mut h2 = Harness::new();
+    h.launch(old_sched, &fw, &agent, "t1", "cpus:1;mem:128");
+    let mut report = h.report(&fw, "t1");
+    // It ended while no master led; its update waits, unacknowledged, at the agent.
+    report.state = TaskState::Finished;
+    let conn = h2.connect(NodeKind::Agent);
+    h2.send(
+        conn,
+        reregister(
+            &h2,
+            &agent,
+            "cpus:4;mem:1024",
+            vec![report],
+            vec![info.clone()],
+        ),
+    );
+    let (sched, _) = h2.subscribe_info(info);
+    let actions = h2.send(
+        sched,
+        Message::Reconcile {
+            framework_id: fw.clone(),
+            tasks: vec![(tid("t1"), Some(agent.clone()))],
+        },
+    );
+    let ups = updates(&actions, sched);
+    assert_eq!(ups.len(), 1, "{actions:?}");
+    // Not TASK_GONE: the framework would launch it a second time.
+    assert_eq!(ups[0].state, TaskState::Finished);
+}
