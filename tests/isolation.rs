@@ -8,7 +8,6 @@ mod common;
 
 use agora_actors::*;
 use common::*;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const SECS: Duration = Duration::from_secs(30);
@@ -32,48 +31,6 @@ fn cgroups_usable() -> bool {
             eprintln!("skipped: {why}");
             false
         }
-    }
-}
-
-/// Kills whatever still runs in the test's cgroup root and removes it, even on failure.
-struct CgroupRootGuard(String);
-
-impl CgroupRootGuard {
-    fn dirs(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let root = ctrl.path().join(&self.0);
-            if let Ok(children) = std::fs::read_dir(&root) {
-                out.extend(children.flatten().map(|c| c.path()).filter(|p| p.is_dir()));
-            }
-        }
-        out
-    }
-}
-
-impl Drop for CgroupRootGuard {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            let dirs = self.dirs();
-            if dirs.is_empty() {
-                break;
-            }
-            for d in dirs {
-                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: only processes inside the test's own cgroup root.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                let _ = std::fs::remove_dir(&d);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let version = agora_isolation::detect_cgroups().expect("cgroups");
-        let _ = agora_isolation::remove_cgroup_root(version, &self.0);
     }
 }
 
@@ -309,6 +266,61 @@ fn disk_hog_is_killed_with_reason_disk_limit() {
     assert_eq!(st.reason.as_deref(), Some("disk limit"), "{st:?}");
     if with_cgroups {
         wait_until("container destroyed", SECS, || {
+            guard.dirs().is_empty().then_some(())
+        });
+    }
+}
+
+/// The checkpoint says another boot id: the host "rebooted" while the agent was down, so its
+/// containers cannot have survived. The restarted agent ends their tasks TASK_LOST with
+/// reason `agent_rebooted` and removes what is left of the containers.
+#[test]
+fn a_reboot_seen_in_the_boot_id_ends_the_tasks_lost() {
+    let with_cgroups = cgroups_usable();
+    let root = format!("agora-btest-{}", std::process::id());
+    let guard = CgroupRootGuard(root.clone());
+    let isolation = if with_cgroups {
+        "libcontainer"
+    } else {
+        "posix"
+    };
+    let (mut c, args) = cluster_and_agent_args(isolation, &root);
+    let mut fw = RawClient::subscribe(&c.master_addr, "reboot-test");
+    let offers = fw.next_offers(SECS);
+    let o = &offers[0];
+    fw.send(&Message::Accept {
+        framework_id: fw.fid(),
+        offer_ids: vec![o.id.clone()],
+        operations: vec![Operation::Launch {
+            tasks: vec![task(
+                "rebooted-1",
+                &o.agent_id,
+                "cpus:0.5;mem:64",
+                "sleep 60",
+            )],
+        }],
+        filters: Filters::default(),
+    });
+    fw.wait_update("rebooted-1", TaskState::Running, SECS);
+    c.note_executors();
+    c.agents[0].0.kill9();
+    let work_dir = c.dir.path().join("agent0");
+    let mut store = agora_agent::checkpoint::CheckpointStore::open(&work_dir).expect("open");
+    let mut record = store.load(CLUSTER).expect("load").expect("a checkpoint");
+    assert!(!record.containers.is_empty(), "{record:?}");
+    record.boot_id = "00000000-fake-boot-id".into();
+    store.save(&record).expect("save");
+    drop(store);
+    c.agents[0].0 = spawn(c.dir.path(), "agent0-after-reboot", &args);
+    let st = fw.wait_update("rebooted-1", TaskState::Lost, SECS);
+    assert_eq!(st.reason.as_deref(), Some("agent_rebooted"), "{st:?}");
+    assert!(
+        c.agents[0].0.log_text().contains("boot id changed"),
+        "{}",
+        c.logs()
+    );
+    if with_cgroups {
+        wait_until("leftover container removed", SECS, || {
             guard.dirs().is_empty().then_some(())
         });
     }

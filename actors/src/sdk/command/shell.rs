@@ -113,12 +113,55 @@ fn build_command(command: &CommandInfo, env: &[(String, String)], cwd: Option<&P
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    if std::env::var("AGORA_TASK_NETWORK").as_deref() == Ok("isolated") {
+        // SAFETY: `isolate_network` makes only async-signal-safe syscalls (no allocation).
+        unsafe {
+            cmd.pre_exec(isolate_network);
+        }
+    }
     // Own process group, so a kill reaches everything the task started (pipelines, children).
     // stdout/stderr are inherited: the agent points the executor's at the sandbox files.
     cmd.process_group(0)
         .stdin(Stdio::null())
         .kill_on_drop(false);
     cmd
+}
+
+/// `CAP_SYS_ADMIN` (linux/capability.h): what creating a network namespace needs.
+const CAP_SYS_ADMIN: libc::c_ulong = 21;
+
+/// In the task's child, before exec: a network namespace of its own with only loopback, up.
+/// Then `CAP_SYS_ADMIN` (which the container granted the executor for this) leaves the
+/// task's bounding set for good, so the task cannot use it.
+fn isolate_network() -> std::io::Result<()> {
+    let err = std::io::Error::last_os_error;
+    // SAFETY: plain syscalls on local, initialised data.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(err());
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(err());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
+        }
+        let saved = err();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(saved);
+        }
+        if libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0 {
+            return Err(err());
+        }
+    }
+    Ok(())
 }
 
 fn spawn_task(
