@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000}
 PAR=${2:-8}
-cargo build --release -q
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/agora
 DIR=$(mktemp -d /tmp/agora-bench-ct.XXXXXX)
 ROOT="agora-bench$$"

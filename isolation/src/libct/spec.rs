@@ -217,8 +217,9 @@ fn mounts(input: &SpecInput<'_>) -> Vec<Value> {
     mounts
 }
 
-/// The usual container set; plus `CAP_SYS_ADMIN` when the container's tasks get network
-/// namespaces of their own: the command executor needs it to create them and drops it from
+/// The usual container set; plus `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` when the container's
+/// tasks get network namespaces of their own: the command executor needs them to create one
+/// and bring its loopback up, and drops them from
 /// every task's bounding set (the agent allows this for command executors only).
 fn capabilities(task_network_namespaces: bool) -> Value {
     let mut caps = vec![
@@ -238,7 +239,7 @@ fn capabilities(task_network_namespaces: bool) -> Value {
         "CAP_AUDIT_WRITE",
     ];
     if task_network_namespaces {
-        caps.push("CAP_SYS_ADMIN");
+        caps.extend(["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]);
     }
     json!({"bounding": caps, "effective": caps, "permitted": caps})
 }

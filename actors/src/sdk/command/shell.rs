@@ -127,12 +127,14 @@ fn build_command(command: &CommandInfo, env: &[(String, String)], cwd: Option<&P
     cmd
 }
 
-/// `CAP_SYS_ADMIN` (linux/capability.h): what creating a network namespace needs.
+/// `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` (linux/capability.h): what creating a network
+/// namespace and bringing its loopback up need.
+const CAP_NET_ADMIN: libc::c_ulong = 12;
 const CAP_SYS_ADMIN: libc::c_ulong = 21;
 
 /// In the task's child, before exec: a network namespace of its own with only loopback, up.
-/// Then `CAP_SYS_ADMIN` (which the container granted the executor for this) leaves the
-/// task's bounding set for good, so the task cannot use it.
+/// Then `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` (which the container granted the executor for
+/// this) leave the task's bounding set for good, so the task cannot use them.
 fn isolate_network() -> std::io::Result<()> {
     let err = std::io::Error::last_os_error;
     // SAFETY: plain syscalls on local, initialised data.
@@ -157,8 +159,13 @@ fn isolate_network() -> std::io::Result<()> {
         if rc != 0 {
             return Err(saved);
         }
-        if libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0 {
-            return Err(err());
+        for cap in [CAP_SYS_ADMIN, CAP_NET_ADMIN] {
+            // EINVAL: the kernel does not know the capability; nothing to drop.
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                && *libc::__errno_location() != libc::EINVAL
+            {
+                return Err(err());
+            }
         }
     }
     Ok(())
