@@ -78,6 +78,8 @@ struct LaunchQueue {
     waiting: VecDeque<LaunchSpec>,
     /// Container ids being launched, with a kill grace if a kill came meanwhile.
     in_flight: BTreeMap<ContainerId, Option<u64>>,
+    /// Executor registration timeouts of queued launches, armed once the launch is done.
+    deferred: BTreeMap<ContainerId, Duration>,
     max_parallel: usize,
 }
 
@@ -240,8 +242,11 @@ impl AgentActor {
             .collect();
         let containerizer = self.containerizer.clone();
         let measure = move || -> Vec<agora_actors::ExecutorUsage> {
+            // Only containers that exist (not the ones still queued for launch).
+            let known: BTreeSet<String> = containerizer.containers().into_iter().collect();
             execs
                 .into_iter()
+                .filter(|(_, _, c)| known.contains(c.as_str()))
                 .filter_map(|(framework_id, executor_id, container)| {
                     let u = containerizer.usage(container.as_str()).ok()?;
                     let usage = agora_actors::UsageFigures {
@@ -377,9 +382,24 @@ impl AgentActor {
                     grace_ms,
                 } => self.kill(container_id, grace_ms, ctx),
                 Action::SetTimer { timer, at } => {
-                    ctx.run_later(self.clock.until(at), move |act, ctx| {
-                        act.deliver(Input::Timer(timer), ctx)
-                    });
+                    let delay = self.clock.until(at);
+                    // An executor's registration time starts when its container has started,
+                    // not while its launch waits in the queue.
+                    if let crate::core::AgentTimer::ExecutorRegisterTimeout { container_id } =
+                        &timer
+                    {
+                        if self
+                            .launches
+                            .waiting
+                            .iter()
+                            .any(|s| &s.container_id == container_id)
+                            || self.launches.in_flight.contains_key(container_id)
+                        {
+                            self.launches.deferred.insert(container_id.clone(), delay);
+                            continue;
+                        }
+                    }
+                    ctx.run_later(delay, move |act, ctx| act.deliver(Input::Timer(timer), ctx));
                 }
             }
         }
@@ -395,6 +415,7 @@ impl AgentActor {
             .position(|s| s.container_id == container_id)
         {
             self.launches.waiting.remove(pos);
+            self.launches.deferred.remove(&container_id);
             tracing::info!(container = %container_id, "killed before its launch started");
             let error = "killed before the container was started".to_string();
             self.deliver(
@@ -646,6 +667,12 @@ impl Handler<LaunchDone> for AgentActor {
         let id = msg.spec.container_id.clone();
         let kill_grace = self.launches.in_flight.remove(&id).flatten();
         let launched = msg.result.is_ok();
+        if let Some(delay) = self.launches.deferred.remove(&id) {
+            let timer = crate::core::AgentTimer::ExecutorRegisterTimeout {
+                container_id: id.clone(),
+            };
+            ctx.run_later(delay, move |act, ctx| act.deliver(Input::Timer(timer), ctx));
+        }
         self.launch_done(msg.spec, msg.result, ctx);
         if let (true, Some(grace_ms)) = (launched, kill_grace) {
             self.kill(id, grace_ms, ctx);
@@ -884,6 +911,7 @@ pub async fn start_agent(
         launches: LaunchQueue {
             waiting: VecDeque::new(),
             in_flight: BTreeMap::new(),
+            deferred: BTreeMap::new(),
             max_parallel: opts
                 .max_parallel_launches
                 .clamp(1, crate::workers::MAX_WORKERS),
