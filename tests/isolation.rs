@@ -8,7 +8,6 @@ mod common;
 
 use agora_actors::*;
 use common::*;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const SECS: Duration = Duration::from_secs(30);
@@ -32,48 +31,6 @@ fn cgroups_usable() -> bool {
             eprintln!("skipped: {why}");
             false
         }
-    }
-}
-
-/// Kills whatever still runs in the test's cgroup root and removes it, even on failure.
-struct CgroupRootGuard(String);
-
-impl CgroupRootGuard {
-    fn dirs(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let root = ctrl.path().join(&self.0);
-            if let Ok(children) = std::fs::read_dir(&root) {
-                out.extend(children.flatten().map(|c| c.path()).filter(|p| p.is_dir()));
-            }
-        }
-        out
-    }
-}
-
-impl Drop for CgroupRootGuard {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            let dirs = self.dirs();
-            if dirs.is_empty() {
-                break;
-            }
-            for d in dirs {
-                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: only processes inside the test's own cgroup root.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                let _ = std::fs::remove_dir(&d);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let version = agora_isolation::detect_cgroups().expect("cgroups");
-        let _ = agora_isolation::remove_cgroup_root(version, &self.0);
     }
 }
 
@@ -110,6 +67,8 @@ fn cluster_and_agent_args(isolation: &str, cgroup_root: &str) -> (Cluster, Vec<S
         "200",
         "--cgroup-root",
         cgroup_root,
+        "--usage-report-interval-ms",
+        "200",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -312,4 +271,176 @@ fn disk_hog_is_killed_with_reason_disk_limit() {
             guard.dirs().is_empty().then_some(())
         });
     }
+}
+
+/// The checkpoint says another boot id: the host "rebooted" while the agent was down, so its
+/// containers cannot have survived. The restarted agent ends their tasks TASK_LOST with
+/// reason `agent_rebooted` and removes what is left of the containers.
+#[test]
+fn a_reboot_seen_in_the_boot_id_ends_the_tasks_lost() {
+    let with_cgroups = cgroups_usable();
+    let root = format!("agora-btest-{}", std::process::id());
+    let guard = CgroupRootGuard(root.clone());
+    let isolation = if with_cgroups {
+        "libcontainer"
+    } else {
+        "posix"
+    };
+    let (mut c, args) = cluster_and_agent_args(isolation, &root);
+    let mut fw = RawClient::subscribe(&c.master_addr, "reboot-test");
+    let offers = fw.next_offers(SECS);
+    let o = &offers[0];
+    fw.send(&Message::Accept {
+        framework_id: fw.fid(),
+        offer_ids: vec![o.id.clone()],
+        operations: vec![Operation::Launch {
+            tasks: vec![task(
+                "rebooted-1",
+                &o.agent_id,
+                "cpus:0.5;mem:64",
+                "sleep 60",
+            )],
+        }],
+        filters: Filters::default(),
+    });
+    fw.wait_update("rebooted-1", TaskState::Running, SECS);
+    c.note_executors();
+    c.agents[0].0.kill9();
+    let work_dir = c.dir.path().join("agent0");
+    let mut store = agora_agent::checkpoint::CheckpointStore::open(&work_dir).expect("open");
+    let mut record = store.load(CLUSTER).expect("load").expect("a checkpoint");
+    assert!(!record.containers.is_empty(), "{record:?}");
+    record.boot_id = "00000000-fake-boot-id".into();
+    store.save(&record).expect("save");
+    drop(store);
+    c.agents[0].0 = spawn(c.dir.path(), "agent0-after-reboot", &args);
+    let st = fw.wait_update("rebooted-1", TaskState::Lost, SECS);
+    assert_eq!(st.reason.as_deref(), Some("agent_rebooted"), "{st:?}");
+    assert!(
+        c.agents[0].0.log_text().contains("boot id changed"),
+        "{}",
+        c.logs()
+    );
+    if with_cgroups {
+        wait_until("leftover container removed", SECS, || {
+            guard.dirs().is_empty().then_some(())
+        });
+    }
+}
+
+fn with_container(mut t: TaskInfo, c: ContainerInfo) -> TaskInfo {
+    t.container = Some(c);
+    t
+}
+
+/// What a task asks of its container: its own network namespace (only loopback, up), a disk
+/// IO weight on its cgroup, another user; a user or rootfs that does not exist fails the task
+/// with the reason. And the agent's usage reports show up per task in the master's /state.
+#[test]
+fn container_requests_network_io_weight_and_user_are_honoured() {
+    if !cgroups_usable() {
+        return;
+    }
+    let root = format!("agora-ctest-{}", std::process::id());
+    let guard = CgroupRootGuard(root.clone());
+    let c = cluster_with_libcontainer_agent(&root);
+    let mut fw = RawClient::subscribe(&c.master_addr, "container-info-test");
+    let offers = fw.next_offers(SECS);
+    let a = &offers[0].agent_id;
+    let r = "cpus:0.2;mem:64";
+    let isolated = ContainerInfo {
+        network: NetworkMode::Isolated,
+        ..Default::default()
+    };
+    let net =
+        "test $(tail -n +3 /proc/net/dev | wc -l) -eq 1 && grep -q 127.0.0.1 /proc/net/fib_trie";
+    let user = |u: &str| ContainerInfo {
+        user: Some(u.into()),
+        ..Default::default()
+    };
+    let tasks = vec![
+        with_container(task("net-1", a, r, net), isolated),
+        task(
+            "host-net-1",
+            a,
+            r,
+            "test $(tail -n +3 /proc/net/dev | wc -l) -gt 1",
+        ),
+        with_container(
+            task("io-1", a, r, "sleep 3"),
+            ContainerInfo {
+                io_weight: Some(300),
+                ..Default::default()
+            },
+        ),
+        with_container(
+            task("user-1", a, r, "test $(id -u) = 65534"),
+            user("nobody"),
+        ),
+        with_container(task("nouser-1", a, r, "true"), user("no-such-user-x")),
+        with_container(
+            task("norootfs-1", a, r, "true"),
+            ContainerInfo {
+                rootfs: Some("/no/such/rootfs".into()),
+                ..Default::default()
+            },
+        ),
+    ];
+    fw.send(&Message::Accept {
+        framework_id: fw.fid(),
+        offer_ids: vec![offers[0].id.clone()],
+        operations: vec![Operation::Launch { tasks }],
+        filters: Filters::default(),
+    });
+    // The IO weight is on the container's blkio (v1) or io (v2) cgroup while it runs.
+    let weight = wait_until("io weight applied", SECS, || {
+        guard.dirs().into_iter().find_map(|d| {
+            [
+                "blkio.weight",
+                "blkio.bfq.weight",
+                "io.weight",
+                "io.bfq.weight",
+            ]
+            .iter()
+            .find_map(|f| std::fs::read_to_string(d.join(f)).ok())
+            .filter(|w| w.contains("300"))
+        })
+    });
+    assert!(weight.contains("300"), "{weight}");
+    // Usage of the running task reaches the master's /state.
+    wait_until("usage in the master's /state", SECS, || {
+        let s = c.state();
+        let t = s["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["id"] == "io-1")?
+            .clone();
+        (t["usage"]["mem_rss_bytes"].as_u64()? > 0).then_some(())
+    });
+    let ended = wait_terminal(
+        &mut fw,
+        &[
+            "net-1",
+            "host-net-1",
+            "io-1",
+            "user-1",
+            "nouser-1",
+            "norootfs-1",
+        ],
+    );
+    for ok in ["net-1", "host-net-1", "io-1", "user-1"] {
+        assert_eq!(
+            ended[ok].state,
+            TaskState::Finished,
+            "{ok}: {:?}\n{}",
+            ended[ok],
+            c.logs()
+        );
+    }
+    for (bad, why) in [("nouser-1", "no such user"), ("norootfs-1", "rootfs")] {
+        let st = &ended[bad];
+        assert_eq!(st.state, TaskState::Failed, "{st:?}");
+        assert!(st.message.contains(why), "{bad}: {st:?}");
+    }
+    drop(c);
 }

@@ -165,6 +165,7 @@ mod tests {
 
     fn task(id: &str) -> TaskInfo {
         TaskInfo {
+            container: None,
             task_id: TaskId::new(id).unwrap(),
             name: format!("task {id}"),
             agent_id: AgentId::new("agent-1").unwrap(),

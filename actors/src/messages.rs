@@ -154,6 +154,25 @@ pub struct ExecutorInfo {
     pub resources: Resources,
 }
 
+/// Most entries in one [`Message::AgentUsage`].
+pub const MAX_USAGE_ENTRIES: usize = 10_000;
+
+/// Resource usage of one executor's container, as its agent measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageFigures {
+    /// User + system CPU time so far.
+    pub cpu_time_ms: u64,
+    pub mem_rss_bytes: u64,
+    pub mem_peak_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorUsage {
+    pub framework_id: FrameworkId,
+    pub executor_id: ExecutorId,
+    pub usage: UsageFigures,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskInfo {
     pub task_id: TaskId,
@@ -166,6 +185,34 @@ pub struct TaskInfo {
     pub executor: Option<ExecutorInfo>,
     /// Opaque bytes for a custom executor.
     pub data: Vec<u8>,
+    /// How the task's container is set up (for the task that starts an executor; later tasks
+    /// of a running executor share its container). `None`: the agent's defaults.
+    pub container: Option<ContainerInfo>,
+}
+
+/// Network of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NetworkMode {
+    /// The agent host's network (default).
+    #[default]
+    Host,
+    /// A network namespace of its own with only loopback up.
+    Isolated,
+}
+
+/// What a task asks of its container beyond resources. Honoured by the libcontainer
+/// containerizer; the posix one refuses what it cannot do (except `user`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub network: NetworkMode,
+    /// Disk IO weight 10..=1000 (blkio.weight on cgroup v1, io.weight on v2), applied when
+    /// the agent has that controller.
+    pub io_weight: Option<u16>,
+    /// Absolute path of a root filesystem directory on the agent host (must exist) instead
+    /// of the host's directories.
+    pub rootfs: Option<String>,
+    /// Run the executor and its tasks as this user (must exist on the agent host).
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -386,6 +433,11 @@ pub enum Message {
     },
     Ping,
     Pong,
+    /// agent -> master, periodically: what its executors' containers use (at most
+    /// [`MAX_USAGE_ENTRIES`] entries; the master shows it per task in `/state`).
+    AgentUsage {
+        executors: Vec<ExecutorUsage>,
+    },
     /// master -> agent: run `task` for `framework` (executor resolved by the agent).
     RunTask {
         framework: FrameworkInfo,
@@ -534,6 +586,7 @@ impl Message {
             Message::AgentRegistered { .. } => "agent_registered",
             Message::Ping => "ping",
             Message::Pong => "pong",
+            Message::AgentUsage { .. } => "agent_usage",
             Message::RunTask { .. } => "run_task",
             Message::KillTask { .. } => "kill_task",
             Message::StatusUpdate { .. } => "status_update",

@@ -3,6 +3,7 @@
 
 use crate::checkpoint::{self, AgentRecord, CheckpointStore};
 use crate::core::{Action, AgentConfig, AgentCore, AgentState, Input, LaunchSpec};
+use crate::workers::{CheckpointWriter, Workers};
 use actix::prelude::*;
 use agora_actors::time::MonoClock;
 use agora_actors::transport::{
@@ -11,7 +12,7 @@ use agora_actors::transport::{
 use agora_actors::{ContainerId, Hello, NodeKind};
 use agora_isolation::ContainerCheckpoint;
 use agora_isolation::{ContainerConfig, Containerizer, Limits};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,10 +24,14 @@ pub struct AgentActor {
     master_conn: Option<ConnId>,
     executors: HashMap<ConnId, ConnHandle>,
     containerizer: Arc<dyn Containerizer>,
-    /// Where the state is checkpointed (none in tests and the in-process demo).
-    store: Option<CheckpointStore>,
-    /// The record being kept up to date in `store`.
+    /// Writes the checkpoint on its own thread (none in tests and the in-process demo).
+    writer: Option<CheckpointWriter>,
+    /// The record being kept up to date on disk.
     record: AgentRecord,
+    ckpt: GroupCommit,
+    /// Runs blocking launches and destroys (none when the containerizer must run inline).
+    workers: Option<Arc<Workers>>,
+    launches: LaunchQueue,
     /// Containerizer checkpoints of the live containers, by container id.
     container_ckpts: BTreeMap<String, ContainerCheckpoint>,
     /// Set at start when recovering: actions of the recovered core, containers to reattach.
@@ -35,12 +40,66 @@ pub struct AgentActor {
     disk_watch_interval_ms: u64,
     /// Containers killed for using more disk than their `disk` resources.
     over_disk: BTreeSet<String>,
+    /// Sandbox garbage collection (none: sandboxes are kept).
+    gc: Option<(crate::gc::GcPolicy, Duration)>,
+    work_dir: PathBuf,
+    /// How often usage is reported to the master (none: never).
+    usage_interval: Option<Duration>,
 }
+
+/// Usage of the executors' containers, measured off the actor's thread, for the master.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct UsageReady(Vec<agora_actors::ExecutorUsage>);
 
 /// Reason of a task (and container) killed for using more sandbox disk than its `disk`.
 pub const REASON_DISK_LIMIT: &str = "disk limit";
 /// Grace given to a container over its disk limit before SIGKILL.
 const DISK_KILL_GRACE_MS: u64 = 1_000;
+
+/// Checkpoint group commit: the actions of a step are performed only once a record holding
+/// that step's state is on disk; steps arriving during a write share the next one.
+#[derive(Default)]
+struct GroupCommit {
+    /// Sequence number of the last record handed to the writer.
+    seq: u64,
+    /// A write is under way.
+    busy: bool,
+    /// State changed since the last record handed over.
+    dirty: bool,
+    /// Actions of steps not yet in any record handed over.
+    held: Vec<Action>,
+    /// Actions waiting for the write under way.
+    in_write: Vec<Action>,
+}
+
+/// Launches waiting for a worker, and the ones under way.
+struct LaunchQueue {
+    waiting: VecDeque<LaunchSpec>,
+    /// Container ids being launched, with a kill grace if a kill came meanwhile.
+    in_flight: BTreeMap<ContainerId, Option<u64>>,
+    /// Executor registration timeouts of queued launches, armed once the launch is done.
+    deferred: BTreeMap<ContainerId, Duration>,
+    max_parallel: usize,
+}
+
+/// What a worker reports about a launch.
+type LaunchResult = Result<(agora_isolation::Launched, Option<ContainerCheckpoint>), String>;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LaunchDone {
+    spec: LaunchSpec,
+    result: LaunchResult,
+}
+
+/// The checkpoint writer finished record `seq`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flushed {
+    seq: u64,
+    result: Result<(), String>,
+}
 
 /// Sandbox sizes measured off the actor's thread.
 #[derive(Message)]
@@ -58,17 +117,39 @@ struct Exited {
 impl AgentActor {
     fn deliver(&mut self, input: Input, ctx: &mut Context<Self>) {
         let actions = self.core.handle(self.clock.now(), input);
-        self.persist();
-        self.perform(actions, ctx);
+        self.after_persist(actions, ctx);
     }
 
-    /// Writes the checkpoint if anything changed, before the step's actions are performed.
-    fn persist(&mut self) {
-        let Some(store) = &mut self.store else { return };
+    /// Performs `actions` once the state that produced them is checkpointed (at once without
+    /// a checkpoint). The actor never waits for the disk itself.
+    fn after_persist(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        if self.writer.is_none() {
+            self.perform(actions, ctx);
+            return;
+        }
+        self.ckpt.held.extend(actions);
+        self.ckpt.dirty = true;
+        self.flush(ctx);
+    }
+
+    /// Hands the current state to the writer unless a write is under way (then the next one,
+    /// started when it is done, covers this step too).
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(writer) = &self.writer else { return };
+        if self.ckpt.busy || !self.ckpt.dirty {
+            return;
+        }
         self.record.core = self.core.checkpoint();
         self.record.containers = self.container_ckpts.values().cloned().collect();
-        if let Err(e) = store.save(&self.record) {
-            tracing::error!(error = %e, "checkpoint not written; a restart now would lose state");
+        self.ckpt.seq += 1;
+        self.ckpt.dirty = false;
+        self.ckpt.in_write = std::mem::take(&mut self.ckpt.held);
+        if writer.write(self.ckpt.seq, self.record.clone()) {
+            self.ckpt.busy = true;
+        } else {
+            tracing::error!("checkpoint writer gone; a restart now would lose state");
+            let actions = std::mem::take(&mut self.ckpt.in_write);
+            self.perform(actions, ctx);
         }
     }
 
@@ -78,7 +159,14 @@ impl AgentActor {
         let rebooted = record.boot_id != checkpoint::boot_id();
         let wanted: Vec<String> = record.containers.iter().map(|c| c.id.clone()).collect();
         let recovered = if rebooted {
-            tracing::warn!("the host rebooted since the checkpoint; its containers are gone");
+            tracing::warn!(
+                previous = %record.boot_id,
+                "the host rebooted since the checkpoint (boot id changed); its containers are gone and their tasks are lost"
+            );
+            // Nothing is wanted: whatever a containerizer still finds on disk is removed.
+            if let Err(e) = self.containerizer.recover(Vec::new()) {
+                tracing::debug!(error = %e, "no container leftovers removed");
+            }
             Vec::new()
         } else {
             match self.containerizer.recover(record.containers.clone()) {
@@ -112,12 +200,12 @@ impl AgentActor {
             };
             let (reason, message) = if rebooted {
                 (
-                    "agent host rebooted",
+                    crate::core::REASON_AGENT_REBOOTED,
                     "the host rebooted while the agent was down",
                 )
             } else {
                 (
-                    "container lost",
+                    crate::core::REASON_CONTAINER_LOST,
                     "the container could not be found after an agent restart",
                 )
             };
@@ -132,6 +220,96 @@ impl AgentActor {
                 ctx,
             );
         }
+    }
+
+    /// Measures every executor's container (on a thread for blocking containerizers) and
+    /// reports to the master through [`UsageReady`]. Re-arms itself.
+    fn report_usage(&mut self, ctx: &mut Context<Self>) {
+        let Some(interval) = self.usage_interval else {
+            return;
+        };
+        ctx.run_later(interval, |act, ctx| act.report_usage(ctx));
+        if self.master_conn.is_none() {
+            return;
+        }
+        let execs: Vec<_> = self
+            .core
+            .state()
+            .executors
+            .into_iter()
+            .take(agora_actors::MAX_USAGE_ENTRIES)
+            .map(|e| (e.framework_id, e.executor_id, e.container_id))
+            .collect();
+        let containerizer = self.containerizer.clone();
+        let measure = move || -> Vec<agora_actors::ExecutorUsage> {
+            // Only containers that exist (not the ones still queued for launch).
+            let known: BTreeSet<String> = containerizer.containers().into_iter().collect();
+            execs
+                .into_iter()
+                .filter(|(_, _, c)| known.contains(c.as_str()))
+                .filter_map(|(framework_id, executor_id, container)| {
+                    let u = containerizer.usage(container.as_str()).ok()?;
+                    let usage = agora_actors::UsageFigures {
+                        cpu_time_ms: u.cpu_time_ms,
+                        mem_rss_bytes: u.mem_rss_bytes,
+                        mem_peak_bytes: u.mem_peak_bytes,
+                    };
+                    Some(agora_actors::ExecutorUsage {
+                        framework_id,
+                        executor_id,
+                        usage,
+                    })
+                })
+                .collect()
+        };
+        if self.workers.is_none() {
+            let usage = measure();
+            self.send_usage(usage);
+            return;
+        }
+        let me = ctx.address();
+        std::thread::spawn(move || me.do_send(UsageReady(measure())));
+    }
+
+    fn send_usage(&mut self, executors: Vec<agora_actors::ExecutorUsage>) {
+        if let (Some(link), Some(_)) = (&self.master, self.master_conn) {
+            if let Err(e) = link.send(agora_actors::Message::AgentUsage { executors }) {
+                tracing::debug!(error = %e, "usage report not sent");
+            }
+        }
+    }
+
+    /// One sandbox GC pass on a worker thread, then again after the interval.
+    fn collect_sandboxes(&mut self, ctx: &mut Context<Self>) {
+        let Some((policy, interval)) = self.gc else {
+            return;
+        };
+        ctx.run_later(interval, |act, ctx| act.collect_sandboxes(ctx));
+        let mut live: BTreeSet<String> = self.containerizer.containers().into_iter().collect();
+        live.extend(self.container_ckpts.keys().cloned());
+        live.extend(self.launches.in_flight.keys().map(|c| c.to_string()));
+        live.extend(
+            self.launches
+                .waiting
+                .iter()
+                .map(|s| s.container_id.to_string()),
+        );
+        let work_dir = self.work_dir.clone();
+        std::thread::spawn(move || {
+            let r = crate::gc::collect(&work_dir, &live, policy, std::time::SystemTime::now());
+            for path in &r.removed {
+                tracing::info!(sandbox = %path.display(), "sandbox garbage-collected");
+            }
+            for e in &r.errors {
+                tracing::warn!(error = %e, "sandbox not garbage-collected");
+            }
+            tracing::debug!(
+                removed = r.removed.len(),
+                kept = r.kept,
+                delay_ms = r.delay_ms,
+                "sandbox gc pass"
+            );
+        });
     }
 
     /// Measures every sandbox that has a disk limit in a blocking thread (a big sandbox takes
@@ -202,70 +380,153 @@ impl AgentActor {
                 Action::Kill {
                     container_id,
                     grace_ms,
-                } => {
-                    let fut = self
-                        .containerizer
-                        .kill(container_id.as_str(), Duration::from_millis(grace_ms));
-                    let id = container_id.clone();
-                    actix_rt::spawn(async move {
-                        if let Err(e) = fut.await {
-                            tracing::warn!(container = %id, error = %e, "kill failed");
-                        }
-                    });
-                }
+                } => self.kill(container_id, grace_ms, ctx),
                 Action::SetTimer { timer, at } => {
-                    ctx.run_later(self.clock.until(at), move |act, ctx| {
-                        act.deliver(Input::Timer(timer), ctx)
-                    });
+                    let delay = self.clock.until(at);
+                    // An executor's registration time starts when its container has started,
+                    // not while its launch waits in the queue.
+                    if let crate::core::AgentTimer::ExecutorRegisterTimeout { container_id } =
+                        &timer
+                    {
+                        if self
+                            .launches
+                            .waiting
+                            .iter()
+                            .any(|s| &s.container_id == container_id)
+                            || self.launches.in_flight.contains_key(container_id)
+                        {
+                            self.launches.deferred.insert(container_id.clone(), delay);
+                            continue;
+                        }
+                    }
+                    ctx.run_later(delay, move |act, ctx| act.deliver(Input::Timer(timer), ctx));
                 }
             }
         }
     }
 
+    /// A kill for a container still queued ends its launch; one being launched is killed as
+    /// soon as it has started.
+    fn kill(&mut self, container_id: ContainerId, grace_ms: u64, ctx: &mut Context<Self>) {
+        if let Some(pos) = self
+            .launches
+            .waiting
+            .iter()
+            .position(|s| s.container_id == container_id)
+        {
+            self.launches.waiting.remove(pos);
+            self.launches.deferred.remove(&container_id);
+            tracing::info!(container = %container_id, "killed before its launch started");
+            let error = "killed before the container was started".to_string();
+            self.deliver(
+                Input::ContainerLaunchFailed {
+                    container_id,
+                    error,
+                },
+                ctx,
+            );
+            return;
+        }
+        if let Some(slot) = self.launches.in_flight.get_mut(&container_id) {
+            *slot = Some(grace_ms);
+            return;
+        }
+        let fut = self
+            .containerizer
+            .kill(container_id.as_str(), Duration::from_millis(grace_ms));
+        actix_rt::spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::warn!(container = %container_id, error = %e, "kill failed");
+            }
+        });
+    }
+
+    /// Launches inline when the containerizer needs the actor's runtime, else queues the
+    /// launch for the worker pool (at most `max_parallel` at once).
     fn launch(&mut self, spec: LaunchSpec, ctx: &mut Context<Self>) {
-        let config = ContainerConfig {
-            id: spec.container_id.to_string(),
-            sandbox: PathBuf::from(&spec.sandbox),
-            argv: spec.argv.clone(),
-            env: spec.env.clone(),
-            limits: limits_of(&spec.resources),
-            user: None,
-        };
+        if self.workers.is_none() {
+            let result = launch_blocking(&*self.containerizer, &spec);
+            self.launch_done(spec, result, ctx);
+            return;
+        }
+        self.launches.waiting.push_back(spec);
+        self.pump_launches(ctx);
+    }
+
+    fn pump_launches(&mut self, ctx: &mut Context<Self>) {
+        let Some(workers) = &self.workers else { return };
+        while self.launches.in_flight.len() < self.launches.max_parallel {
+            let Some(spec) = self.launches.waiting.pop_front() else {
+                return;
+            };
+            self.launches
+                .in_flight
+                .insert(spec.container_id.clone(), None);
+            let containerizer = self.containerizer.clone();
+            let me = ctx.address();
+            workers.run(move || {
+                let result = launch_blocking(&*containerizer, &spec);
+                me.do_send(LaunchDone { spec, result });
+            });
+        }
+    }
+
+    fn launch_done(&mut self, spec: LaunchSpec, result: LaunchResult, ctx: &mut Context<Self>) {
         let container_id = spec.container_id.clone();
-        match self.containerizer.launch(config) {
-            Ok(launched) => {
+        match result {
+            Ok((launched, ckpt)) => {
                 tracing::info!(container = %container_id, pid = launched.pid, executor = %spec.executor_id, "container launched");
-                let sandbox = launched.sandbox.display().to_string();
-                match self.containerizer.checkpoint(container_id.as_str()) {
-                    Ok(c) => {
-                        self.container_ckpts.insert(c.id.clone(), c);
-                    }
-                    Err(e) => {
-                        tracing::warn!(container = %container_id, error = %e, "container cannot be recovered after a restart")
-                    }
+                if let Some(c) = ckpt {
+                    self.container_ckpts.insert(c.id.clone(), c);
                 }
+                let sandbox = launched.sandbox.display().to_string();
+                let pid = launched.pid;
                 self.deliver(
                     Input::ContainerLaunched {
                         container_id: container_id.clone(),
-                        pid: launched.pid,
+                        pid,
                         sandbox,
                     },
                     ctx,
                 );
                 self.watch_container(container_id, ctx);
             }
-            Err(e) => {
-                tracing::warn!(container = %container_id, error = %e, "container launch failed");
+            Err(error) => {
+                tracing::warn!(container = %container_id, %error, "container launch failed");
                 self.deliver(
                     Input::ContainerLaunchFailed {
                         container_id,
-                        error: e.to_string(),
+                        error,
                     },
                     ctx,
                 );
             }
         }
     }
+}
+
+/// Starts the container of `spec` and takes its checkpoint (may block: worker threads).
+fn launch_blocking(containerizer: &dyn Containerizer, spec: &LaunchSpec) -> LaunchResult {
+    let config = ContainerConfig {
+        id: spec.container_id.to_string(),
+        sandbox: PathBuf::from(&spec.sandbox),
+        argv: spec.argv.clone(),
+        env: spec.env.clone(),
+        limits: limits_of(&spec.resources),
+        user: spec.container.user.clone(),
+        isolated_network: spec.container.network == agora_actors::NetworkMode::Isolated,
+        io_weight: spec.container.io_weight,
+        rootfs: spec.container.rootfs.as_ref().map(PathBuf::from),
+    };
+    let launched = containerizer.launch(config).map_err(|e| e.to_string())?;
+    let ckpt = match containerizer.checkpoint(spec.container_id.as_str()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(container = %spec.container_id, error = %e, "container cannot be recovered after a restart");
+            None
+        }
+    };
+    Ok((launched, ckpt))
 }
 
 impl AgentActor {
@@ -321,15 +582,16 @@ impl Actor for AgentActor {
         let mut actions = self.core.start(self.clock.now());
         if let Some((recovered_actions, record)) = self.recovery.take() {
             actions.extend(recovered_actions);
-            self.perform(actions, ctx);
+            self.after_persist(actions, ctx);
             self.recover_containers(record, ctx);
         } else {
-            self.perform(actions, ctx);
+            self.after_persist(actions, ctx);
         }
-        self.persist();
         if self.disk_watch_interval_ms > 0 {
             self.watch_disks(ctx);
         }
+        self.collect_sandboxes(ctx);
+        self.report_usage(ctx);
     }
 }
 
@@ -373,6 +635,49 @@ impl Handler<NetEvent> for AgentActor {
                 }
             }
         }
+    }
+}
+
+impl Handler<UsageReady> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: UsageReady, _: &mut Context<Self>) {
+        self.send_usage(msg.0);
+    }
+}
+
+impl Handler<Flushed> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: Flushed, ctx: &mut Context<Self>) {
+        if msg.seq != self.ckpt.seq {
+            return; // not the write under way (cannot happen with one writer)
+        }
+        if let Err(e) = msg.result {
+            tracing::error!(error = %e, "checkpoint not written; a restart now would lose state");
+        }
+        self.ckpt.busy = false;
+        let actions = std::mem::take(&mut self.ckpt.in_write);
+        self.perform(actions, ctx);
+        self.flush(ctx);
+    }
+}
+
+impl Handler<LaunchDone> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: LaunchDone, ctx: &mut Context<Self>) {
+        let id = msg.spec.container_id.clone();
+        let kill_grace = self.launches.in_flight.remove(&id).flatten();
+        let launched = msg.result.is_ok();
+        if let Some(delay) = self.launches.deferred.remove(&id) {
+            let timer = crate::core::AgentTimer::ExecutorRegisterTimeout {
+                container_id: id.clone(),
+            };
+            ctx.run_later(delay, move |act, ctx| act.deliver(Input::Timer(timer), ctx));
+        }
+        self.launch_done(msg.spec, msg.result, ctx);
+        if let (true, Some(grace_ms)) = (launched, kill_grace) {
+            self.kill(id, grace_ms, ctx);
+        }
+        self.pump_launches(ctx);
     }
 }
 
@@ -426,7 +731,10 @@ impl Handler<Exited> for AgentActor {
                 message: format!("lost track of the container: {e}"),
             },
         };
-        self.container_ckpts.remove(msg.container_id.as_str());
+        if let Some(c) = self.container_ckpts.remove(msg.container_id.as_str()) {
+            // The sandbox's age for the garbage collector starts now.
+            crate::gc::stamp_ended(&c.sandbox);
+        }
         let input = match input {
             Input::ContainerExited {
                 container_id,
@@ -445,8 +753,16 @@ impl Handler<Exited> for AgentActor {
             },
             other => other,
         };
-        if let Err(e) = self.containerizer.destroy(msg.container_id.as_str()) {
-            tracing::warn!(container = %msg.container_id, error = %e, "destroy failed");
+        let containerizer = self.containerizer.clone();
+        let id = msg.container_id.clone();
+        let destroy = move || {
+            if let Err(e) = containerizer.destroy(id.as_str()) {
+                tracing::warn!(container = %id, error = %e, "destroy failed");
+            }
+        };
+        match &self.workers {
+            Some(w) => w.run(destroy),
+            None => destroy(),
         }
         self.deliver(input, ctx);
     }
@@ -505,6 +821,13 @@ pub struct AgentOptions {
     pub checkpoint: Option<(CheckpointStore, Option<AgentRecord>)>,
     /// How often sandboxes with a `disk` limit are measured; 0 turns the check off.
     pub disk_watch_interval_ms: u64,
+    /// Most containers being started at once (containerizers that block, see
+    /// `Containerizer::blocking_launch`); more wait in a queue.
+    pub max_parallel_launches: usize,
+    /// Sandbox garbage collection: policy and how often it runs (none: keep sandboxes).
+    pub gc: Option<(crate::gc::GcPolicy, Duration)>,
+    /// How often the executors' usage is reported to the master (none: never).
+    pub usage_report_interval: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -513,12 +836,21 @@ pub struct AgentHandle {
     pub bound: String,
 }
 
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("cannot start the agent's threads: {0}")]
+    Threads(String),
+}
+
 /// Starts the agent on the current actix system: listens for executors, dials the master.
 pub async fn start_agent(
     mut opts: AgentOptions,
     transport: Arc<dyn Transport>,
     containerizer: Arc<dyn Containerizer>,
-) -> Result<AgentHandle, TransportError> {
+) -> Result<AgentHandle, StartError> {
     let cluster = opts.config.cluster.clone();
     let ctx = Context::<AgentActor>::new();
     let addr = ctx.address();
@@ -537,6 +869,7 @@ pub async fn start_agent(
     );
     let clock = MonoClock::new();
     let cluster = opts.config.cluster.clone();
+    let cluster_work_dir = opts.config.work_dir.clone();
     let (store, previous) = match opts.checkpoint {
         Some((store, previous)) => (Some(store), previous),
         None => (None, None),
@@ -549,15 +882,49 @@ pub async fn start_agent(
         }
         None => (AgentCore::new(opts.config, opts.epoch), None),
     };
+    let workers = if containerizer.blocking_launch() {
+        let n = opts
+            .max_parallel_launches
+            .clamp(1, crate::workers::MAX_WORKERS);
+        Some(Arc::new(Workers::new(n, "agent-launch").map_err(|e| {
+            StartError::Threads(format!("launch workers: {e}"))
+        })?))
+    } else {
+        None
+    };
+    let writer = match store {
+        Some(store) => {
+            let me = addr.clone();
+            let done = move |seq, result| me.do_send(Flushed { seq, result });
+            Some(
+                CheckpointWriter::start(store, done)
+                    .map_err(|e| StartError::Threads(format!("checkpoint writer: {e}")))?,
+            )
+        }
+        None => None,
+    };
     let actor = AgentActor {
         core,
         clock,
-        store,
+        writer,
+        ckpt: GroupCommit::default(),
+        launches: LaunchQueue {
+            waiting: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            deferred: BTreeMap::new(),
+            max_parallel: opts
+                .max_parallel_launches
+                .clamp(1, crate::workers::MAX_WORKERS),
+        },
+        workers,
         record: checkpoint::new_record(&cluster, containerizer.name()),
         container_ckpts: BTreeMap::new(),
         recovery,
         disk_watch_interval_ms: opts.disk_watch_interval_ms,
         over_disk: BTreeSet::new(),
+        gc: opts.gc,
+        usage_interval: opts.usage_report_interval,
+        work_dir: PathBuf::from(&cluster_work_dir),
         master: Some(link),
         master_conn: None,
         executors: HashMap::new(),

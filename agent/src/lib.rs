@@ -5,7 +5,9 @@ pub mod actor;
 pub mod checkpoint;
 pub mod core;
 pub mod detect;
+pub mod gc;
 pub mod http;
+pub mod workers;
 
 pub use self::core::{
     Action, AgentConfig, AgentCore, AgentCounters, AgentState, AgentTimer, ConfigError, Input,

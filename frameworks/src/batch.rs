@@ -518,6 +518,7 @@ impl BatchFramework {
         self.set_phase(index, TaskPhase::Staged);
         debug!(task = %task_id, agent = %offer.agent_id, "launching");
         TaskInfo {
+            container: None,
             task_id,
             name: format!("{}-{index}", self.config.name),
             agent_id: offer.agent_id.clone(),

@@ -328,6 +328,7 @@ impl ServiceFramework {
         self.by_task.insert(task_id.clone(), index);
         debug!(task = %task_id, agent = %offer.agent_id, "launching instance");
         Some(TaskInfo {
+            container: None,
             task_id,
             name: format!("{}-{index}", self.config.name),
             agent_id: offer.agent_id.clone(),

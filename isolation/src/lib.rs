@@ -31,7 +31,7 @@ pub use posix::{PosixContainerizer, PosixOptions};
 pub use types::{
     validate_container_id, ContainerCheckpoint, ContainerConfig, Launched, Limits, Recovered,
     Termination, Usage, DEFAULT_PATH, MAX_ARGV_ENTRIES, MAX_ARG_BYTES, MAX_CONTAINER_ID_LEN,
-    MAX_ENV_ENTRIES, REASON_EXIT_STATUS_UNKNOWN, REASON_KILLED,
+    MAX_ENV_ENTRIES, MAX_IO_WEIGHT, MIN_IO_WEIGHT, REASON_EXIT_STATUS_UNKNOWN, REASON_KILLED,
 };
 
 /// A boxed, sendable, `'static` future: what the asynchronous trait methods return so the trait
@@ -49,14 +49,27 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// * After an agent restart, the agent feeds the [`ContainerCheckpoint`]s it persisted to
 ///   [`recover`]; the recovered ids then behave like launched ones (`wait`, `kill`, `usage`).
 ///   Implementations with their own state root (libcontainer) may ignore most checkpoint fields.
-/// * The returned futures need a Tokio runtime with timers (actix provides one); `launch` and
-///   the other synchronous methods need no runtime and return quickly.
+/// * The returned futures need a Tokio runtime with timers (actix provides one). The synchronous
+///   methods return quickly, except `launch` and `destroy` where [`blocking_launch`] says so.
 ///
 /// [`destroy`]: Containerizer::destroy
 /// [`recover`]: Containerizer::recover
+/// [`blocking_launch`]: Containerizer::blocking_launch
 pub trait Containerizer: Send + Sync + 'static {
     /// Short name for logs and the agent's flags, e.g. `"posix"`.
     fn name(&self) -> &'static str;
+
+    /// True when `launch` and `destroy` may block for a while (fork a launcher, wait for its
+    /// answer, remove directories) and need no async runtime: the agent then runs them on its
+    /// worker threads instead of its actor thread. An implementation that spawns onto the
+    /// caller's runtime (the in-process demo) keeps the default `false` and is called inline.
+    fn blocking_launch(&self) -> bool {
+        false
+    }
+
+    /// Called when the agent shuts down cleanly (its containers keep running): releases what
+    /// is no longer needed, e.g. agora's cgroup root directories once they are empty.
+    fn agent_exiting(&self) {}
 
     /// Creates the sandbox directory (and the `stdout` / `stderr` files in it) and starts
     /// `argv[0]` with `argv` in its own session and process group, cwd = sandbox, stdout and

@@ -50,7 +50,22 @@ pub struct ContainerConfig {
     pub limits: Limits,
     /// Run as this user instead of the agent's user (needs the agent to run as root).
     pub user: Option<String>,
+    /// The container's tasks each get a network namespace of their own with only loopback
+    /// up. The executor stays on the host network (it must reach the agent) and creates the
+    /// namespaces: the container is given `CAP_SYS_ADMIN` for that, which agora's command
+    /// executor drops from every task (the agent allows this for command executors only).
+    pub isolated_network: bool,
+    /// Disk IO weight ([`MIN_IO_WEIGHT`]..=[`MAX_IO_WEIGHT`]), applied where the cgroup
+    /// controller exists (blkio on v1, io on v2).
+    pub io_weight: Option<u16>,
+    /// Root filesystem directory on the host (absolute, must exist) instead of the host's own
+    /// directories.
+    pub rootfs: Option<PathBuf>,
 }
+
+/// Smallest and largest disk IO weight (the kernel's blkio.weight range).
+pub const MIN_IO_WEIGHT: u16 = 10;
+pub const MAX_IO_WEIGHT: u16 = 1000;
 
 /// A started container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +189,18 @@ impl ContainerConfig {
             return Err(format!("negative cpu limit {}", self.limits.cpus_milli));
         }
         self.check_strings()?;
+        if let Some(w) = self.io_weight {
+            if !(MIN_IO_WEIGHT..=MAX_IO_WEIGHT).contains(&w) {
+                return Err(format!(
+                    "io weight {w} is outside {MIN_IO_WEIGHT}..={MAX_IO_WEIGHT}"
+                ));
+            }
+        }
+        if let Some(rootfs) = &self.rootfs {
+            if !rootfs.is_absolute() {
+                return Err(format!("rootfs {rootfs:?} is not an absolute path"));
+            }
+        }
         if let Some(user) = &self.user {
             if user.is_empty() || user.len() > MAX_USER_NAME_LEN || user.contains(['\0', '/']) {
                 return Err(format!("invalid user name {user:?}"));
@@ -223,6 +250,9 @@ mod tests {
             env: vec![("A".into(), "1".into())],
             limits: Limits::default(),
             user: None,
+            isolated_network: false,
+            io_weight: None,
+            rootfs: None,
         }
     }
 
@@ -277,6 +307,14 @@ mod tests {
         let mut c = config();
         c.user = Some("../root".into());
         assert!(reason_of(&c).contains("invalid user"));
+
+        let mut c = config();
+        c.io_weight = Some(5);
+        assert!(reason_of(&c).contains("io weight"));
+
+        let mut c = config();
+        c.rootfs = Some(PathBuf::from("rel/root"));
+        assert!(reason_of(&c).contains("rootfs"));
 
         let mut c = config();
         c.argv = vec!["x".repeat(MAX_ARG_BYTES)];

@@ -78,6 +78,9 @@ impl Harness {
             env: vec![("GREETING".into(), "hello".into())],
             limits,
             user: None,
+            isolated_network: false,
+            io_weight: None,
+            rootfs: None,
         }
     }
 

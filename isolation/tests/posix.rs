@@ -67,6 +67,9 @@ impl Fixture {
                 disk_mb: 100,
             },
             user: None,
+            isolated_network: false,
+            io_weight: None,
+            rootfs: None,
         }
     }
 

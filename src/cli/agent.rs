@@ -58,6 +58,25 @@ pub struct AgentArgs {
     /// Most processes per container (libcontainer's pids limit).
     #[arg(long, default_value_t = 4096, env = "AGORA_CONTAINER_PIDS_LIMIT")]
     pub container_pids_limit: i64,
+    /// Most containers being started at once (on worker threads, off the agent's actor
+    /// thread); further launches wait in a queue. 1..=64.
+    #[arg(long, default_value_t = 8, env = "AGORA_MAX_PARALLEL_LAUNCHES",
+        value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_parallel_launches: u64,
+    /// How long a sandbox is kept after its executor ended (Mesos: 1 week).
+    #[arg(long, default_value_t = 7 * 24 * 3_600_000, env = "AGORA_GC_DELAY_MS")]
+    pub gc_delay_ms: u64,
+    /// Fraction of the work dir's disk to keep free: the delay shrinks to
+    /// `gc-delay × max(0, 1 − headroom − disk used)`, so a full disk frees sandboxes at once.
+    #[arg(long, default_value_t = 0.1, env = "AGORA_GC_DISK_HEADROOM")]
+    pub gc_disk_headroom: f64,
+    /// How often sandboxes are checked for garbage collection.
+    #[arg(long, default_value_t = 60_000, env = "AGORA_GC_INTERVAL_MS")]
+    pub gc_interval_ms: u64,
+    /// How often the executors' usage (CPU time, memory) is sent to the master, which shows
+    /// it per task in its `/state`; 0: never.
+    #[arg(long, default_value_t = 5_000, env = "AGORA_USAGE_REPORT_INTERVAL_MS")]
+    pub usage_report_interval_ms: u64,
 }
 
 /// Picks the containerizer for `--isolation`. `auto` falls back to posix with the reason;
@@ -127,7 +146,8 @@ pub fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
     })
 }
 
-pub async fn start(args: &AgentArgs) -> anyhow::Result<(String, String)> {
+/// Starts the agent; returns its executor and HTTP addresses and its containerizer.
+pub async fn start(args: &AgentArgs) -> anyhow::Result<(String, String, Arc<dyn Containerizer>)> {
     super::check_addr(&args.listen)?;
     super::check_addr(&args.http)?;
     let masters = super::parse_masters(&args.master)?;
@@ -150,6 +170,9 @@ pub async fn start(args: &AgentArgs) -> anyhow::Result<(String, String)> {
             "recovering from the checkpoint in the work dir"
         );
     }
+    if !(0.0..=1.0).contains(&args.gc_disk_headroom) {
+        bail!("--gc-disk-headroom must be between 0 and 1");
+    }
     let opts = AgentOptions {
         config,
         listen: args.listen.clone(),
@@ -157,22 +180,33 @@ pub async fn start(args: &AgentArgs) -> anyhow::Result<(String, String)> {
         epoch: super::epoch_now(),
         checkpoint: Some((store, previous)),
         disk_watch_interval_ms: args.disk_watch_interval_ms,
+        max_parallel_launches: args.max_parallel_launches as usize,
+        gc: Some((
+            agora_agent::gc::GcPolicy {
+                delay_ms: args.gc_delay_ms,
+                disk_headroom: args.gc_disk_headroom,
+            },
+            std::time::Duration::from_millis(args.gc_interval_ms.max(100)),
+        )),
+        usage_report_interval: (args.usage_report_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(args.usage_report_interval_ms.max(100))),
     };
-    let handle = start_agent(opts, super::tcp_transport(), containerizer)
+    let handle = start_agent(opts, super::tcp_transport(), containerizer.clone())
         .await
         .context("starting the agent")?;
     let http = agora_agent::http::serve(handle.addr.clone(), &args.http)
         .with_context(|| format!("binding HTTP on {}", args.http))?;
-    Ok((handle.bound, http))
+    Ok((handle.bound, http, containerizer))
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
     let sys = actix::System::new();
     sys.block_on(async move {
-        let (bound, http) = start(&args).await?;
+        let (bound, http, containerizer) = start(&args).await?;
         tracing::info!(listen = %bound, %http, master = %args.master, "agent ready");
         super::shutdown_signal().await;
         tracing::info!("agent shutting down (executors keep running)");
+        containerizer.agent_exiting();
         Ok(0)
     })
 }

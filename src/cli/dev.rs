@@ -58,8 +58,13 @@ pub fn run(a: DevArgs) -> anyhow::Result<i32> {
             cgroup_root: None,
             container_pids_limit: 4096,
             disk_watch_interval_ms: 5_000,
+            max_parallel_launches: 8,
+            gc_delay_ms: 7 * 24 * 3_600_000,
+            gc_disk_headroom: 0.1,
+            gc_interval_ms: 60_000,
+            usage_report_interval_ms: 5_000,
         };
-        let (abound, ahttp) = super::agent::start(&ag).await?;
+        let (abound, ahttp, _) = super::agent::start(&ag).await?;
         println!("agora dev cluster is up (Ctrl-C to stop)");
         println!("  master: {mbound}   http://{mhttp}/state");
         println!("  agent:  {abound}   http://{ahttp}/state");

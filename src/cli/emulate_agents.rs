@@ -78,6 +78,7 @@ fn tasks_of(agent_id: &AgentId, i: usize, n: usize) -> Vec<TaskReport> {
                 framework_id: fw.clone(),
                 executor_id: ExecutorId::new(id.clone()).expect("id"),
                 task: TaskInfo {
+                    container: None,
                     task_id: TaskId::new(id.clone()).expect("id"),
                     name: id,
                     agent_id: agent_id.clone(),

@@ -96,9 +96,87 @@ pub fn get_json(http: &str, path: &str) -> Option<serde_json::Value> {
         .and_then(|b| serde_json::from_str(&b).ok())
 }
 
+/// The containerizer the harness's agents use: `AGORA_TEST_ISOLATION` (`auto`, the default,
+/// picks libcontainer as root with cgroups, else posix; `libcontainer`; `posix`). CI runs the
+/// cluster tests once with each.
+pub fn test_isolation() -> String {
+    std::env::var("AGORA_TEST_ISOLATION").unwrap_or_else(|_| "auto".into())
+}
+
+pub fn cgroups_required() -> bool {
+    std::env::var("AGORA_REQUIRE_CGROUPS").as_deref() == Ok("1")
+}
+
+/// Kills whatever still runs in a test's own cgroup root (`agora-t...`), removes its
+/// container cgroups and then the root itself, even when the test failed.
+pub struct CgroupRootGuard(pub String);
+
+impl CgroupRootGuard {
+    /// A root no other test (or test process) uses.
+    pub fn unique() -> CgroupRootGuard {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CgroupRootGuard(format!("agora-t{}-{n}", std::process::id()))
+    }
+
+    /// Container cgroups below the root, in every hierarchy.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for root in self.roots() {
+            if let Ok(children) = std::fs::read_dir(&root) {
+                out.extend(children.flatten().map(|c| c.path()).filter(|p| p.is_dir()));
+            }
+        }
+        out
+    }
+
+    /// The root's directory in every hierarchy where it exists.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let mut out = vec![];
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            out.push(Path::new("/sys/fs/cgroup").join(&self.0));
+        }
+        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(ctrl.path().join(&self.0));
+        }
+        out.retain(|p| p.is_dir());
+        out
+    }
+}
+
+impl Drop for CgroupRootGuard {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let dirs = self.dirs();
+            if dirs.is_empty() {
+                break;
+            }
+            for d in dirs {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: only processes inside the test's own cgroup root.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                let _ = std::fs::remove_dir(&d);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for root in self.roots() {
+            let _ = std::fs::remove_dir(&root);
+        }
+    }
+}
+
 /// A master and agents as real processes, plus every executor process group they started
 /// (found through the agents' /state), all killed on drop.
 pub struct Cluster {
+    /// The agents' cgroup root; emptied and removed on drop (after the processes are killed,
+    /// before the directory goes).
+    pub cgroups: CgroupRootGuard,
     pub dir: tempfile::TempDir,
     pub master: Proc,
     pub master_addr: String,
@@ -146,6 +224,7 @@ impl Cluster {
             master_http,
             agents: vec![],
             executor_pids: vec![],
+            cgroups: CgroupRootGuard::unique(),
         };
         c.wait_health(&c.master_http.clone());
         for i in 0..opts.agents {
@@ -179,10 +258,29 @@ impl Cluster {
             resources.to_string(),
             "--attributes".into(),
             attributes.to_string(),
+            "--isolation".into(),
+            test_isolation(),
+            "--cgroup-root".into(),
+            self.cgroups.0.clone(),
         ];
         let p = spawn(self.dir.path(), &format!("agent{i}"), &args);
         self.wait_health(&http);
+        self.check_containerizer(&http);
         self.agents.push((p, http));
+    }
+
+    /// Under AGORA_REQUIRE_CGROUPS=1 an agent not told to use posix must be running the
+    /// libcontainer containerizer: the cluster tests then exercise real containers.
+    fn check_containerizer(&self, http: &str) {
+        if !cgroups_required() || test_isolation() == "posix" {
+            return;
+        }
+        let s = get_json(http, "/state").expect("agent /state");
+        assert_eq!(
+            s["containerizer"].as_str(),
+            Some("libcontainer"),
+            "AGORA_REQUIRE_CGROUPS=1 but the agent does not use libcontainer"
+        );
     }
 
     fn wait_health(&self, http: &str) {
@@ -237,6 +335,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.note_executors();
+        // Agents first: a live agent would start containers again while they are removed.
+        for (p, _) in &mut self.agents {
+            p.kill9();
+        }
         for pid in &self.executor_pids {
             // Executors run in their own process group (pgid == pid): kill the whole group.
             unsafe {
@@ -401,6 +503,7 @@ impl RawClient {
 
 pub fn task(id: &str, agent: &AgentId, resources: &str, cmd: &str) -> TaskInfo {
     TaskInfo {
+        container: None,
         task_id: TaskId::new(id).unwrap(),
         name: id.to_string(),
         agent_id: agent.clone(),

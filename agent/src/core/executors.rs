@@ -5,8 +5,8 @@ use super::tasks::RunTaskError;
 use super::{Action, AgentConfig, AgentCore, AgentTimer, LaunchSpec, TaskEnd};
 use agora_actors::transport::ConnId;
 use agora_actors::{
-    AgentId, CommandInfo, ContainerId, ExecutorId, ExecutorInfo, FrameworkId, Resources, TaskId,
-    TaskInfo, TaskState, Time,
+    AgentId, CommandInfo, ContainerId, ContainerInfo, ExecutorId, ExecutorInfo, FrameworkId,
+    Resources, TaskId, TaskInfo, TaskState, Time,
 };
 use std::collections::BTreeSet;
 
@@ -138,7 +138,7 @@ pub(crate) fn executor_argv(config: &AgentConfig, info: &ExecutorInfo) -> Vec<St
 }
 
 /// Environment names the agent sets for every executor; a framework cannot override them.
-pub const RESERVED_ENV: [&str; 8] = [
+pub const RESERVED_ENV: [&str; 9] = [
     "AGORA_AGENT_ENDPOINT",
     "AGORA_FRAMEWORK_ID",
     "AGORA_EXECUTOR_ID",
@@ -147,6 +147,8 @@ pub const RESERVED_ENV: [&str; 8] = [
     "AGORA_CLUSTER",
     "AGORA_SHUTDOWN_GRACE_MS",
     "AGORA_AGENT_ID",
+    // `isolated`: the command executor runs each task in a network namespace of its own.
+    "AGORA_TASK_NETWORK",
 ];
 
 pub(crate) struct EnvInput<'a> {
@@ -155,6 +157,7 @@ pub(crate) struct EnvInput<'a> {
     pub executor: &'a ExecutorInfo,
     pub container_id: &'a ContainerId,
     pub sandbox: &'a str,
+    pub network: agora_actors::NetworkMode,
 }
 
 /// What the executor driver needs to find and talk to its agent, then the framework's own env.
@@ -168,6 +171,10 @@ pub(crate) fn executor_env(config: &AgentConfig, x: &EnvInput<'_>) -> Vec<(Strin
         config.cluster.clone(),
         config.default_kill_grace_ms.to_string(),
         x.agent_id.map(|a| a.to_string()).unwrap_or_default(),
+        match x.network {
+            agora_actors::NetworkMode::Host => "host".to_string(),
+            agora_actors::NetworkMode::Isolated => "isolated".to_string(),
+        },
     ];
     let mut env: Vec<(String, String)> = RESERVED_ENV
         .iter()
@@ -194,7 +201,7 @@ impl AgentCore {
         fw: &FrameworkId,
         info: ExecutorInfo,
         resources: Resources,
-        first_task: TaskId,
+        (first_task, container): (TaskId, ContainerInfo),
         out: &mut Vec<Action>,
     ) {
         let container_id = self.container_ids.container();
@@ -211,6 +218,7 @@ impl AgentCore {
                 executor: &info,
                 container_id: &container_id,
                 sandbox: &sandbox,
+                network: container.network,
             },
         );
         let spec = LaunchSpec {
@@ -221,6 +229,7 @@ impl AgentCore {
             argv: executor_argv(&self.config, &info),
             env,
             resources,
+            container,
         };
         tracing::info!(framework = %fw, executor = %info.executor_id, container = %container_id,
             argv = ?spec.argv, "launching executor");
@@ -380,6 +389,12 @@ impl AgentCore {
     }
 }
 
+/// Reason of the tasks of containers that cannot have survived: the host rebooted (its boot id
+/// changed) while the agent was down. They end `TASK_LOST`.
+pub const REASON_AGENT_REBOOTED: &str = "agent_rebooted";
+/// Reason of the tasks of a container not found after an agent restart (`TASK_LOST`).
+pub const REASON_CONTAINER_LOST: &str = "container_lost";
+
 /// How a task that had not ended ends when its container is gone.
 fn task_end(termination: Option<Termination>, kill_requested: bool, exit: &Exit) -> TaskEnd {
     let how = exit.describe();
@@ -397,6 +412,14 @@ fn task_end(termination: Option<Termination>, kill_requested: bool, exit: &Exit)
         ),
         (None, Exit::LaunchFailed { error }) => {
             TaskEnd::new(TaskState::Failed, "container_launch_failed", error.clone())
+        }
+        (
+            None,
+            Exit::Exited {
+                reason: Some(r), ..
+            },
+        ) if r == REASON_AGENT_REBOOTED || r == REASON_CONTAINER_LOST => {
+            TaskEnd::new(TaskState::Lost, r, format!("executor {how}"))
         }
         (None, Exit::Exited { reason, .. }) => TaskEnd::new(
             TaskState::Failed,
@@ -435,6 +458,17 @@ mod tests {
         );
         let end = task_end(None, true, &e);
         assert_eq!(end.state, TaskState::Killed);
+        let e = Exit::Exited {
+            exit_code: None,
+            signal: None,
+            reason: Some(REASON_AGENT_REBOOTED.into()),
+            message: "rebooted".into(),
+        };
+        let end = task_end(None, false, &e);
+        assert_eq!(
+            (end.state, end.reason.as_str()),
+            (TaskState::Lost, REASON_AGENT_REBOOTED)
+        );
     }
 
     #[test]

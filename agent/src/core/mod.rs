@@ -22,15 +22,15 @@ mod updates;
 mod tests;
 
 pub use config::{AgentConfig, ConfigError};
-pub use executors::RESERVED_ENV;
+pub use executors::{REASON_AGENT_REBOOTED, REASON_CONTAINER_LOST, RESERVED_ENV};
 pub use recovery::{CoreCheckpoint, ExecutorCheckpoint, TaskCheckpoint};
 pub use state::{AgentCounters, AgentState, ExecutorView, FrameworkView, ResourcesView, TaskView};
 pub use tasks::RunTaskError;
 
 use agora_actors::transport::ConnId;
 use agora_actors::{
-    AgentId, ContainerId, ErrorCode, ExecutorId, FrameworkId, FrameworkInfo, Hello, IdGen, Message,
-    ResourceError, Resources, TaskId, TaskState, TaskStatus, Time, UpdateSource,
+    AgentId, ContainerId, ContainerInfo, ErrorCode, ExecutorId, FrameworkId, FrameworkInfo, Hello,
+    IdGen, Message, ResourceError, Resources, TaskId, TaskState, TaskStatus, Time, UpdateSource,
 };
 use conns::ConnState;
 use executors::ExecutorRecord;
@@ -104,6 +104,8 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     /// Executor plus its first task, for container limits.
     pub resources: Resources,
+    /// What the first task asked of the container (network, IO weight, rootfs, user).
+    pub container: ContainerInfo,
 }
 
 /// What the shell must do.

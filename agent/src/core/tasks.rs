@@ -72,6 +72,8 @@ pub enum RunTaskError {
     TooManyExecutors(usize),
     #[error("executor {executor} already has {limit} tasks waiting for it to register")]
     QueueFull { executor: ExecutorId, limit: usize },
+    #[error("an isolated network is available to command tasks only (the command executor creates the namespace), not to custom executors")]
+    IsolatedNetworkNeedsCommandExecutor,
 }
 
 impl RunTaskError {
@@ -81,6 +83,7 @@ impl RunTaskError {
             RunTaskError::BadId(_)
             | RunTaskError::MissingCommand
             | RunTaskError::EmptyCommand
+            | RunTaskError::IsolatedNetworkNeedsCommandExecutor
             | RunTaskError::ExecutorMismatch(_) => TaskState::Error,
             _ => TaskState::Dropped,
         }
@@ -89,9 +92,10 @@ impl RunTaskError {
     pub fn reason(&self) -> &'static str {
         match self {
             RunTaskError::WrongAgent { .. } => "wrong_agent",
-            RunTaskError::BadId(_) | RunTaskError::MissingCommand | RunTaskError::EmptyCommand => {
-                "invalid_task"
-            }
+            RunTaskError::BadId(_)
+            | RunTaskError::MissingCommand
+            | RunTaskError::EmptyCommand
+            | RunTaskError::IsolatedNetworkNeedsCommandExecutor => "invalid_task",
             RunTaskError::ExecutorMismatch(_) => "executor_mismatch",
             RunTaskError::ExecutorTerminating(_) => "executor_terminating",
             RunTaskError::Insufficient { .. } | RunTaskError::Resources(_) => {
@@ -168,6 +172,13 @@ impl AgentCore {
         }
         task.task_id.validate()?;
         let executor = executor_info_for(task)?;
+        let isolated = task
+            .container
+            .as_ref()
+            .is_some_and(|c| c.network == agora_actors::NetworkMode::Isolated);
+        if isolated && executor.command.is_some() {
+            return Err(RunTaskError::IsolatedNetworkNeedsCommandExecutor);
+        }
         if self.tasks.len() >= self.config.max_tasks {
             return Err(RunTaskError::TooManyTasks(self.tasks.len()));
         }
@@ -227,7 +238,9 @@ impl AgentCore {
         let record = TaskRecord::new(task.clone(), executor_id.clone());
         self.tasks.insert((fw.clone(), task_id.clone()), record);
         if admitted.new_executor {
-            return self.launch_executor(now, &fw, admitted.executor, admitted.need, task_id, out);
+            let container = task.container.clone().unwrap_or_default();
+            let first = (task_id, container);
+            return self.launch_executor(now, &fw, admitted.executor, admitted.need, first, out);
         }
         let Some(exec) = self.executors.get_mut(&(fw, executor_id)) else {
             return; // admission saw it a moment ago; nothing in between can remove it

@@ -55,6 +55,16 @@ pub fn detect_cgroups() -> Result<CgroupVersion, String> {
     Ok(CgroupVersion::V1)
 }
 
+/// Whether the disk IO controller is there: the v1 `blkio` hierarchy, or `io` among the v2
+/// controllers.
+pub(crate) fn has_io_controller(version: CgroupVersion) -> bool {
+    match version {
+        CgroupVersion::V1 => Path::new(CGROUP_MOUNT).join("blkio/cgroup.procs").exists(),
+        CgroupVersion::V2 => fs::read_to_string(format!("{CGROUP_MOUNT}/cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|x| x == "io")),
+    }
+}
+
 /// Where one container's cgroup lives. `root` is agora's cgroup root (e.g. `agora`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CgroupPaths {
@@ -164,16 +174,25 @@ pub(crate) fn v1_hierarchies() -> Vec<PathBuf> {
     dirs
 }
 
-/// Removes agora's (empty) cgroup root directories, e.g. `agora-test-1`, in every hierarchy.
-/// Fails on a root that still has containers (rmdir refuses non-empty cgroups).
+/// Removes agora's (empty) cgroup root directories, e.g. `agora-test-1`, in every hierarchy
+/// (for `agora-x/NAME` also `agora-x` when nothing else is in it). Fails on a root that still
+/// has containers (rmdir refuses non-empty cgroups); nothing outside agora's root is touched.
 pub fn remove_cgroup_root(version: CgroupVersion, root: &str) -> io::Result<()> {
     check_cgroup_root(root).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let dirs = match version {
-        CgroupVersion::V2 => vec![Path::new(CGROUP_MOUNT).join(root)],
-        CgroupVersion::V1 => v1_hierarchies().into_iter().map(|h| h.join(root)).collect(),
+    let hierarchies = match version {
+        CgroupVersion::V2 => vec![PathBuf::from(CGROUP_MOUNT)],
+        CgroupVersion::V1 => v1_hierarchies(),
     };
-    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
-        fs::remove_dir(&dir)?;
+    let top = root.split('/').next().unwrap_or(root);
+    for h in hierarchies {
+        let dir = h.join(root);
+        if dir.is_dir() {
+            fs::remove_dir(&dir)?;
+        }
+        if top != root && h.join(top).is_dir() {
+            // Shared with other agents' roots: only when empty, and that is no error.
+            let _ = fs::remove_dir(h.join(top));
+        }
     }
     Ok(())
 }

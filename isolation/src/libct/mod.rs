@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -210,14 +211,7 @@ impl LibcontainerContainerizer {
 
     fn launch_inner(&self, config: ContainerConfig) -> Result<Launched, IsolationError> {
         config.validate()?;
-        if config.user.is_some() {
-            return Err(IsolationError::InvalidConfig {
-                id: config.id.clone(),
-                reason:
-                    "running as another user is not supported by the libcontainer containerizer yet"
-                        .into(),
-            });
-        }
+        check_rootfs(&config)?;
         self.reserve(&config.id)?;
         let result = self.start(&config);
         match result {
@@ -252,12 +246,21 @@ impl LibcontainerContainerizer {
                 dir.display()
             )));
         }
-        fs::create_dir_all(&config.sandbox).map_err(|source| IsolationError::Sandbox {
-            path: config.sandbox.clone(),
-            source,
-        })?;
+        let user = resolve_user(config)?;
+        prepare_sandbox(config, &user)?;
         let cgroup = self.cgroup_of(id);
-        if let Err(e) = write_bundle(&dir, config, &cgroup, &self.options) {
+        let io_weight = config.io_weight.filter(|_| {
+            let have = cgroup::has_io_controller(self.version);
+            if !have {
+                tracing::info!(
+                    id,
+                    "no disk IO controller on this host; io weight not applied"
+                );
+            }
+            have
+        });
+        let extra = BundleExtra { user, io_weight };
+        if let Err(e) = write_bundle(&dir, config, &cgroup, &self.options, extra) {
             let _ = fs::remove_dir_all(&dir);
             return Err(lost(format!("cannot write its bundle: {e}")));
         }
@@ -455,16 +458,93 @@ fn termination_of(exit: Option<&ExitFile>, killed: bool, mem_mb: u64) -> Termina
     }
 }
 
+/// A container's operator-given rootfs must be an existing directory.
+fn check_rootfs(config: &ContainerConfig) -> Result<(), IsolationError> {
+    let Some(rootfs) = &config.rootfs else {
+        return Ok(());
+    };
+    match fs::metadata(rootfs) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(IsolationError::InvalidConfig {
+            id: config.id.clone(),
+            reason: format!("rootfs {} is not a directory", rootfs.display()),
+        }),
+        Err(e) => Err(IsolationError::InvalidConfig {
+            id: config.id.clone(),
+            reason: format!("rootfs {}: {e}", rootfs.display()),
+        }),
+    }
+}
+
+/// uid, gid and groups of the container's processes (root unless `config.user` names another
+/// user, which must exist on the host).
+fn resolve_user(config: &ContainerConfig) -> Result<(u32, u32, Vec<u32>), IsolationError> {
+    Ok(match crate::posix::resolve_identity(config)? {
+        Some(identity) => identity.ids(),
+        None => (0, 0, vec![]),
+    })
+}
+
+/// Creates the sandbox (and its output files, which the launcher opens) owned by the
+/// container's user.
+fn prepare_sandbox(
+    config: &ContainerConfig,
+    user: &(u32, u32, Vec<u32>),
+) -> Result<(), IsolationError> {
+    let error = |path: &Path, source: std::io::Error| IsolationError::Sandbox {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(&config.sandbox).map_err(|e| error(&config.sandbox, e))?;
+    if user.0 == 0 {
+        return Ok(());
+    }
+    for path in [
+        config.sandbox.clone(),
+        config.sandbox.join("stdout"),
+        config.sandbox.join("stderr"),
+    ] {
+        if path != config.sandbox {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| error(&path, e))?;
+        }
+        std::os::unix::fs::lchown(&path, Some(user.0), Some(user.1))
+            .map_err(|e| error(&path, e))?;
+    }
+    Ok(())
+}
+
+/// What the bundle needs besides the config and options.
+struct BundleExtra {
+    user: (u32, u32, Vec<u32>),
+    io_weight: Option<u16>,
+}
+
 fn write_bundle(
     dir: &Path,
     config: &ContainerConfig,
     cgroup: &CgroupPaths,
     options: &LibcontainerOptions,
+    extra: BundleExtra,
 ) -> std::io::Result<()> {
     let bundle = dir.join(BUNDLE_DIR);
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(&rootfs)?;
-    let host = spec::host_root_entries()?;
+    let source_root = config.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let host = spec::host_root_entries(&source_root)?;
+    // In its own rootfs a container still needs the executor program the agent runs.
+    let extra_files: Vec<PathBuf> = match &config.rootfs {
+        Some(root) => [PathBuf::from(&config.argv[0])]
+            .into_iter()
+            .filter(|p| p.is_absolute() && p.is_file())
+            .filter(|p| !root.join(p.strip_prefix("/").unwrap_or(p)).exists())
+            .collect(),
+        None => vec![],
+    };
     for entry in &host {
         if let spec::HostEntry::Link(name, target) = entry {
             std::os::unix::fs::symlink(target, rootfs.join(name))?;
@@ -475,8 +555,12 @@ fn write_bundle(
         rootfs: &rootfs,
         cgroup,
         host: &host,
+        source_root: &source_root,
+        extra_files: &extra_files,
         pids_limit: options.pids_limit,
         nofile_limit: nofile_hard_limit().min(spec::NOFILE_LIMIT),
+        user: extra.user,
+        io_weight: extra.io_weight,
     });
     write_json(&bundle.join("config.json"), &spec)?;
     write_json(
@@ -738,6 +822,22 @@ use crate::error::logged;
 impl Containerizer for LibcontainerContainerizer {
     fn name(&self) -> &'static str {
         "libcontainer"
+    }
+
+    fn blocking_launch(&self) -> bool {
+        true
+    }
+
+    /// Removes agora's cgroup root if no container is left in it (rmdir refuses otherwise).
+    fn agent_exiting(&self) {
+        match cgroup::remove_cgroup_root(self.version, &self.options.cgroup_root) {
+            Ok(()) => {
+                tracing::info!(root = %self.options.cgroup_root, "removed the empty cgroup root")
+            }
+            Err(e) => {
+                tracing::debug!(root = %self.options.cgroup_root, error = %e, "cgroup root kept (containers still in it)")
+            }
+        }
     }
 
     fn launch(&self, config: ContainerConfig) -> Result<Launched, IsolationError> {

@@ -31,10 +31,11 @@ pub(crate) enum HostEntry {
     Link(String, String),
 }
 
-/// Lists the host's `/` (what a container sees read-only).
-pub(crate) fn host_root_entries() -> std::io::Result<Vec<HostEntry>> {
+/// Lists `root`: the host's `/` or an operator-given rootfs (what a container sees
+/// read-only).
+pub(crate) fn host_root_entries(root: &Path) -> std::io::Result<Vec<HostEntry>> {
     let mut entries = Vec::new();
-    for entry in std::fs::read_dir("/")? {
+    for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if NOT_FROM_HOST.contains(&name.as_str()) {
@@ -63,9 +64,18 @@ pub(crate) struct SpecInput<'a> {
     pub config: &'a ContainerConfig,
     pub rootfs: &'a Path,
     pub cgroup: &'a CgroupPaths,
+    /// Entries of `source_root` (`/` or the operator's rootfs), bind-mounted read-only.
     pub host: &'a [HostEntry],
+    pub source_root: &'a Path,
+    /// Host files bind-mounted read-only at the same path (the executor binary when the
+    /// container has its own rootfs).
+    pub extra_files: &'a [std::path::PathBuf],
     pub pids_limit: i64,
     pub nofile_limit: u64,
+    /// uid, gid and supplementary gids of the container's processes.
+    pub user: (u32, u32, Vec<u32>),
+    /// Disk IO weight, only when the controller exists.
+    pub io_weight: Option<u16>,
 }
 
 /// The `config.json` of a container: pid, mount, ipc and uts namespaces (host network), the
@@ -87,11 +97,11 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Value {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": input.user.0, "gid": input.user.1, "additionalGids": input.user.2},
             "args": config.argv,
             "env": env,
             "cwd": CONTAINER_SANDBOX,
-            "capabilities": capabilities(),
+            "capabilities": capabilities(config.isolated_network),
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": input.nofile_limit, "soft": input.nofile_limit}],
             "noNewPrivileges": true,
         },
@@ -127,6 +137,9 @@ fn resources(input: &SpecInput<'_>) -> Value {
         let quota =
             (limits.cpus_milli.saturating_mul(CFS_PERIOD_US as i64) / 1000).max(MIN_CFS_QUOTA_US);
         resources["cpu"] = json!({"shares": shares, "quota": quota, "period": CFS_PERIOD_US});
+    }
+    if let Some(weight) = input.io_weight {
+        resources["blockIO"] = json!({"weight": weight});
     }
     if limits.mem_mb > 0 {
         let bytes = limits.mem_mb.saturating_mul(1 << 20).min(i64::MAX as u64);
@@ -178,22 +191,38 @@ fn mounts(input: &SpecInput<'_>) -> Vec<Value> {
     ];
     for entry in input.host {
         if let HostEntry::Dir(name) = entry {
-            let path = format!("/{name}");
-            mounts.push(json!({"destination": path, "type": "bind", "source": path,
-                               "options": ["rbind", "ro", "nosuid"]}));
+            let source = input.source_root.join(name);
+            mounts.push(
+                json!({"destination": format!("/{name}"), "type": "bind", "source": source,
+                               "options": ["rbind", "ro", "nosuid"]}),
+            );
         }
+    }
+    for file in input.extra_files {
+        mounts.push(json!({"destination": file, "type": "bind", "source": file,
+                           "options": ["bind", "ro", "nosuid"]}));
     }
     let sandbox = input.config.sandbox.display().to_string();
     let rw = json!(["rbind", "rw", "nosuid", "nodev"]);
     mounts.push(
         json!({"destination": CONTAINER_SANDBOX, "type": "bind", "source": sandbox, "options": rw}),
     );
-    mounts.push(json!({"destination": sandbox, "type": "bind", "source": sandbox, "options": rw}));
+    // At its host path too, so paths the agent hands out work; not in an operator's rootfs,
+    // where that path's directories do not exist.
+    if input.config.rootfs.is_none() {
+        mounts.push(
+            json!({"destination": sandbox, "type": "bind", "source": sandbox, "options": rw}),
+        );
+    }
     mounts
 }
 
-fn capabilities() -> Value {
-    let caps = [
+/// The usual container set; plus `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` when the container's
+/// tasks get network namespaces of their own: the command executor needs them to create one
+/// and bring its loopback up, and drops them from
+/// every task's bounding set (the agent allows this for command executors only).
+fn capabilities(task_network_namespaces: bool) -> Value {
+    let mut caps = vec![
         "CAP_CHOWN",
         "CAP_DAC_OVERRIDE",
         "CAP_FSETID",
@@ -209,6 +238,9 @@ fn capabilities() -> Value {
         "CAP_KILL",
         "CAP_AUDIT_WRITE",
     ];
+    if task_network_namespaces {
+        caps.extend(["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]);
+    }
     json!({"bounding": caps, "effective": caps, "permitted": caps})
 }
 
@@ -232,6 +264,9 @@ mod tests {
                 disk_mb: 0,
             },
             user: None,
+            isolated_network: false,
+            io_weight: None,
+            rootfs: None,
         };
         let cgroup = CgroupPaths::new(CgroupVersion::V1, "agora", "c1");
         let host = vec![
@@ -243,9 +278,18 @@ mod tests {
             rootfs: Path::new("/w/c/c1/rootfs"),
             cgroup: &cgroup,
             host: &host,
+            source_root: Path::new("/"),
+            extra_files: &[],
             pids_limit: 100,
             nofile_limit: 1024,
+            user: (0, 0, vec![]),
+            io_weight: Some(300),
         });
+        assert_eq!(spec["linux"]["resources"]["blockIO"]["weight"], 300);
+        let caps = spec["process"]["capabilities"]["bounding"]
+            .as_array()
+            .expect("caps");
+        assert!(!caps.contains(&json!("CAP_SYS_ADMIN")));
         let r = &spec["linux"]["resources"];
         assert_eq!(r["cpu"]["quota"], 50_000);
         assert_eq!(r["cpu"]["shares"], 512);

@@ -13,6 +13,8 @@ mod container;
 mod spawn;
 mod watch;
 
+pub(crate) use self::spawn::resolve_user as resolve_identity;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -138,6 +140,17 @@ impl PosixContainerizer {
 
     fn launch_inner(&self, config: ContainerConfig) -> Result<Launched, IsolationError> {
         config.validate()?;
+        // (Task network namespaces need nothing here: the executor runs as the agent's user.)
+        if config.rootfs.is_some() {
+            let what = "a rootfs of its own";
+            return Err(IsolationError::InvalidConfig {
+                id: config.id.clone(),
+                reason: format!("the posix containerizer cannot give a container {what}; run the agent with --isolation libcontainer"),
+            });
+        }
+        if config.io_weight.is_some() {
+            tracing::info!(id = %config.id, "io weight ignored: the posix containerizer has no cgroups");
+        }
         let reservation = self.reserve(&config.id)?;
         let identity = spawn::resolve_user(&config)?;
         let stdio = spawn::prepare_sandbox(&config, identity.as_ref())?;
@@ -278,6 +291,10 @@ use crate::error::logged;
 impl Containerizer for PosixContainerizer {
     fn name(&self) -> &'static str {
         "posix"
+    }
+
+    fn blocking_launch(&self) -> bool {
+        true
     }
 
     fn launch(&self, config: ContainerConfig) -> Result<Launched, IsolationError> {

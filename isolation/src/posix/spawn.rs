@@ -22,15 +22,22 @@ const MAX_SUPPLEMENTARY_GROUPS: usize = 65_536;
 
 /// The user a container runs as when it differs from the agent's.
 #[derive(Debug, Clone)]
-pub(super) struct Identity {
+pub(crate) struct Identity {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
 }
 
+impl Identity {
+    /// uid, gid and supplementary groups.
+    pub(crate) fn ids(&self) -> (u32, u32, Vec<u32>) {
+        (self.uid, self.gid, self.groups.clone())
+    }
+}
+
 /// Looks up `config.user`. `None` when no switch is needed (no user given, or it is the user
 /// the agent runs as).
-pub(super) fn resolve_user(config: &ContainerConfig) -> Result<Option<Identity>, IsolationError> {
+pub(crate) fn resolve_user(config: &ContainerConfig) -> Result<Option<Identity>, IsolationError> {
     let Some(name) = &config.user else {
         return Ok(None);
     };

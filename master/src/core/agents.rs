@@ -5,8 +5,8 @@ use super::state::sum;
 use super::{reasons, validate, Action, MasterCore, MasterError, Out};
 use agora_actors::transport::ConnId;
 use agora_actors::{
-    AgentId, Attributes, FrameworkId, FrameworkInfo, Message, Resources, TaskReport, TaskState,
-    Time,
+    AgentId, Attributes, ExecutorId, FrameworkId, FrameworkInfo, Message, Resources, TaskReport,
+    TaskState, Time,
 };
 use agora_allocator::AllocatorEvent;
 use std::collections::{BTreeMap, BTreeSet};
@@ -478,6 +478,40 @@ impl MasterCore {
         Ok(())
     }
 
+    /// The agent's latest usage report replaces the previous one. Entries for executors the
+    /// master does not know on that agent are dropped (a report cannot grow the state).
+    pub(crate) fn on_agent_usage(
+        &mut self,
+        conn: ConnId,
+        executors: Vec<agora_actors::ExecutorUsage>,
+    ) -> Result<(), MasterError> {
+        let Some(Binding::Agent(id)) = self.conns.get(&conn).map(|c| &c.binding) else {
+            debug!(conn, "usage from an unregistered agent; ignored");
+            return Ok(());
+        };
+        let Some(agent) = self.agents.get(id) else {
+            return Ok(());
+        };
+        let mut known: BTreeSet<(FrameworkId, ExecutorId)> =
+            agent.executors.keys().cloned().collect();
+        known.extend(agent.tasks.iter().filter_map(|k| {
+            self.tasks
+                .get(k)
+                .map(|t| (k.0.clone(), t.executor_id.clone()))
+        }));
+        let usage = executors
+            .into_iter()
+            .take(agora_actors::MAX_USAGE_ENTRIES)
+            .map(|e| ((e.framework_id, e.executor_id), e.usage))
+            .filter(|(k, _)| known.contains(k))
+            .collect();
+        let id = id.clone();
+        if let Some(agent) = self.agents.get_mut(&id) {
+            agent.usage = usage;
+        }
+        Ok(())
+    }
+
     /// One health-check round: count a miss for every agent that did not answer the last ping
     /// (or is disconnected), remove those at the limit, ping the rest.
     pub(crate) fn ping_round(&mut self, now: Time, out: &mut Out) {
@@ -573,6 +607,7 @@ fn new_agent(now: Time, conn: ConnId, reg: &Registration) -> AgentEntry {
         offers: BTreeSet::new(),
         tasks: BTreeSet::new(),
         executors: BTreeMap::new(),
+        usage: BTreeMap::new(),
     }
 }
 

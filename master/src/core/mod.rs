@@ -314,6 +314,7 @@ impl MasterCore {
                 self.reregister_agent(now, conn, agent_id, reg, tasks, frameworks, out)
             }
             Message::Pong => self.on_pong(conn),
+            Message::AgentUsage { executors } => self.on_agent_usage(conn, executors),
             Message::StatusUpdate {
                 framework_id,
                 status,

@@ -52,6 +52,8 @@ pub(crate) struct AgentEntry {
     /// Non-terminal tasks on this agent.
     pub tasks: BTreeSet<(FrameworkId, TaskId)>,
     pub executors: BTreeMap<(FrameworkId, ExecutorId), ExecutorEntry>,
+    /// Latest usage the agent reported per executor (only executors of its tasks).
+    pub usage: BTreeMap<(FrameworkId, ExecutorId), agora_actors::UsageFigures>,
 }
 
 #[derive(Debug, Clone)]

@@ -87,6 +87,8 @@ pub struct TaskView {
     pub resources: String,
     pub launched_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Usage of the task's executor container, from the agent's latest report.
+    pub usage: Option<agora_actors::UsageFigures>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -291,6 +293,11 @@ impl MasterCore {
                 resources: t.info.resources.to_string(),
                 launched_at_ms: t.launched_at.ms(),
                 updated_at_ms: t.updated_at.ms(),
+                usage: self
+                    .agents
+                    .get(&t.agent_id)
+                    .and_then(|a| a.usage.get(&(fw.clone(), t.executor_id.clone())))
+                    .copied(),
             })
             .collect()
     }

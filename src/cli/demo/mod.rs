@@ -177,6 +177,9 @@ async fn start_cluster(
             epoch: super::epoch_now(),
             checkpoint: None,
             disk_watch_interval_ms: 0,
+            max_parallel_launches: 1,
+            gc: None,
+            usage_report_interval: None,
         };
         start_agent(opts, transport.clone(), containerizer.clone()).await?;
     }

@@ -113,12 +113,62 @@ fn build_command(command: &CommandInfo, env: &[(String, String)], cwd: Option<&P
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    if std::env::var("AGORA_TASK_NETWORK").as_deref() == Ok("isolated") {
+        // SAFETY: `isolate_network` makes only async-signal-safe syscalls (no allocation).
+        unsafe {
+            cmd.pre_exec(isolate_network);
+        }
+    }
     // Own process group, so a kill reaches everything the task started (pipelines, children).
     // stdout/stderr are inherited: the agent points the executor's at the sandbox files.
     cmd.process_group(0)
         .stdin(Stdio::null())
         .kill_on_drop(false);
     cmd
+}
+
+/// `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` (linux/capability.h): what creating a network
+/// namespace and bringing its loopback up need.
+const CAP_NET_ADMIN: libc::c_ulong = 12;
+const CAP_SYS_ADMIN: libc::c_ulong = 21;
+
+/// In the task's child, before exec: a network namespace of its own with only loopback, up.
+/// Then `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` (which the container granted the executor for
+/// this) leave the task's bounding set for good, so the task cannot use them.
+fn isolate_network() -> std::io::Result<()> {
+    let err = std::io::Error::last_os_error;
+    // SAFETY: plain syscalls on local, initialised data.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(err());
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(err());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
+        }
+        let saved = err();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(saved);
+        }
+        for cap in [CAP_SYS_ADMIN, CAP_NET_ADMIN] {
+            // EINVAL: the kernel does not know the capability; nothing to drop.
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                && *libc::__errno_location() != libc::EINVAL
+            {
+                return Err(err());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn spawn_task(

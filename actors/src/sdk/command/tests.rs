@@ -26,6 +26,7 @@ fn shared_executor() -> ExecutorInfo {
 
 fn task_with(id: &str, command: Option<CommandInfo>, shared: bool) -> TaskInfo {
     TaskInfo {
+        container: None,
         task_id: tid(id),
         name: id.into(),
         agent_id: AgentId::new("a1").unwrap(),

@@ -70,6 +70,7 @@ fn lookup(vars: BTreeMap<String, String>) -> impl Fn(&str) -> Result<Option<Stri
 
 fn task(id: &str) -> TaskInfo {
     TaskInfo {
+        container: None,
         task_id: TaskId::new(id).unwrap(),
         name: id.into(),
         agent_id: AgentId::new("a1").unwrap(),

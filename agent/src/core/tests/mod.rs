@@ -52,6 +52,7 @@ pub fn framework() -> FrameworkInfo {
 /// A task for the built-in command executor.
 pub fn command_task(id: &str, resources: &str) -> TaskInfo {
     TaskInfo {
+        container: None,
         task_id: tid(id),
         name: format!("task {id}"),
         agent_id: agent_id(),
@@ -79,6 +80,7 @@ pub fn custom_executor(id: &str) -> ExecutorInfo {
 /// A task for a custom executor.
 pub fn custom_task(id: &str, executor: &str, resources: &str) -> TaskInfo {
     TaskInfo {
+        container: None,
         command: None,
         executor: Some(custom_executor(executor)),
         ..command_task(id, resources)

@@ -28,6 +28,7 @@ pub(super) fn tid(s: &str) -> TaskId {
 
 pub(super) fn task(id: &str, agent: &AgentId, r: &str) -> TaskInfo {
     TaskInfo {
+        container: None,
         task_id: tid(id),
         name: format!("task {id}"),
         agent_id: agent.clone(),
