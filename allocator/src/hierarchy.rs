@@ -15,7 +15,8 @@
 
 use crate::sorter::{ClientInfo, DrfSorter, Sorter, SorterError};
 use agora_actors::{AgentId, FrameworkId, Milli, Resources};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::ordmap::FixedHash;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 struct RoleEntry {
     frameworks: DrfSorter<FrameworkId>,
@@ -27,8 +28,8 @@ pub struct HierarchicalSorter {
     excluded: BTreeSet<String>,
     roles: DrfSorter<String>,
     members: BTreeMap<String, RoleEntry>,
-    /// Framework -> its role.
-    clients: BTreeMap<FrameworkId, String>,
+    /// Framework -> its role (looked up on every allocation, never iterated).
+    clients: HashMap<FrameworkId, String, FixedHash>,
     weights: BTreeMap<String, i64>,
     totals: BTreeMap<String, Milli>,
     totals_version: u64,
@@ -46,7 +47,7 @@ impl HierarchicalSorter {
             roles: DrfSorter::new(excluded.clone()),
             excluded,
             members: BTreeMap::new(),
-            clients: BTreeMap::new(),
+            clients: HashMap::default(),
             weights: BTreeMap::new(),
             totals: BTreeMap::new(),
             totals_version: 1,
@@ -87,15 +88,6 @@ impl HierarchicalSorter {
             self.roles.set_allocated(role, e.frameworks.sum_allocated());
         }
         self.roles_synced = true;
-    }
-
-    /// True if role sums must be updated on each allocation change.
-    fn track_roles(&mut self) -> bool {
-        if self.members.len() > 1 {
-            return true;
-        }
-        self.roles_synced = false;
-        false
     }
 
     /// Drops a role with no frameworks left, so thousands of departed roles cost nothing.
@@ -271,10 +263,12 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
             .get_mut(role)
             .ok_or_else(|| Self::unknown(client))?;
         e.frameworks.allocated(client, agent, resources)?;
-        // The role is in the role sorter whenever it has members (see `entry`).
-        let role = role.clone();
-        if self.track_roles() {
-            let _ = self.roles.allocated(&role, agent, resources);
+        // The role is in the role sorter whenever it has members (see `entry`); with one
+        // role its sum lapses (as `track_roles` does, inlined to keep `role` borrowed).
+        if self.members.len() > 1 {
+            let _ = self.roles.allocated(role, agent, resources);
+        } else {
+            self.roles_synced = false;
         }
         Ok(())
     }
@@ -296,9 +290,12 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
         // The allocator's ledger only ever releases what a framework holds, so the role's
         // sum stays the sum of its frameworks' (both clamp at zero regardless).
         e.frameworks.unallocated(client, agent, resources)?;
-        let role = role.clone();
-        if self.track_roles() {
-            let _ = self.roles.unallocated(&role, agent, resources);
+        // The role is in the role sorter whenever it has members (see `entry`); with one
+        // role its sum lapses (as `track_roles` does, inlined to keep `role` borrowed).
+        if self.members.len() > 1 {
+            let _ = self.roles.unallocated(role, agent, resources);
+        } else {
+            self.roles_synced = false;
         }
         Ok(())
     }

@@ -164,6 +164,19 @@ impl PartialOrd for Share {
 }
 impl Ord for Share {
     fn cmp(&self, other: &Self) -> Ordering {
+        if self.num == other.num && self.den == other.den {
+            return Ordering::Equal;
+        }
+        // Usually all four fit in i64 (milli values, weights of a few thousand): then each
+        // product is one widening multiply, exact in i128, with no overflow check.
+        if let (Some(a), Some(b), Some(c), Some(d)) = (
+            fits_i64(self.num),
+            fits_i64(other.den),
+            fits_i64(other.num),
+            fits_i64(self.den),
+        ) {
+            return (a as i128 * b as i128).cmp(&(c as i128 * d as i128));
+        }
         // Unweighted milli values stay below ~1e18, so products stay below ~1e36 and are
         // exact; only huge weights can overflow, and then the (still monotone) float decides.
         match (
@@ -178,6 +191,11 @@ impl Ord for Share {
         }
     }
 }
+#[inline]
+fn fits_i64(x: i128) -> Option<i64> {
+    i64::try_from(x).ok()
+}
+
 impl fmt::Debug for Share {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.num, self.den)
@@ -192,20 +210,27 @@ fn apply_scalars(sums: &mut BTreeMap<String, Milli>, r: &Resources, sign: i64) -
     for (key, value) in r.iter() {
         let Value::Scalar(m) = value else { continue };
         // Look up before inserting: the hot path (a known name) must not allocate a key.
-        let old = sums.get(&key.name).copied().unwrap_or(Milli::ZERO);
-        let next = old.0.saturating_add(sign.saturating_mul(m.0));
-        if next < 0 {
-            clamped = true;
-        }
         match sums.get_mut(&key.name) {
-            Some(_) if next <= 0 => {
-                sums.remove(&key.name);
+            Some(entry) => {
+                let next = entry.0.saturating_add(sign.saturating_mul(m.0));
+                if next < 0 {
+                    clamped = true;
+                }
+                if next <= 0 {
+                    sums.remove(&key.name);
+                } else {
+                    *entry = Milli(next);
+                }
             }
-            Some(entry) => *entry = Milli(next),
-            None if next > 0 => {
-                sums.insert(key.name.clone(), Milli(next));
+            None => {
+                let next = sign.saturating_mul(m.0);
+                if next < 0 {
+                    clamped = true;
+                }
+                if next > 0 {
+                    sums.insert(key.name.clone(), Milli(next));
+                }
             }
-            None => {}
         }
     }
     clamped
@@ -253,7 +278,9 @@ pub struct DrfSorter<C: Ord + Clone + Hash> {
     /// Active clients by (share, rank). The rank follows client order (so ties go by client
     /// name) but compares as an integer: with many equal shares a string tie-break would
     /// dominate every re-file.
-    order: BTreeSet<(Share, u128, C)>,
+    /// Keyed by `(share, rank)` alone: ranks are unique, so the client never decides the
+    /// order and a lookup needs no copy of the client's id.
+    order: BTreeMap<(Share, u128), C>,
     /// Clients whose allocation changed since their share was last computed.
     dirty: BTreeSet<C>,
     totals: BTreeMap<String, Milli>,
@@ -276,7 +303,7 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
     pub fn new(excluded: BTreeSet<String>) -> Self {
         DrfSorter {
             clients: OrdMap::new(),
-            order: BTreeSet::new(),
+            order: BTreeMap::new(),
             dirty: BTreeSet::new(),
             totals: BTreeMap::new(),
             totals_dirty: false,
@@ -322,7 +349,7 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
 
     /// Active clients in order, without refreshing (call `prepare` first).
     pub fn ordered(&self) -> impl Iterator<Item = &C> + '_ {
-        self.order.iter().map(|(_, _, c)| c)
+        self.order.values()
     }
 
     /// A rank between the client's neighbours in client order; renumbers everyone (rare:
@@ -363,7 +390,7 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
                 Some(state) => {
                     state.rank = rank;
                     if state.active {
-                        self.order.insert((state.share, rank, k.clone()));
+                        self.order.insert((state.share, rank), k.clone());
                     }
                 }
                 None => new_rank = rank,
@@ -448,13 +475,13 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
         let share = self.compute(&state.allocated).weighted(state.weight_milli);
         let (old, active, rank) = (state.share, state.active, state.rank);
         if active && remove_old {
-            self.order.remove(&(old, rank, client.clone()));
+            self.order.remove(&(old, rank));
         }
         if let Some(state) = self.clients.get_mut(client) {
             state.share = share;
         }
         if active {
-            self.order.insert((share, rank, client.clone()));
+            self.order.insert((share, rank), client.clone());
         }
     }
 
@@ -482,9 +509,9 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
             .weighted(state.weight_milli);
         let old = std::mem::replace(&mut state.share, share);
         if state.active && old != share {
-            let key = self.order.take(&(old, state.rank, client.clone()));
-            let c = key.map(|(_, _, c)| c).unwrap_or_else(|| client.clone());
-            self.order.insert((share, state.rank, c));
+            let c = self.order.remove(&(old, state.rank));
+            let c = c.unwrap_or_else(|| client.clone());
+            self.order.insert((share, state.rank), c);
         }
         Ok(())
     }
@@ -513,8 +540,7 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
             .remove(client)
             .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
         if state.active {
-            self.order
-                .remove(&(state.share, state.rank, client.clone()));
+            self.order.remove(&(state.share, state.rank));
         }
         self.dirty.remove(client);
         Ok(())
@@ -547,7 +573,7 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
         if state.active {
             state.active = false;
             let (share, rank) = (state.share, state.rank);
-            self.order.remove(&(share, rank, client.clone()));
+            self.order.remove(&(share, rank));
         }
         Ok(())
     }
@@ -592,15 +618,12 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
 
     fn sort(&mut self) -> Vec<C> {
         self.refresh();
-        self.order.iter().map(|(_, _, c)| c.clone()).collect()
+        self.order.values().cloned().collect()
     }
 
     fn find_first(&mut self, accept: &mut dyn FnMut(&C) -> bool) -> Option<C> {
         self.refresh();
-        self.order
-            .iter()
-            .find(|(_, _, c)| accept(c))
-            .map(|(_, _, c)| c.clone())
+        self.order.values().find(|c| accept(c)).cloned()
     }
 
     fn share(&self, client: &C) -> Option<f64> {
