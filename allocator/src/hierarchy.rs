@@ -328,7 +328,7 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
         let e = self.members.get(role)?;
         // The per-role sorter's totals may lag; compute against the current ones.
         let held = e.frameworks.allocated_scalars(client)?;
-        Some(crate::sorter::dominant_share_of(held, &self.totals, &self.excluded).as_f64())
+        Some(crate::sorter::dominant_share_of(&held, &self.totals, &self.excluded).as_f64())
     }
 
     fn allocation(&self, client: &FrameworkId) -> Option<Resources> {
@@ -355,16 +355,14 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
     }
 
     fn role_share(&self, role: &str) -> Option<f64> {
-        let lazily;
         let held = if self.roles_synced {
             self.roles.allocated_scalars(&role.to_string())?
         } else {
-            lazily = self.members.get(role)?.frameworks.sum_allocated();
-            &lazily
+            self.members.get(role)?.frameworks.sum_allocated()
         };
         let w = self.weights.get(role).copied().unwrap_or(1000);
         Some(
-            crate::sorter::dominant_share_of(held, &self.totals, &self.excluded)
+            crate::sorter::dominant_share_of(&held, &self.totals, &self.excluded)
                 .weighted(w)
                 .as_f64(),
         )
