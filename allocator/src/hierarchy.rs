@@ -311,6 +311,16 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
 
     fn find_first(&mut self, accept: &mut dyn FnMut(&FrameworkId) -> bool) -> Option<FrameworkId> {
         let (members, totals, version) = (&mut self.members, &self.totals, self.totals_version);
+        if members.len() == 1 {
+            // One role (the usual `*`): nothing to order between roles. The role sorter is
+            // brought up to date when a second role appears and it is queried again.
+            let e = members.values_mut().next()?;
+            if e.active == 0 {
+                return None;
+            }
+            e.frameworks.sync_totals(totals, version);
+            return e.frameworks.find_first(accept);
+        }
         let mut found = None;
         self.roles.find_first(&mut |role| {
             let Some(e) = members.get_mut(role) else {

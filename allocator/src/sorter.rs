@@ -164,8 +164,9 @@ impl PartialOrd for Share {
 }
 impl Ord for Share {
     fn cmp(&self, other: &Self) -> Ordering {
-        if self.num == other.num && self.den == other.den {
-            return Ordering::Equal;
+        // Shares of one resource kind share the cluster total as denominator (den > 0).
+        if self.den == other.den {
+            return self.num.cmp(&other.num);
         }
         // Usually all four fit in i64 (milli values, weights of a few thousand): then each
         // product is one widening multiply, exact in i128, with no overflow check.
