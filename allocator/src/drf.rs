@@ -905,11 +905,9 @@ impl DrfAllocator {
             return Err(AllocatorError::Config(format!("no agent in slot {slot}")));
         };
         let whole = std::mem::take(&mut agent.free);
-        match sum {
-            Some(sum) => {
-                agent.held.insert(framework_id.clone(), sum);
-            }
-            None => {
+        match (sum, agent.held.get_mut(framework_id)) {
+            (Some(sum), Some(h)) => *h = sum,
+            _ => {
                 agent.held.insert(framework_id.clone(), whole);
             }
         }

@@ -607,7 +607,14 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
         let share = self.names.share(&state.held).weighted(state.weight_milli);
         let old = std::mem::replace(&mut state.share, share);
         if state.active && old != share {
-            let c = self.order.remove(&(old, state.rank));
+            // The allocation loop usually changes the client it just picked, the first in
+            // order: take it from the front without a keyed search.
+            let first = self.order.first_key_value().map(|(k, _)| *k);
+            let c = if first.is_some_and(|(sh, r)| r == state.rank && sh == old) {
+                self.order.pop_first().map(|(_, c)| c)
+            } else {
+                self.order.remove(&(old, state.rank))
+            };
             let c = c.unwrap_or_else(|| client.clone());
             self.order.insert((share, state.rank), c);
         }
