@@ -817,7 +817,10 @@ impl DrfAllocator {
             .range_slots(first.clone()..)
             .chain(agents.range_slots(..first));
         for (_, slot) in slots {
-            if agents.at(slot).is_some_and(|a| config.is_allocatable(&a.free)) {
+            if agents
+                .at(slot)
+                .is_some_and(|a| config.is_allocatable(&a.free))
+            {
                 out.push(slot);
             }
         }

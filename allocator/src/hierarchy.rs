@@ -13,9 +13,9 @@
 //! Cluster totals are kept once; per-role sorters pull them by version when visited, so adding
 //! an agent costs the same with three roles or three thousand.
 
+use crate::ordmap::FixedHash;
 use crate::sorter::{ClientInfo, DrfSorter, Sorter, SorterError};
 use agora_actors::{AgentId, FrameworkId, Milli, Resources};
-use crate::ordmap::FixedHash;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 struct RoleEntry {

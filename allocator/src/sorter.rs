@@ -512,7 +512,9 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
         for state in self.clients.values() {
             for (i, h) in state.held.iter().enumerate() {
                 if *h > 0 {
-                    let e = out.entry(self.names.names[i].clone()).or_insert(Milli::ZERO);
+                    let e = out
+                        .entry(self.names.names[i].clone())
+                        .or_insert(Milli::ZERO);
                     *e = Milli(e.0.saturating_add(*h));
                 }
             }
