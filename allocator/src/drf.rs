@@ -823,41 +823,49 @@ impl DrfAllocator {
         }
     }
 
-    /// Agents worth visiting this cycle, starting one agent after last cycle's start.
-    fn cycle_agents(&mut self) -> Vec<AgentId> {
+    /// Agents worth visiting this cycle (as slots of `agents`), starting one agent after last
+    /// cycle's start.
+    fn cycle_agents(&mut self) -> Vec<u32> {
         let first = match &self.next_start {
-            Some(start) => self.agents.range(start.clone()..).next(),
+            Some(start) => self.agents.range_slots(start.clone()..).next(),
             None => None,
         }
-        .or_else(|| self.agents.iter().next())
+        .or_else(|| self.agents.range_slots(..).next())
         .map(|(id, _)| id.clone());
         let Some(first) = first else {
             return Vec::new();
         };
         self.next_start = self
             .agents
-            .range((Bound::Excluded(first.clone()), Bound::Unbounded))
+            .range_slots((Bound::Excluded(first.clone()), Bound::Unbounded))
             .next()
             .map(|(id, _)| id.clone());
-        let config = &self.config;
-        self.agents
-            .range(first.clone()..)
-            .chain(self.agents.range(..first))
-            .filter(|(_, a)| config.is_allocatable(&a.free))
-            .map(|(id, _)| id.clone())
-            .collect()
+        let (config, agents) = (&self.config, &self.agents);
+        let mut out = Vec::with_capacity(agents.len());
+        let slots = agents
+            .range_slots(first.clone()..)
+            .chain(agents.range_slots(..first));
+        for (_, slot) in slots {
+            if agents
+                .at(slot)
+                .is_some_and(|a| config.is_allocatable(&a.free))
+            {
+                out.push(slot);
+            }
+        }
+        out
     }
 
-    /// The first framework in sorter order that may be offered `agent_id`, with the offer.
-    /// The first framework in sorter order that may be offered `agent_id`, with the part of
-    /// the free pool it may have (`None`: the whole pool, the usual case).
+    /// The first framework in sorter order that may be offered the agent in `slot`, with the
+    /// part of the free pool it may have (`None`: the whole pool, the usual case).
     fn pick(
         &mut self,
         now: Time,
-        agent_id: &AgentId,
+        slot: u32,
         quota: Option<(&QuotaCycle, bool)>,
     ) -> Option<(FrameworkId, Option<Resources>)> {
-        let agent = self.agents.get(agent_id)?;
+        let agent_id = self.agents.key_at(slot)?;
+        let agent = self.agents.at(slot)?;
         let (frameworks, config) = (&self.frameworks, &self.config);
         // Usually nothing on the agent is reserved: then every role's candidate is the whole
         // free pool, and nothing is copied while searching.
@@ -900,42 +908,46 @@ impl DrfAllocator {
         Some((framework_id, offer))
     }
 
-    /// Gives the agent's whole free pool to the framework; returns a copy for the offer.
+    /// Gives the whole free pool of the agent in `slot` to the framework; returns a copy for
+    /// the offer.
     fn move_whole_pool(
         &mut self,
         framework_id: &FrameworkId,
-        agent_id: &AgentId,
+        slot: u32,
     ) -> Result<Resources, AllocatorError> {
-        let agent = self
-            .agents
-            .get_mut(agent_id)
-            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
         let f = self
             .frameworks
             .get_mut(framework_id)
             .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
-        let res = std::mem::take(&mut agent.free);
-        let offer = res.clone();
-        match agent.held.get_mut(framework_id) {
-            Some(h) => match h.checked_add(&res) {
-                Ok(sum) => *h = sum,
-                Err(source) => {
-                    agent.free = res;
-                    let agent = agent_id.clone();
-                    return Err(AllocatorError::Accounting { agent, source });
-                }
-            },
-            None => {
-                agent.held.insert(framework_id.clone(), res);
-            }
-        }
+        let (Some(agent_id), Some(agent)) = (self.agents.key_at(slot), self.agents.at(slot)) else {
+            return Err(AllocatorError::Config(format!("no agent in slot {slot}")));
+        };
+        let res = agent.free.clone();
+        // What the framework will hold here afterwards, if it already holds something.
+        let sum = match agent.held.get(framework_id) {
+            Some(h) => Some(h.checked_add(&res).map_err(|source| {
+                let agent = agent_id.clone();
+                AllocatorError::Accounting { agent, source }
+            })?),
+            None => None,
+        };
         if !f.holds.contains(agent_id) {
             f.holds.insert(agent_id.clone());
         }
-        if let Err(e) = self.sorter.allocated(framework_id, agent_id, &offer) {
+        if let Err(e) = self.sorter.allocated(framework_id, agent_id, &res) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
-        Ok(offer)
+        let Some(agent) = self.agents.at_mut(slot) else {
+            return Err(AllocatorError::Config(format!("no agent in slot {slot}")));
+        };
+        let whole = std::mem::take(&mut agent.free);
+        match (sum, agent.held.get_mut(framework_id)) {
+            (Some(sum), Some(h)) => *h = sum,
+            _ => {
+                agent.held.insert(framework_id.clone(), whole);
+            }
+        }
+        Ok(res)
     }
 
     /// Per role: weight, frameworks, allocated (offered or used) and the weighted share the
@@ -1200,28 +1212,31 @@ impl Allocator for DrfAllocator {
         let mut counts: HashMap<FrameworkId, usize, FixedHash> = HashMap::default();
         let mut capped: Vec<FrameworkId> = Vec::new();
         let mut quota = self.quota_cycle();
-        for agent_id in self.cycle_agents() {
+        for slot in self.cycle_agents() {
             if self.sorter.active_count() == 0 {
                 break;
             }
             // Roles below their guarantee are served first; then everyone, within limits and
             // leaving headroom for unmet guarantees.
             let first = match &quota {
-                Some(q) if q.any_deficit() => self.pick(now, &agent_id, Some((q, true))),
+                Some(q) if q.any_deficit() => self.pick(now, slot, Some((q, true))),
                 _ => None,
             };
             let picked = match first {
                 Some(p) => Some(p),
-                None => self.pick(now, &agent_id, quota.as_ref().map(|q| (q, false))),
+                None => self.pick(now, slot, quota.as_ref().map(|q| (q, false))),
             };
             let Some((framework_id, part)) = picked else {
+                continue;
+            };
+            let Some(agent_id) = self.agents.key_at(slot).cloned() else {
                 continue;
             };
             let moved = match part {
                 Some(resources) => self
                     .move_to_framework(&framework_id, &agent_id, &resources)
                     .map(|()| resources),
-                None => self.move_whole_pool(&framework_id, &agent_id),
+                None => self.move_whole_pool(&framework_id, slot),
             };
             let resources = match moved {
                 Ok(r) => r,

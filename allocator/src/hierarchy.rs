@@ -13,9 +13,10 @@
 //! Cluster totals are kept once; per-role sorters pull them by version when visited, so adding
 //! an agent costs the same with three roles or three thousand.
 
+use crate::ordmap::FixedHash;
 use crate::sorter::{ClientInfo, DrfSorter, Sorter, SorterError};
 use agora_actors::{AgentId, FrameworkId, Milli, Resources};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 struct RoleEntry {
     frameworks: DrfSorter<FrameworkId>,
@@ -27,8 +28,8 @@ pub struct HierarchicalSorter {
     excluded: BTreeSet<String>,
     roles: DrfSorter<String>,
     members: BTreeMap<String, RoleEntry>,
-    /// Framework -> its role.
-    clients: BTreeMap<FrameworkId, String>,
+    /// Framework -> its role (looked up on every allocation, never iterated).
+    clients: HashMap<FrameworkId, String, FixedHash>,
     weights: BTreeMap<String, i64>,
     totals: BTreeMap<String, Milli>,
     totals_version: u64,
@@ -46,7 +47,7 @@ impl HierarchicalSorter {
             roles: DrfSorter::new(excluded.clone()),
             excluded,
             members: BTreeMap::new(),
-            clients: BTreeMap::new(),
+            clients: HashMap::default(),
             weights: BTreeMap::new(),
             totals: BTreeMap::new(),
             totals_version: 1,
@@ -87,15 +88,6 @@ impl HierarchicalSorter {
             self.roles.set_allocated(role, e.frameworks.sum_allocated());
         }
         self.roles_synced = true;
-    }
-
-    /// True if role sums must be updated on each allocation change.
-    fn track_roles(&mut self) -> bool {
-        if self.members.len() > 1 {
-            return true;
-        }
-        self.roles_synced = false;
-        false
     }
 
     /// Drops a role with no frameworks left, so thousands of departed roles cost nothing.
@@ -271,10 +263,12 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
             .get_mut(role)
             .ok_or_else(|| Self::unknown(client))?;
         e.frameworks.allocated(client, agent, resources)?;
-        // The role is in the role sorter whenever it has members (see `entry`).
-        let role = role.clone();
-        if self.track_roles() {
-            let _ = self.roles.allocated(&role, agent, resources);
+        // The role is in the role sorter whenever it has members (see `entry`); with one
+        // role its sum lapses (as `track_roles` does, inlined to keep `role` borrowed).
+        if self.members.len() > 1 {
+            let _ = self.roles.allocated(role, agent, resources);
+        } else {
+            self.roles_synced = false;
         }
         Ok(())
     }
@@ -296,9 +290,12 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
         // The allocator's ledger only ever releases what a framework holds, so the role's
         // sum stays the sum of its frameworks' (both clamp at zero regardless).
         e.frameworks.unallocated(client, agent, resources)?;
-        let role = role.clone();
-        if self.track_roles() {
-            let _ = self.roles.unallocated(&role, agent, resources);
+        // The role is in the role sorter whenever it has members (see `entry`); with one
+        // role its sum lapses (as `track_roles` does, inlined to keep `role` borrowed).
+        if self.members.len() > 1 {
+            let _ = self.roles.unallocated(role, agent, resources);
+        } else {
+            self.roles_synced = false;
         }
         Ok(())
     }
@@ -314,6 +311,16 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
 
     fn find_first(&mut self, accept: &mut dyn FnMut(&FrameworkId) -> bool) -> Option<FrameworkId> {
         let (members, totals, version) = (&mut self.members, &self.totals, self.totals_version);
+        if members.len() == 1 {
+            // One role (the usual `*`): nothing to order between roles. The role sorter is
+            // brought up to date when a second role appears and it is queried again.
+            let e = members.values_mut().next()?;
+            if e.active == 0 {
+                return None;
+            }
+            e.frameworks.sync_totals(totals, version);
+            return e.frameworks.find_first(accept);
+        }
         let mut found = None;
         self.roles.find_first(&mut |role| {
             let Some(e) = members.get_mut(role) else {
@@ -331,7 +338,7 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
         let e = self.members.get(role)?;
         // The per-role sorter's totals may lag; compute against the current ones.
         let held = e.frameworks.allocated_scalars(client)?;
-        Some(crate::sorter::dominant_share_of(held, &self.totals, &self.excluded).as_f64())
+        Some(crate::sorter::dominant_share_of(&held, &self.totals, &self.excluded).as_f64())
     }
 
     fn allocation(&self, client: &FrameworkId) -> Option<Resources> {
@@ -358,16 +365,14 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
     }
 
     fn role_share(&self, role: &str) -> Option<f64> {
-        let lazily;
         let held = if self.roles_synced {
             self.roles.allocated_scalars(&role.to_string())?
         } else {
-            lazily = self.members.get(role)?.frameworks.sum_allocated();
-            &lazily
+            self.members.get(role)?.frameworks.sum_allocated()
         };
         let w = self.weights.get(role).copied().unwrap_or(1000);
         Some(
-            crate::sorter::dominant_share_of(held, &self.totals, &self.excluded)
+            crate::sorter::dominant_share_of(&held, &self.totals, &self.excluded)
                 .weighted(w)
                 .as_f64(),
         )

@@ -164,6 +164,20 @@ impl PartialOrd for Share {
 }
 impl Ord for Share {
     fn cmp(&self, other: &Self) -> Ordering {
+        // Shares of one resource kind share the cluster total as denominator (den > 0).
+        if self.den == other.den {
+            return self.num.cmp(&other.num);
+        }
+        // Usually all four fit in i64 (milli values, weights of a few thousand): then each
+        // product is one widening multiply, exact in i128, with no overflow check.
+        if let (Some(a), Some(b), Some(c), Some(d)) = (
+            fits_i64(self.num),
+            fits_i64(other.den),
+            fits_i64(other.num),
+            fits_i64(self.den),
+        ) {
+            return (a as i128 * b as i128).cmp(&(c as i128 * d as i128));
+        }
         // Unweighted milli values stay below ~1e18, so products stay below ~1e36 and are
         // exact; only huge weights can overflow, and then the (still monotone) float decides.
         match (
@@ -178,6 +192,11 @@ impl Ord for Share {
         }
     }
 }
+#[inline]
+fn fits_i64(x: i128) -> Option<i64> {
+    i64::try_from(x).ok()
+}
+
 impl fmt::Debug for Share {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.num, self.den)
@@ -192,20 +211,27 @@ fn apply_scalars(sums: &mut BTreeMap<String, Milli>, r: &Resources, sign: i64) -
     for (key, value) in r.iter() {
         let Value::Scalar(m) = value else { continue };
         // Look up before inserting: the hot path (a known name) must not allocate a key.
-        let old = sums.get(&key.name).copied().unwrap_or(Milli::ZERO);
-        let next = old.0.saturating_add(sign.saturating_mul(m.0));
-        if next < 0 {
-            clamped = true;
-        }
         match sums.get_mut(&key.name) {
-            Some(_) if next <= 0 => {
-                sums.remove(&key.name);
+            Some(entry) => {
+                let next = entry.0.saturating_add(sign.saturating_mul(m.0));
+                if next < 0 {
+                    clamped = true;
+                }
+                if next <= 0 {
+                    sums.remove(&key.name);
+                } else {
+                    *entry = Milli(next);
+                }
             }
-            Some(entry) => *entry = Milli(next),
-            None if next > 0 => {
-                sums.insert(key.name.clone(), Milli(next));
+            None => {
+                let next = sign.saturating_mul(m.0);
+                if next < 0 {
+                    clamped = true;
+                }
+                if next > 0 {
+                    sums.insert(key.name.clone(), Milli(next));
+                }
             }
-            None => {}
         }
     }
     clamped
@@ -228,10 +254,96 @@ pub fn dominant_share_of(
         .unwrap_or(Share::ZERO)
 }
 
+/// The scalar resource names a sorter has seen, numbered in order of first sight, with the
+/// cluster total and the exclusion flag of each. Per-client sums are then plain arrays indexed
+/// by these numbers: an allocation adds a few integers instead of updating a string-keyed map,
+/// and the dominant share is a scan over a handful of integers. A cluster has a few resource
+/// names, so the linear name search is shorter than a tree lookup.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    names: Vec<String>,
+    totals: Vec<i64>,
+    excluded: Vec<bool>,
+}
+
+impl Names {
+    /// The number of `name`, adding it if new.
+    #[inline]
+    fn id(&mut self, name: &str, excluded: &BTreeSet<String>) -> usize {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        self.totals.push(0);
+        self.excluded.push(excluded.contains(name));
+        self.names.len() - 1
+    }
+
+    /// Takes the totals from the name-keyed map.
+    fn set_totals(&mut self, totals: &BTreeMap<String, Milli>, excluded: &BTreeSet<String>) {
+        self.totals.iter_mut().for_each(|t| *t = 0);
+        for (name, m) in totals {
+            let i = self.id(name, excluded);
+            self.totals[i] = m.0;
+        }
+    }
+
+    /// Adds (`sign = 1`) or removes (`sign = -1`) the scalar entries of `r` to `held`, folding
+    /// reservations into the name, clamped at zero; true if any sum would have gone negative.
+    fn apply(
+        &mut self,
+        held: &mut Vec<i64>,
+        r: &Resources,
+        sign: i64,
+        excluded: &BTreeSet<String>,
+    ) -> bool {
+        let mut clamped = false;
+        for (key, value) in r.iter() {
+            let Value::Scalar(m) = value else { continue };
+            let i = self.id(&key.name, excluded);
+            if held.len() <= i {
+                held.resize(i + 1, 0);
+            }
+            let next = held[i].saturating_add(sign.saturating_mul(m.0));
+            if next < 0 {
+                clamped = true;
+            }
+            held[i] = next.max(0);
+        }
+        clamped
+    }
+
+    /// The largest fraction of any non-excluded total that `held` holds (unweighted); the
+    /// same value as `dominant_share_of` on the name-keyed form.
+    #[inline]
+    fn share(&self, held: &[i64]) -> Share {
+        let mut best = Share::ZERO;
+        for (i, &h) in held.iter().enumerate() {
+            if h <= 0 || self.excluded[i] {
+                continue;
+            }
+            let s = Share::new(h, self.totals[i]);
+            if s >= best {
+                best = s;
+            }
+        }
+        best
+    }
+
+    /// `held` as a name-keyed map (zero sums left out).
+    fn to_map(&self, held: &[i64]) -> BTreeMap<String, Milli> {
+        held.iter()
+            .enumerate()
+            .filter(|(_, h)| **h > 0)
+            .map(|(i, h)| (self.names[i].clone(), Milli(*h)))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ClientState {
-    /// Scalar sums over all agents, by resource name.
-    allocated: BTreeMap<String, Milli>,
+    /// Scalar sums over all agents, indexed by the sorter's name numbers (`Names`).
+    held: Vec<i64>,
     /// The share the client is filed under in `order` (while active). Stale while dirty.
     share: Share,
     active: bool,
@@ -253,10 +365,14 @@ pub struct DrfSorter<C: Ord + Clone + Hash> {
     /// Active clients by (share, rank). The rank follows client order (so ties go by client
     /// name) but compares as an integer: with many equal shares a string tie-break would
     /// dominate every re-file.
-    order: BTreeSet<(Share, u128, C)>,
+    /// Keyed by `(share, rank)` alone: ranks are unique, so the client never decides the
+    /// order and a lookup needs no copy of the client's id.
+    order: BTreeMap<(Share, u128), C>,
     /// Clients whose allocation changed since their share was last computed.
     dirty: BTreeSet<C>,
     totals: BTreeMap<String, Milli>,
+    /// Name numbering, with `totals` by number.
+    names: Names,
     /// The cluster total changed: every share must be recomputed before the next query.
     totals_dirty: bool,
     /// Resource names left out of the dominant share (e.g. `gpus`, so GPU-less frameworks are
@@ -276,9 +392,10 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
     pub fn new(excluded: BTreeSet<String>) -> Self {
         DrfSorter {
             clients: OrdMap::new(),
-            order: BTreeSet::new(),
+            order: BTreeMap::new(),
             dirty: BTreeSet::new(),
             totals: BTreeMap::new(),
+            names: Names::default(),
             totals_dirty: false,
             excluded,
             totals_version: 0,
@@ -302,6 +419,7 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
         if self.totals_version != version {
             self.totals_version = version;
             self.totals = totals.clone();
+            self.names.set_totals(&self.totals, &self.excluded);
             self.totals_dirty = true;
         }
     }
@@ -322,7 +440,7 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
 
     /// Active clients in order, without refreshing (call `prepare` first).
     pub fn ordered(&self) -> impl Iterator<Item = &C> + '_ {
-        self.order.iter().map(|(_, _, c)| c)
+        self.order.values()
     }
 
     /// A rank between the client's neighbours in client order; renumbers everyone (rare:
@@ -363,7 +481,7 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
                 Some(state) => {
                     state.rank = rank;
                     if state.active {
-                        self.order.insert((state.share, rank, k.clone()));
+                        self.order.insert((state.share, rank), k.clone());
                     }
                 }
                 None => new_rank = rank,
@@ -375,12 +493,12 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
     /// The exact dominant share from the current allocation and totals (never stale),
     /// not divided by the weight.
     pub fn dominant_share(&self, client: &C) -> Option<Share> {
-        self.clients.get(client).map(|s| self.compute(&s.allocated))
+        self.clients.get(client).map(|s| self.names.share(&s.held))
     }
 
     /// Scalar sums allocated to the client.
-    pub fn allocated_scalars(&self, client: &C) -> Option<&BTreeMap<String, Milli>> {
-        self.clients.get(client).map(|s| &s.allocated)
+    pub fn allocated_scalars(&self, client: &C) -> Option<BTreeMap<String, Milli>> {
+        self.clients.get(client).map(|s| self.names.to_map(&s.held))
     }
 
     /// Cluster totals as the sorter sees them (scalars by name).
@@ -388,17 +506,17 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
         &self.totals
     }
 
-    fn compute(&self, allocated: &BTreeMap<String, Milli>) -> Share {
-        dominant_share_of(allocated, &self.totals, &self.excluded)
-    }
-
     /// Sum of every client's allocation (scalars by name).
     pub fn sum_allocated(&self) -> BTreeMap<String, Milli> {
         let mut out: BTreeMap<String, Milli> = BTreeMap::new();
         for state in self.clients.values() {
-            for (name, m) in &state.allocated {
-                let e = out.entry(name.clone()).or_insert(Milli::ZERO);
-                *e = Milli(e.0.saturating_add(m.0));
+            for (i, h) in state.held.iter().enumerate() {
+                if *h > 0 {
+                    let e = out
+                        .entry(self.names.names[i].clone())
+                        .or_insert(Milli::ZERO);
+                    *e = Milli(e.0.saturating_add(*h));
+                }
             }
         }
         out
@@ -407,7 +525,14 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
     /// Replaces a client's allocation outright (used to rebuild sums kept lazily elsewhere).
     pub fn set_allocated(&mut self, client: &C, allocated: BTreeMap<String, Milli>) {
         if let Some(state) = self.clients.get_mut(client) {
-            state.allocated = allocated;
+            state.held.iter_mut().for_each(|h| *h = 0);
+            for (name, m) in &allocated {
+                let i = self.names.id(name, &self.excluded);
+                if state.held.len() <= i {
+                    state.held.resize(i + 1, 0);
+                }
+                state.held[i] = m.0.max(0);
+            }
             if !self.dirty.contains(client) {
                 self.dirty.insert(client.clone());
             }
@@ -445,16 +570,16 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
         let Some(state) = self.clients.get(client) else {
             return;
         };
-        let share = self.compute(&state.allocated).weighted(state.weight_milli);
+        let share = self.names.share(&state.held).weighted(state.weight_milli);
         let (old, active, rank) = (state.share, state.active, state.rank);
         if active && remove_old {
-            self.order.remove(&(old, rank, client.clone()));
+            self.order.remove(&(old, rank));
         }
         if let Some(state) = self.clients.get_mut(client) {
             state.share = share;
         }
         if active {
-            self.order.insert((share, rank, client.clone()));
+            self.order.insert((share, rank), client.clone());
         }
     }
 
@@ -469,7 +594,10 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
             .clients
             .get_mut(client)
             .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
-        if apply_scalars(&mut state.allocated, resources, sign) {
+        if self
+            .names
+            .apply(&mut state.held, resources, sign, &self.excluded)
+        {
             tracing::warn!(%client, %agent, %resources, "sorter: unallocating more than allocated; clamped at zero");
         }
         if self.totals_dirty {
@@ -478,13 +606,19 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
         }
         // Re-file at once: the allocation loop queries right after every change, so deferring
         // would only add a dirty-set round trip per allocation.
-        let share = dominant_share_of(&state.allocated, &self.totals, &self.excluded)
-            .weighted(state.weight_milli);
+        let share = self.names.share(&state.held).weighted(state.weight_milli);
         let old = std::mem::replace(&mut state.share, share);
         if state.active && old != share {
-            let key = self.order.take(&(old, state.rank, client.clone()));
-            let c = key.map(|(_, _, c)| c).unwrap_or_else(|| client.clone());
-            self.order.insert((share, state.rank, c));
+            // The allocation loop usually changes the client it just picked, the first in
+            // order: take it from the front without a keyed search.
+            let first = self.order.first_key_value().map(|(k, _)| *k);
+            let c = if first.is_some_and(|(sh, r)| r == state.rank && sh == old) {
+                self.order.pop_first().map(|(_, c)| c)
+            } else {
+                self.order.remove(&(old, state.rank))
+            };
+            let c = c.unwrap_or_else(|| client.clone());
+            self.order.insert((share, state.rank), c);
         }
         Ok(())
     }
@@ -497,7 +631,7 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
         }
         let rank = self.rank_for(&client);
         let state = ClientState {
-            allocated: BTreeMap::new(),
+            held: Vec::new(),
             share: Share::ZERO,
             active: false,
             weight_milli: 1000,
@@ -513,8 +647,7 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
             .remove(client)
             .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
         if state.active {
-            self.order
-                .remove(&(state.share, state.rank, client.clone()));
+            self.order.remove(&(state.share, state.rank));
         }
         self.dirty.remove(client);
         Ok(())
@@ -547,7 +680,7 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
         if state.active {
             state.active = false;
             let (share, rank) = (state.share, state.rank);
-            self.order.remove(&(share, rank, client.clone()));
+            self.order.remove(&(share, rank));
         }
         Ok(())
     }
@@ -562,11 +695,14 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
 
     fn add_total(&mut self, resources: &Resources) {
         apply_scalars(&mut self.totals, resources, 1);
+        self.names.set_totals(&self.totals, &self.excluded);
         self.totals_dirty = true;
     }
 
     fn remove_total(&mut self, resources: &Resources) {
-        if apply_scalars(&mut self.totals, resources, -1) {
+        let clamped = apply_scalars(&mut self.totals, resources, -1);
+        self.names.set_totals(&self.totals, &self.excluded);
+        if clamped {
             tracing::warn!(%resources, "sorter: removing more capacity than the cluster has; clamped at zero");
         }
         self.totals_dirty = true;
@@ -592,15 +728,12 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
 
     fn sort(&mut self) -> Vec<C> {
         self.refresh();
-        self.order.iter().map(|(_, _, c)| c.clone()).collect()
+        self.order.values().cloned().collect()
     }
 
     fn find_first(&mut self, accept: &mut dyn FnMut(&C) -> bool) -> Option<C> {
         self.refresh();
-        self.order
-            .iter()
-            .find(|(_, _, c)| accept(c))
-            .map(|(_, _, c)| c.clone())
+        self.order.values().find(|c| accept(c)).cloned()
     }
 
     fn share(&self, client: &C) -> Option<f64> {
@@ -610,7 +743,7 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
     fn allocation(&self, client: &C) -> Option<Resources> {
         let state = self.clients.get(client)?;
         let mut out = Resources::new();
-        for (name, m) in &state.allocated {
+        for (name, m) in &self.names.to_map(&state.held) {
             let key = agora_actors::resources::Key {
                 name: name.clone(),
                 role: None,
