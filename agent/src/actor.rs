@@ -112,12 +112,12 @@ impl AgentActor {
             };
             let (reason, message) = if rebooted {
                 (
-                    "agent host rebooted",
+                    crate::core::REASON_HOST_REBOOTED,
                     "the host rebooted while the agent was down",
                 )
             } else {
                 (
-                    "container lost",
+                    crate::core::REASON_CONTAINER_LOST,
                     "the container could not be found after an agent restart",
                 )
             };

@@ -70,6 +70,7 @@ impl MasterActor {
                     Some(a) => a.do_send(event),
                     None => tracing::error!("allocator not running; event dropped"),
                 },
+                Action::AgentUnreachable { agent_id } => self.registry_agent_unreachable(agent_id),
             }
         }
     }

@@ -380,6 +380,12 @@ impl AgentCore {
     }
 }
 
+/// Container exit reasons the shell gives when a container vanished with the machine or could
+/// not be found after an agent restart: the task is lost (the cluster's fault, worth a retry),
+/// not failed (found by the simulator: a machine crash failed every task on it for good).
+pub const REASON_HOST_REBOOTED: &str = "agent host rebooted";
+pub const REASON_CONTAINER_LOST: &str = "container lost";
+
 /// How a task that had not ended ends when its container is gone.
 fn task_end(termination: Option<Termination>, kill_requested: bool, exit: &Exit) -> TaskEnd {
     let how = exit.describe();
@@ -397,6 +403,11 @@ fn task_end(termination: Option<Termination>, kill_requested: bool, exit: &Exit)
         ),
         (None, Exit::LaunchFailed { error }) => {
             TaskEnd::new(TaskState::Failed, "container_launch_failed", error.clone())
+        }
+        (None, Exit::Exited { reason: Some(r), .. })
+            if r == REASON_HOST_REBOOTED || r == REASON_CONTAINER_LOST =>
+        {
+            TaskEnd::new(TaskState::Lost, r.as_str(), format!("executor {how}"))
         }
         (None, Exit::Exited { reason, .. }) => TaskEnd::new(
             TaskState::Failed,
@@ -435,6 +446,13 @@ mod tests {
         );
         let end = task_end(None, true, &e);
         assert_eq!(end.state, TaskState::Killed);
+        let gone = Exit::Exited {
+            exit_code: None,
+            signal: None,
+            reason: Some(REASON_HOST_REBOOTED.into()),
+            message: "the host rebooted".into(),
+        };
+        assert_eq!(task_end(None, false, &gone).state, TaskState::Lost);
     }
 
     #[test]

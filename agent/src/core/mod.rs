@@ -22,7 +22,7 @@ mod updates;
 mod tests;
 
 pub use config::{AgentConfig, ConfigError};
-pub use executors::RESERVED_ENV;
+pub use executors::{REASON_CONTAINER_LOST, REASON_HOST_REBOOTED, RESERVED_ENV};
 pub use recovery::{CoreCheckpoint, ExecutorCheckpoint, TaskCheckpoint};
 pub use state::{AgentCounters, AgentState, ExecutorView, FrameworkView, ResourcesView, TaskView};
 pub use tasks::RunTaskError;

@@ -18,6 +18,7 @@ mod error;
 mod frameworks;
 mod model;
 mod offers;
+mod recovery;
 mod state;
 mod tasks;
 mod validate;
@@ -59,6 +60,8 @@ pub enum MasterTimer {
         framework_id: FrameworkId,
         generation: u64,
     },
+    /// End of the window in which the agents of the registry may re-register with this master.
+    AgentReregisterTimeout,
 }
 
 // Messages dominate the size; inputs are moved once into `handle`, so boxing buys nothing.
@@ -80,6 +83,12 @@ pub enum Input {
     Timer(MasterTimer),
     /// Decisions of the allocator.
     Allocations(Vec<Allocation>),
+    /// The agents the replicated registry admitted (from the shell, once, after `start`). Those
+    /// that do not re-register within `reregister_timeout_ms` are declared unreachable.
+    RegistryAgents {
+        agent_ids: Vec<agora_actors::AgentId>,
+        reregister_timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +108,8 @@ pub enum Action {
         at: Time,
     },
     Allocator(AllocatorEvent),
+    /// A registry agent did not come back in time: the shell removes it from the registry.
+    AgentUnreachable { agent_id: agora_actors::AgentId },
 }
 
 /// Reasons the master puts on the status updates it produces itself.
@@ -111,6 +122,8 @@ pub mod reasons {
     pub const FRAMEWORK_REMOVED: &str = "framework_removed";
     /// The task's agent re-registered without it.
     pub const TASK_MISSING: &str = "task_missing_on_agent";
+    /// The task's agent was admitted before a master failover and did not re-register in time.
+    pub const AGENT_UNREACHABLE: &str = "agent_unreachable";
 }
 
 pub(crate) type Out = Vec<Action>;
@@ -131,6 +144,8 @@ pub struct MasterCore {
     completed: VecDeque<CompletedTask>,
     offers: BTreeMap<OfferId, OfferEntry>,
     counters: MasterCounters,
+    /// Registry agents not yet re-registered with this master, and those that missed the window.
+    recovery: recovery::Recovery,
 }
 
 impl MasterCore {
@@ -152,6 +167,7 @@ impl MasterCore {
             completed: VecDeque::new(),
             offers: BTreeMap::new(),
             counters: MasterCounters::default(),
+            recovery: recovery::Recovery::default(),
         }
     }
 
@@ -182,6 +198,10 @@ impl MasterCore {
             Input::Disconnected { conn } => self.on_disconnected(now, conn, &mut out),
             Input::Timer(timer) => self.on_timer(now, timer, &mut out),
             Input::Allocations(allocs) => self.on_allocations(now, allocs, &mut out),
+            Input::RegistryAgents {
+                agent_ids,
+                reregister_timeout_ms,
+            } => self.recover_registry_agents(now, agent_ids, reregister_timeout_ms, &mut out),
         }
         out
     }
@@ -419,6 +439,7 @@ impl MasterCore {
                 framework_id,
                 generation,
             } => self.failover_expired(now, &framework_id, generation, out),
+            MasterTimer::AgentReregisterTimeout => self.reregister_window_closed(out),
         }
     }
 
