@@ -184,7 +184,9 @@ pub struct World {
     rng: ChaCha8Rng,
     pub now: Time,
     seq: u64,
-    queue: BTreeMap<(Time, u64), Ev>,
+    /// Min-heap on (time, sequence); events boxed so the heap moves pointers, not messages
+    /// (moving large events inside a BTreeMap's nodes was a hot spot at 10,000 agents).
+    queue: std::collections::BinaryHeap<Queued>,
     pub hash: u64,
     pub events: u64,
     pub master: MasterNode,
@@ -198,6 +200,40 @@ pub struct World {
     /// What the last event touched, so invariants re-check only those books.
     pub touched_master: bool,
     pub touched_agents: BTreeSet<usize>,
+}
+
+/// A queued event; ordered so that `BinaryHeap` (a max-heap) pops the smallest (time, seq).
+pub struct Queued {
+    at: Time,
+    seq: u64,
+    ev: Box<Ev>,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Feeds formatted text straight into the FNV-1a trace hash.
+struct FnvWriter(u64);
+
+impl std::fmt::Write for FnvWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 = fnv(self.0, s.as_bytes());
+        Ok(())
+    }
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -249,7 +285,7 @@ impl World {
             rng,
             now: Time::ZERO,
             seq: 0,
-            queue: BTreeMap::new(),
+            queue: std::collections::BinaryHeap::new(),
             hash: 0xcbf2_9ce4_8422_2325,
             events: 0,
             master: MasterNode {
@@ -289,7 +325,11 @@ impl World {
     pub fn push(&mut self, at: Time, ev: Ev) {
         let at = at.max(self.now);
         self.seq += 1;
-        self.queue.insert((at, self.seq), ev);
+        self.queue.push(Queued {
+            at,
+            seq: self.seq,
+            ev: Box::new(ev),
+        });
     }
 
     fn bump(&mut self, what: &'static str) {
@@ -310,16 +350,18 @@ impl World {
 
     /// Pops and performs the next event; false when the queue is empty.
     pub fn step(&mut self) -> bool {
-        let Some(((at, seq), ev)) = self.queue.pop_first() else {
+        let Some(Queued { at, seq, ev }) = self.queue.pop() else {
             return false;
         };
         self.now = at;
         self.events += 1;
         self.touched_master = false;
         self.touched_agents.clear();
-        let line = format!("{}|{seq}|{ev:?}\n", at.0);
-        self.hash = fnv(self.hash, line.as_bytes());
-        self.handle(ev);
+        // Streamed into the hash: no per-event string.
+        let mut h = FnvWriter(self.hash);
+        let _ = std::fmt::Write::write_fmt(&mut h, format_args!("{}|{seq}|{ev:?}\n", at.0));
+        self.hash = h.0;
+        self.handle(*ev);
         true
     }
 
