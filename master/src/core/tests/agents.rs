@@ -476,3 +476,39 @@ fn peers_of_another_cluster_or_kind_are_refused() {
     assert_eq!(errors(&actions, cli)[0].0, ErrorCode::BadRequest);
     assert!(h.core.state().frameworks.is_empty());
 }
+
+#[test]
+fn registry_agents_that_miss_the_window_are_unreachable_and_their_tasks_lost() {
+    let mut h = Harness::new();
+    let gone = AgentId::new("agent-old-1").unwrap();
+    let (_ac, back) = h.register_agent("cpus:2;mem:1024");
+    let acts = h.input(Input::RegistryAgents {
+        agent_ids: vec![gone.clone(), back],
+        reregister_timeout_ms: 5_000,
+    });
+    // Only the agent not already here is waited for.
+    assert!(acts.iter().any(|a| matches!(a, Action::SetTimer {
+        timer: MasterTimer::AgentReregisterTimeout,
+        ..
+    })));
+    let (sc, fw) = h.subscribe("fw");
+    let reconcile = |h: &mut Harness| {
+        let msg = Message::Reconcile {
+            framework_id: fw.clone(),
+            tasks: vec![(tid("t1"), Some(gone.clone()))],
+        };
+        updates(&h.send(sc, msg), sc)
+    };
+    assert_eq!(reconcile(&mut h)[0].state, TaskState::Unknown);
+    h.advance(5_000);
+    let acts = h.timer(MasterTimer::AgentReregisterTimeout);
+    assert!(sent_to(&acts, sc)
+        .iter()
+        .any(|m| matches!(m, Message::AgentLost { agent_id } if *agent_id == gone)));
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::AgentUnreachable { agent_id } if *agent_id == gone)));
+    let answer = reconcile(&mut h);
+    assert_eq!(answer[0].state, TaskState::Lost, "{answer:?}");
+    assert_eq!(h.core.counters().agents_unreachable, 1);
+}
