@@ -25,6 +25,8 @@ pub const MAX_HISTORY_PER_TASK: usize = 64;
 pub const MAX_EVENTS: usize = 100_000;
 /// Timer token of the share sampler.
 pub const SAMPLE_TIMER: u64 = 1;
+/// Timer token of the re-reconciliation of tasks the master answered `TASK_UNKNOWN` for.
+pub const RECONCILE_TIMER: u64 = 2;
 /// Executor id of the shared command executor, unless configured.
 pub const DEFAULT_EXECUTOR_ID: &str = "batch-exec";
 
@@ -74,6 +76,13 @@ pub struct BatchConfig {
     pub offer_filters: agora_actors::OfferFilters,
     pub priority: Option<u32>,
     pub revocation_grace_ms: Option<u64>,
+    /// How often tasks the master answered `TASK_UNKNOWN` for are reconciled again (the
+    /// answer changes once their agent re-registers or is declared unreachable).
+    pub reconcile_interval_ms: u64,
+    /// A task still `TASK_UNKNOWN` this long is treated as lost and retried (its agent is in
+    /// no registry the master has, so nobody will ever report on it). Longer than the
+    /// master's agent re-registration window, which ends in a definite answer.
+    pub unknown_lost_after_ms: u64,
 }
 
 impl BatchConfig {
@@ -102,6 +111,8 @@ impl BatchConfig {
             offer_filters: agora_actors::OfferFilters::default(),
             priority: None,
             revocation_grace_ms: None,
+            reconcile_interval_ms: 30_000,
+            unknown_lost_after_ms: 900_000,
         }
     }
 
@@ -232,6 +243,8 @@ pub struct TaskRecord {
     pub message: String,
     pub retries_failed: u32,
     pub retries_lost: u32,
+    /// Since when the master has answered `TASK_UNKNOWN` for the current attempt.
+    pub unknown_since: Option<Time>,
     pub timing: TaskTiming,
     /// Most recent transitions, oldest first (at most [`MAX_HISTORY_PER_TASK`]).
     pub history: VecDeque<Transition>,
@@ -320,6 +333,7 @@ pub struct BatchFramework {
     progress: Progress,
     suppressed: bool,
     sampling: bool,
+    reconcile_armed: bool,
     aborting: bool,
     exit_code: Option<i32>,
     samples: VecDeque<ShareSample>,
@@ -355,6 +369,7 @@ impl BatchFramework {
             },
             suppressed: false,
             sampling: false,
+            reconcile_armed: false,
             aborting: false,
             exit_code: None,
             samples: VecDeque::new(),
@@ -647,6 +662,7 @@ impl BatchFramework {
         rec.attempt = attempt;
         rec.task_id = new_id.clone();
         rec.resources = None;
+        rec.unknown_since = None;
         rec.timing = TaskTiming {
             queued_at: now,
             ..TaskTiming::default()
@@ -658,6 +674,11 @@ impl BatchFramework {
 
     fn apply_state(&mut self, now: Time, index: usize, state: TaskState) {
         use TaskState::*;
+        if state == Unknown {
+            self.tasks[index].unknown_since.get_or_insert(now);
+        } else {
+            self.tasks[index].unknown_since = None;
+        }
         match state {
             Staging | Starting => {
                 if self.tasks[index].phase != TaskPhase::Running {
@@ -674,7 +695,8 @@ impl BatchFramework {
             Killed => self.end(now, index, TaskPhase::Killed),
             Lost | Dropped | Gone => self.retry_or_end(now, index, TaskPhase::Lost),
             Error => self.end(now, index, TaskPhase::Error),
-            // Not an end: an unreachable agent may come back; the master sends LOST/GONE if not.
+            // Not an end: an unreachable agent may come back; the master sends LOST/GONE if
+            // not. Unknown tasks are asked about again (see `reconcile_unknown`).
             Killing | Unreachable | Unknown => {}
         }
     }
@@ -751,6 +773,52 @@ impl BatchFramework {
     }
 }
 
+impl BatchFramework {
+    fn arm_reconcile(&mut self, ctx: &mut SchedulerCtx) {
+        if !self.reconcile_armed && self.exit_code.is_none() {
+            self.reconcile_armed = true;
+            ctx.set_timer(RECONCILE_TIMER, self.config.reconcile_interval_ms.max(1));
+        }
+    }
+
+    /// Asks again about launched tasks the master answered `TASK_UNKNOWN` for; gives up on
+    /// (retries) those unknown for longer than `unknown_lost_after_ms`.
+    fn reconcile_unknown(&mut self, ctx: &mut SchedulerCtx) {
+        let now = ctx.now;
+        let mut ask = Vec::new();
+        let mut give_up = Vec::new();
+        for r in &self.tasks {
+            let launched = matches!(r.phase, TaskPhase::Staged | TaskPhase::Running);
+            let Some(since) = r.unknown_since.filter(|_| launched) else {
+                continue;
+            };
+            if now.since(since) >= self.config.unknown_lost_after_ms {
+                give_up.push(r.index);
+            } else {
+                ask.push((r.task_id.clone(), r.agent_id.clone()));
+            }
+        }
+        for index in give_up {
+            let rec = &self.tasks[index];
+            warn!(task = %rec.task_id, "task unknown to the master for too long; retrying it");
+            let status = TaskStatus::new(
+                rec.task_id.clone(),
+                TaskState::Lost,
+                agora_actors::UpdateSource::Master,
+            )
+            .with_reason("unknown_too_long", "the master kept answering TASK_UNKNOWN");
+            self.record(now, index, &status);
+            self.retry_or_end(now, index, TaskPhase::Lost);
+        }
+        if !ask.is_empty() {
+            ctx.reconcile(ask);
+            self.arm_reconcile(ctx);
+        }
+        self.update_suppression(ctx);
+        self.check_done(ctx);
+    }
+}
+
 fn new_record(index: usize, task_id: TaskId) -> TaskRecord {
     TaskRecord {
         index,
@@ -766,6 +834,7 @@ fn new_record(index: usize, task_id: TaskId) -> TaskRecord {
         message: String::new(),
         retries_failed: 0,
         retries_lost: 0,
+        unknown_since: None,
         timing: TaskTiming::default(),
         history: VecDeque::new(),
     }
@@ -863,13 +932,27 @@ impl Scheduler for BatchFramework {
         }
         self.record(ctx.now, index, status);
         self.apply_state(ctx.now, index, status.state);
+        if status.state == TaskState::Unknown {
+            self.arm_reconcile(ctx);
+        }
         self.update_suppression(ctx);
         self.check_done(ctx);
     }
 
-    fn agent_lost(&mut self, _ctx: &mut SchedulerCtx, agent_id: &AgentId) {
-        // The master follows up with TASK_LOST/GONE updates for the tasks there.
+    fn agent_lost(&mut self, ctx: &mut SchedulerCtx, agent_id: &AgentId) {
+        // A master that knew the tasks there follows up with TASK_LOST; one that never knew them
+        // (after a failover) answers for them only when asked.
         warn!(agent = %agent_id, "agent lost");
+        let there: Vec<(TaskId, Option<AgentId>)> = self
+            .tasks
+            .iter()
+            .filter(|r| matches!(r.phase, TaskPhase::Staged | TaskPhase::Running))
+            .filter(|r| r.agent_id.as_ref() == Some(agent_id))
+            .map(|r| (r.task_id.clone(), r.agent_id.clone()))
+            .collect();
+        if !there.is_empty() {
+            ctx.reconcile(there);
+        }
     }
 
     fn disconnected(&mut self, _ctx: &mut SchedulerCtx) {
@@ -881,6 +964,11 @@ impl Scheduler for BatchFramework {
     }
 
     fn timer(&mut self, ctx: &mut SchedulerCtx, token: u64) {
+        if token == RECONCILE_TIMER {
+            self.reconcile_armed = false;
+            self.reconcile_unknown(ctx);
+            return;
+        }
         if token != SAMPLE_TIMER {
             return;
         }

@@ -74,6 +74,7 @@ impl MasterActor {
                     }
                     None => tracing::error!("allocator not running; event dropped"),
                 },
+                Action::AgentUnreachable { agent_id } => self.registry_agent_unreachable(agent_id),
             }
         }
     }

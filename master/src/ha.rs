@@ -285,52 +285,32 @@ impl MasterActor {
         self.arm_reregister_timeout(ctx);
     }
 
+    /// Tells the new core which agents the registry admitted; it gives them
+    /// `agent_reregister_timeout_ms` to come back and declares the others unreachable.
     fn arm_reregister_timeout(&mut self, ctx: &mut Context<Self>) {
         let Some(r) = &self.raft else { return };
         let generation = self.generation;
-        let after = std::time::Duration::from_millis(r.agent_reregister_timeout_ms);
-        ctx.run_later(after, move |act, ctx| {
-            let Some(r) = &act.raft else { return };
-            if act.generation != generation {
-                return; // leadership changed since
-            }
-            let ask = r.raft().send(crate::raft_actor::RegistryAgents);
-            ctx.spawn(ask.into_actor(act).map(move |res, act, _| {
-                if let (Ok(ids), true) = (res, act.generation == generation) {
-                    act.expire_unreturned_agents(ids);
+        let timeout_ms = r.agent_reregister_timeout_ms;
+        let ask = r.raft().send(crate::raft_actor::RegistryAgents);
+        ctx.spawn(ask.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(agent_ids) if act.generation == generation => {
+                    let input = Input::RegistryAgents {
+                        agent_ids,
+                        reregister_timeout_ms: timeout_ms,
+                    };
+                    act.deliver(input, ctx);
                 }
-            }));
-        });
+                Ok(_) => {} // leadership changed since
+                Err(e) => tracing::error!(error = %e, "cannot read the registry's agents"),
+            }
+        }));
     }
 
-    /// Agents of the registry that did not come back to this leader in time are unreachable:
-    /// removed from the registry, and every connected scheduler is told (it reconciles).
-    fn expire_unreturned_agents(&mut self, registry: Vec<agora_actors::AgentId>) {
+    /// The core declared a registry agent unreachable: it leaves the registry.
+    pub(crate) fn registry_agent_unreachable(&mut self, agent_id: agora_actors::AgentId) {
         let Some(r) = &self.raft else { return };
-        let back: std::collections::BTreeSet<String> =
-            self.core.state().agents.into_iter().map(|a| a.id).collect();
-        let schedulers: Vec<ConnId> = r
-            .conn_kinds
-            .iter()
-            .filter(|(_, k)| **k == NodeKind::Scheduler)
-            .map(|(c, _)| *c)
-            .collect();
-        for agent_id in registry {
-            if back.contains(agent_id.as_str()) {
-                continue;
-            }
-            tracing::warn!(%agent_id, "agent did not re-register with the new leader in time; marked unreachable");
-            r.raft.do_send(Propose(RegistryOp::RemoveAgent {
-                agent_id: agent_id.clone(),
-            }));
-            for conn in &schedulers {
-                if let Some(h) = self.conns.get(conn) {
-                    let _ = h.send(Message::AgentLost {
-                        agent_id: agent_id.clone(),
-                    });
-                }
-            }
-        }
+        r.raft.do_send(Propose(RegistryOp::RemoveAgent { agent_id }));
     }
 
     /// Stops making offers at once and turns every agent and scheduler away.

@@ -19,7 +19,7 @@ fn same(a: &Resources, b: &Resources) -> bool {
 
 /// After every event.
 pub fn invariants(w: &World) -> Result<(), String> {
-    if w.touched_master {
+    if w.touched_master || w.sc.check_every_events > 1 {
         master_books(w)?;
     }
     agents_not_overcommitted(w)?;

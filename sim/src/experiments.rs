@@ -39,6 +39,9 @@ pub fn rampup_scenario(k: usize, duration: Duration, t_ms: u64) -> Scenario {
         start_ms,
         failover_timeout_ms: 3_600_000,
         max_retries_lost: 1_000,
+        unknown_lost_after_ms: 120_000,
+        count: 1,
+        start_every_ms: 0,
     };
     Scenario {
         name: format!("rampup-{k}"),
@@ -56,6 +59,8 @@ pub fn rampup_scenario(k: usize, duration: Duration, t_ms: u64) -> Scenario {
         network: Default::default(),
         faults: FaultSpec::default(),
         allocator: Default::default(),
+        agent_reregister_timeout_ms: 30_000,
+        check_every_events: 1,
     }
 }
 

@@ -50,6 +50,8 @@ impl Tracked {
                 c.max_retries_lost = spec.max_retries_lost;
                 c.failover_timeout_ms = spec.failover_timeout_ms;
                 c.sample_interval_ms = 0;
+                c.reconcile_interval_ms = 5_000;
+                c.unknown_lost_after_ms = spec.unknown_lost_after_ms;
                 Fw::Batch(BatchFramework::new(c).map_err(|e| e.to_string())?)
             }
             FrameworkKind::Service => {

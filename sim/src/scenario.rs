@@ -60,6 +60,23 @@ pub struct Scenario {
     pub faults: FaultSpec,
     #[serde(default)]
     pub allocator: AllocatorSpec,
+    /// After a master restart, registry agents that do not re-register within this long are
+    /// declared unreachable (the real master's `--agent-reregister-timeout-ms`).
+    #[serde(default = "d_reregister")]
+    pub agent_reregister_timeout_ms: u64,
+    /// Invariants are checked after every event by default (1). Very large scenarios may check
+    /// every Nth event instead: reading every book of a 10,000-agent master after each of
+    /// millions of events costs far more than the events themselves. The final checks always run.
+    #[serde(default = "d_check_every")]
+    pub check_every_events: u64,
+}
+
+fn d_check_every() -> u64 {
+    1
+}
+
+fn d_reregister() -> u64 {
+    30_000
 }
 
 fn d_safety() -> u64 {
@@ -102,6 +119,11 @@ pub enum Duration {
 pub struct FrameworkSpec {
     pub kind: FrameworkKind,
     pub name: String,
+    /// This many copies (named `NAME-0`, `NAME-1`...), started `start_every_ms` apart.
+    #[serde(default = "one")]
+    pub count: usize,
+    #[serde(default)]
+    pub start_every_ms: u64,
     /// Batch: number of tasks. Service: number of instances.
     pub tasks: usize,
     pub task_resources: String,
@@ -119,6 +141,13 @@ pub struct FrameworkSpec {
     /// Lost attempts retried per task (large, so liveness is not a matter of luck).
     #[serde(default = "d_retries")]
     pub max_retries_lost: u32,
+    /// Batch: a task the master keeps answering `TASK_UNKNOWN` for is retried after this long.
+    #[serde(default = "d_unknown_lost")]
+    pub unknown_lost_after_ms: u64,
+}
+
+fn d_unknown_lost() -> u64 {
+    120_000
 }
 
 fn d_mean() -> u64 {
@@ -172,7 +201,12 @@ pub struct FaultSpec {
     /// A message ignores FIFO order and gets an extra random delay.
     pub reorder_per_msg: f64,
     pub reorder_extra_ms: u64,
+    /// The agent process dies; its executors keep running and it recovers from its checkpoint.
     pub agent_crash_per_min: f64,
+    /// The agent's machine dies: its executors with it; the agent recovers from its checkpoint
+    /// on reboot and reports their containers gone.
+    pub machine_crash_per_min: f64,
+    /// How long a crashed agent (or machine) stays down (uniform in [0.5, 1.5] of this).
     pub agent_down_ms: u64,
     pub master_crash_per_min: f64,
     pub master_down_ms: u64,
@@ -199,9 +233,37 @@ impl Default for AllocatorSpec {
     }
 }
 
+/// Replaces each spec with `count` copies of it.
+fn expand(specs: Vec<FrameworkSpec>) -> Vec<FrameworkSpec> {
+    let mut out = Vec::new();
+    for f in specs {
+        if f.count == 1 {
+            out.push(f);
+            continue;
+        }
+        for i in 0..f.count {
+            let mut c = f.clone();
+            c.count = 1;
+            c.name = format!("{}-{i}", f.name);
+            c.start_ms = f.start_ms + f.start_every_ms.saturating_mul(i as u64);
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Scenario {
     pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
-        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        let mut s: Scenario =
+            toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        let copies: usize = s.frameworks.iter().map(|f| f.count).sum();
+        if copies > MAX_FRAMEWORKS {
+            return Err(ScenarioError::Invalid {
+                field: "frameworks".into(),
+                why: format!("{copies} frameworks in all; at most {MAX_FRAMEWORKS}"),
+            });
+        }
+        s.frameworks = expand(std::mem::take(&mut s.frameworks));
         s.validate()?;
         Ok(s)
     }
@@ -229,6 +291,9 @@ impl Scenario {
         }
         Resources::parse(&self.agents.resources)
             .map_err(|e| bad("agents.resources", e.to_string()))?;
+        if self.check_every_events == 0 {
+            return Err(bad("check_every_events", "must be at least 1".into()));
+        }
         if self.frameworks.len() > MAX_FRAMEWORKS {
             return Err(bad("frameworks", format!("at most {MAX_FRAMEWORKS}")));
         }
@@ -259,6 +324,7 @@ impl Scenario {
         }
         for (name, r) in [
             ("faults.agent_crash_per_min", f.agent_crash_per_min),
+            ("faults.machine_crash_per_min", f.machine_crash_per_min),
             ("faults.master_crash_per_min", f.master_crash_per_min),
             ("faults.partition_per_min", f.partition_per_min),
         ] {

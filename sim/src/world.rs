@@ -136,6 +136,8 @@ pub struct Conn {
 
 pub struct MasterNode {
     pub inc: u64,
+    /// Survives master crashes.
+    pub registry: crate::persist::Registry,
     pub core: Option<MasterCore>,
     pub alloc: Option<DrfAllocator>,
     coalesce_armed: bool,
@@ -148,7 +150,17 @@ pub struct ExecNode {
 }
 
 pub struct AgentNode {
+    /// Agent process incarnation (agent timers).
     pub inc: u64,
+    /// Machine incarnation (containers and executors die only with the machine).
+    pub boot: u64,
+    /// The agent's checkpoint and container records: they survive both kinds of crash.
+    pub disk: crate::persist::AgentDisk,
+    /// Containers that ended while the agent process was down (their exit status, for the
+    /// agent's recovery to find).
+    exited_while_down: BTreeMap<ContainerId, (Option<i32>, Option<i32>)>,
+    /// The machine crashed since the agent last ran: every container of the record is gone.
+    rebooted: bool,
     pub core: Option<AgentCore>,
     pub conn: Option<ConnId>,
     pub execs: BTreeMap<ContainerId, ExecNode>,
@@ -172,7 +184,9 @@ pub struct World {
     rng: ChaCha8Rng,
     pub now: Time,
     seq: u64,
-    queue: BTreeMap<(Time, u64), Ev>,
+    /// Min-heap on (time, sequence); events boxed so the heap moves pointers, not messages
+    /// (moving large events inside a BTreeMap's nodes was a hot spot at 10,000 agents).
+    queue: std::collections::BinaryHeap<Queued>,
     pub hash: u64,
     pub events: u64,
     pub master: MasterNode,
@@ -186,6 +200,40 @@ pub struct World {
     /// What the last event touched, so invariants re-check only those books.
     pub touched_master: bool,
     pub touched_agents: BTreeSet<usize>,
+}
+
+/// A queued event; ordered so that `BinaryHeap` (a max-heap) pops the smallest (time, seq).
+pub struct Queued {
+    at: Time,
+    seq: u64,
+    ev: Box<Ev>,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Feeds formatted text straight into the FNV-1a trace hash.
+struct FnvWriter(u64);
+
+impl std::fmt::Write for FnvWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 = fnv(self.0, s.as_bytes());
+        Ok(())
+    }
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -218,6 +266,10 @@ impl World {
         let agents = (0..sc.agents.count)
             .map(|i| AgentNode {
                 inc: 0,
+                boot: 0,
+                disk: Default::default(),
+                exited_while_down: BTreeMap::new(),
+                rebooted: false,
                 core: None,
                 conn: None,
                 execs: BTreeMap::new(),
@@ -233,11 +285,12 @@ impl World {
             rng,
             now: Time::ZERO,
             seq: 0,
-            queue: BTreeMap::new(),
+            queue: std::collections::BinaryHeap::new(),
             hash: 0xcbf2_9ce4_8422_2325,
             events: 0,
             master: MasterNode {
                 inc: 0,
+                registry: Default::default(),
                 core: None,
                 alloc: None,
                 coalesce_armed: false,
@@ -272,7 +325,11 @@ impl World {
     pub fn push(&mut self, at: Time, ev: Ev) {
         let at = at.max(self.now);
         self.seq += 1;
-        self.queue.insert((at, self.seq), ev);
+        self.queue.push(Queued {
+            at,
+            seq: self.seq,
+            ev: Box::new(ev),
+        });
     }
 
     fn bump(&mut self, what: &'static str) {
@@ -293,16 +350,18 @@ impl World {
 
     /// Pops and performs the next event; false when the queue is empty.
     pub fn step(&mut self) -> bool {
-        let Some(((at, seq), ev)) = self.queue.pop_first() else {
+        let Some(Queued { at, seq, ev }) = self.queue.pop() else {
             return false;
         };
         self.now = at;
         self.events += 1;
         self.touched_master = false;
         self.touched_agents.clear();
-        let line = format!("{}|{seq}|{ev:?}\n", at.0);
-        self.hash = fnv(self.hash, line.as_bytes());
-        self.handle(ev);
+        // Streamed into the hash: no per-event string.
+        let mut h = FnvWriter(self.hash);
+        let _ = std::fmt::Write::write_fmt(&mut h, format_args!("{}|{seq}|{ev:?}\n", at.0));
+        self.hash = h.0;
+        self.handle(*ev);
         true
     }
 
@@ -345,7 +404,7 @@ impl World {
                 cid,
                 timer,
             } => {
-                if self.agents[node].inc == inc {
+                if self.agents[node].boot == inc {
                     if let Some(e) = self.agents[node].execs.get_mut(&cid) {
                         let acts = e.driver.handle_timer(self.now, timer);
                         self.exec_perform(node, &cid, acts);
@@ -606,7 +665,7 @@ impl World {
                         .driver
                         .handle_disconnected(self.now, "agent connection lost");
                     self.exec_perform(node, &cid, acts.clone());
-                    let inc = self.agents[node].inc;
+                    let inc = self.agents[node].boot;
                     self.push(
                         self.now.plus_ms(1_000),
                         Ev::Dial {
@@ -625,6 +684,7 @@ impl World {
         let d = self.between(lo, hi);
         let inc = match &ep {
             Ep::Agent(i) => self.agents[*i].inc,
+            Ep::Exec(i, _) => self.agents[*i].boot,
             _ => 0,
         };
         self.push(self.now.plus_ms(d), Ev::Dial { ep, inc });
@@ -634,11 +694,19 @@ impl World {
         let alive = match &ep {
             Ep::Agent(i) => self.agents[*i].inc == inc && self.agents[*i].core.is_some(),
             Ep::Sched(i) => self.scheds[*i].started && self.scheds[*i].driver.stopped().is_none(),
-            Ep::Exec(i, c) => self.agents[*i].inc == inc && self.agents[*i].execs.contains_key(c),
+            Ep::Exec(i, c) => self.agents[*i].boot == inc && self.agents[*i].execs.contains_key(c),
             Ep::Master => false,
         };
         if !alive || self.client_conn(&ep).is_some() {
             return;
+        }
+        if let Ep::Exec(i, _) = &ep {
+            if self.agents[*i].core.is_none() {
+                // The agent process is down: nobody listens on its socket yet.
+                let ep = ep.clone();
+                self.push(self.now.plus_ms(1_000), Ev::Dial { ep, inc });
+                return;
+            }
         }
         let faulty = !matches!(ep, Ep::Exec(..));
         if faulty && (self.master.core.is_none() || (self.faults_on && self.partitioned(&ep))) {
@@ -683,7 +751,9 @@ impl World {
         };
         let client = c.client.clone();
         let ok = match &client {
-            Ep::Exec(..) => self.client_conn(&client) == Some(conn),
+            Ep::Exec(i, _) => {
+                self.client_conn(&client) == Some(conn) && self.agents[*i].core.is_some()
+            }
             _ => {
                 self.client_conn(&client) == Some(conn)
                     && self.master.core.is_some()
@@ -769,6 +839,12 @@ impl World {
         self.master.coalesce_armed = false;
         self.master.wakeup_at = None;
         self.master_perform(acts);
+        // As the HA shell does once it leads: the registry's agents get a window to return.
+        let input = MInput::RegistryAgents {
+            agent_ids: self.master.registry.agent_ids(),
+            reregister_timeout_ms: self.sc.agent_reregister_timeout_ms,
+        };
+        self.master_input(input);
         let at = self.now.plus_ms(self.sc.allocator.interval_ms);
         self.push(
             at,
@@ -784,6 +860,7 @@ impl World {
         self.bump("master_crashes");
         self.master.core = None;
         self.master.alloc = None;
+        self.master.registry.master_crashed();
         self.master.inc += 1;
         let conns: Vec<ConnId> = self
             .conns
@@ -801,6 +878,9 @@ impl World {
             return;
         };
         self.touched_master = true;
+        if let MInput::Message { conn, msg } = &input {
+            self.master.registry.observe_input(*conn, msg);
+        }
         let acts = core.handle(self.now, input);
         self.master_perform(acts);
     }
@@ -809,7 +889,14 @@ impl World {
         let inc = self.master.inc;
         for a in acts {
             match a {
-                MAction::Send { conn, msg } => self.send(conn, false, msg),
+                MAction::Send { conn, msg } => {
+                    self.master.registry.observe_output(conn, &msg);
+                    self.send(conn, false, msg)
+                }
+                MAction::AgentUnreachable { agent_id } => {
+                    self.bump("agents_unreachable");
+                    self.master.registry.agent_unreachable(agent_id)
+                }
                 MAction::Close { conn, last } => {
                     if let Some(msg) = last {
                         self.send(conn, false, msg);
@@ -901,19 +988,32 @@ impl World {
         }
     }
 
-    /// A fresh agent (a restart after a crash keeps nothing: no checkpoints yet).
+    /// Starts the agent process: from its checkpoint if it has one (it keeps its id and
+    /// re-registers), as the real shell does, else fresh.
     fn start_agent(&mut self, node: usize) {
         let config = self.agent_config(node);
+        let now = self.now;
         let a = &mut self.agents[node];
         a.inc += 1;
         let epoch = a.inc;
-        let mut core = AgentCore::new(config, epoch);
-        let acts = core.start(self.now);
+        let (mut core, recovered) = match a.disk.core.clone() {
+            Some(ckpt) => {
+                let (core, acts) = AgentCore::recover(config, epoch, now, ckpt);
+                (core, Some(acts))
+            }
+            None => (AgentCore::new(config, epoch), None),
+        };
+        let mut acts = core.start(now);
         a.core = Some(core);
-        a.execs.clear();
         a.pending.clear();
-        a.exiting.clear();
+        if let Some(more) = recovered {
+            self.bump("agent_recoveries");
+            acts.extend(more);
+        }
         self.agent_perform(node, acts);
+        self.recover_containers(node);
+        let a = &mut self.agents[node];
+        a.disk.core = a.core.as_ref().map(|c| c.checkpoint());
         self.push(
             self.now,
             Ev::Dial {
@@ -923,16 +1023,66 @@ impl World {
         );
     }
 
-    fn crash_agent(&mut self, node: usize) {
-        self.bump("agent_crashes");
+    /// The real shell's `recover_containers`: containers of the record still running are
+    /// reattached (their executors redial by themselves); the others end, with their exit
+    /// status if they exited while the agent was down, as lost if the machine rebooted.
+    fn recover_containers(&mut self, node: usize) {
+        let a = &mut self.agents[node];
+        let rebooted = std::mem::take(&mut a.rebooted);
+        let exited = std::mem::take(&mut a.exited_while_down);
+        let wanted: Vec<ContainerId> = a.disk.containers.iter().cloned().collect();
+        for cid in wanted {
+            if !rebooted && self.agents[node].execs.contains_key(&cid) {
+                continue; // reattached
+            }
+            self.agents[node].disk.containers.remove(&cid);
+            let (code, signal, reason, message) = match exited.get(&cid) {
+                Some((code, signal)) if !rebooted => (*code, *signal, None, String::new()),
+                _ if rebooted => (
+                    None,
+                    None,
+                    Some(agora_agent::core::REASON_AGENT_REBOOTED.to_string()),
+                    "the host rebooted while the agent was down".to_string(),
+                ),
+                _ => (
+                    None,
+                    None,
+                    Some(agora_agent::core::REASON_CONTAINER_LOST.to_string()),
+                    "the container could not be found after an agent restart".to_string(),
+                ),
+            };
+            let input = AInput::ContainerExited {
+                container_id: cid,
+                exit_code: code,
+                signal,
+                reason,
+                message,
+            };
+            self.agent_input(node, input);
+        }
+    }
+
+    /// The agent process dies (`machine`: with its machine, and every container on it). Its
+    /// checkpoint survives either way.
+    fn crash_agent(&mut self, node: usize, machine: bool) {
+        self.bump(if machine {
+            "machine_crashes"
+        } else {
+            "agent_crashes"
+        });
         let a = &mut self.agents[node];
         a.core = None;
         a.inc += 1;
-        a.execs.clear();
         a.pending.clear();
-        a.exiting.clear();
+        if machine {
+            a.boot += 1;
+            a.rebooted = true;
+            a.execs.clear();
+            a.exiting.clear();
+            a.exited_while_down.clear();
+        }
         if let Some(conn) = a.conn.take() {
-            // The master notices the machine is gone; the agent side is dead already.
+            // The master notices the agent is gone; the agent side is dead already.
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.up = false;
             }
@@ -945,15 +1095,19 @@ impl World {
                 },
             );
         }
-        let execs: Vec<ConnId> = self
+        let execs: Vec<(ConnId, Ep)> = self
             .conns
             .iter()
             .filter(|(_, c)| matches!(&c.client, Ep::Exec(n, _) if *n == node) && c.up)
-            .map(|(id, _)| *id)
+            .map(|(id, c)| (*id, c.client.clone()))
             .collect();
-        for conn in execs {
+        for (conn, client) in execs {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.up = false;
+            }
+            if !machine {
+                // The executor sees its socket to the agent close.
+                self.push(self.now.plus_ms(1), Ev::Notify { conn, ep: client });
             }
         }
     }
@@ -964,11 +1118,14 @@ impl World {
         };
         self.touched_agents.insert(node);
         let acts = core.handle(self.now, input);
+        // As the real shell: the checkpoint is written before the step's actions are performed.
+        self.agents[node].disk.core = self.agents[node].core.as_ref().map(|c| c.checkpoint());
         self.agent_perform(node, acts);
     }
 
     fn agent_perform(&mut self, node: usize, acts: Vec<AAction>) {
         let inc = self.agents[node].inc;
+        let boot = self.agents[node].boot;
         for a in acts {
             match a {
                 AAction::SendMaster(msg) => {
@@ -995,7 +1152,12 @@ impl World {
                     let cid = spec.container_id.clone();
                     self.agents[node].pending.insert(cid.clone(), spec);
                     let d = self.between(5, 50);
-                    self.push(self.now.plus_ms(d), Ev::ContainerStart { node, inc, cid });
+                    let ev = Ev::ContainerStart {
+                        node,
+                        inc: boot,
+                        cid,
+                    };
+                    self.push(self.now.plus_ms(d), ev);
                 }
                 AAction::Kill {
                     container_id,
@@ -1009,7 +1171,7 @@ impl World {
                         let at = self.now.plus_ms(grace_ms.min(20));
                         let ev = Ev::ContainerExit {
                             node,
-                            inc,
+                            inc: boot,
                             cid: container_id,
                             code: None,
                             signal: Some(15),
@@ -1025,9 +1187,10 @@ impl World {
     }
 
     fn container_start(&mut self, node: usize, inc: u64, cid: ContainerId) {
-        if self.agents[node].inc != inc {
+        if self.agents[node].boot != inc || self.agents[node].core.is_none() {
             return;
         }
+        self.agents[node].disk.containers.insert(cid.clone());
         let Some(spec) = self.agents[node].pending.remove(&cid) else {
             return;
         };
@@ -1089,10 +1252,18 @@ impl World {
         code: Option<i32>,
         signal: Option<i32>,
     ) {
-        if self.agents[node].inc != inc {
+        if self.agents[node].boot != inc {
             return;
         }
         self.agents[node].exiting.remove(&cid);
+        if self.agents[node].core.is_none() {
+            // The agent is down: the container's end waits in its record for the recovery.
+            let a = &mut self.agents[node];
+            a.execs.remove(&cid);
+            a.exited_while_down.insert(cid, (code, signal));
+            return;
+        }
+        self.agents[node].disk.containers.remove(&cid);
         if let Some(e) = self.agents[node].execs.remove(&cid) {
             if let Some(conn) = e.conn {
                 let was_up = self.conns.get(&conn).is_some_and(|c| c.up);
@@ -1115,7 +1286,7 @@ impl World {
     }
 
     fn exec_perform(&mut self, node: usize, cid: &ContainerId, acts: Vec<ExecAction>) {
-        let inc = self.agents[node].inc;
+        let inc = self.agents[node].boot;
         for a in acts {
             match a {
                 ExecAction::Send(msg) => {
@@ -1192,13 +1363,19 @@ impl World {
             return;
         }
         let f = self.sc.faults.clone();
-        if self.chance(f.agent_crash_per_min / 60.0) {
+        for (rate, machine) in [
+            (f.agent_crash_per_min, false),
+            (f.machine_crash_per_min, true),
+        ] {
+            if !self.chance(rate / 60.0) {
+                continue;
+            }
             let up: Vec<usize> = (0..self.agents.len())
                 .filter(|i| self.agents[*i].core.is_some())
                 .collect();
             if !up.is_empty() {
                 let node = up[self.rng.gen_range(0..up.len())];
-                self.crash_agent(node);
+                self.crash_agent(node, machine);
                 let down = self.between(f.agent_down_ms / 2, f.agent_down_ms * 3 / 2);
                 self.push(self.now.plus_ms(down), Ev::RestartAgent { node });
             }

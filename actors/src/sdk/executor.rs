@@ -405,6 +405,18 @@ impl<E: Executor> ExecutorDriverCore<E> {
             ExecTimer::RegisterRetry { generation } => self.on_register_retry(now, generation),
             ExecTimer::Recovery => self.on_recovery_check(now),
             ExecTimer::StopDeadline => {
+                if let Some(since) = self.unregistered_since.filter(|_| !self.pending.is_empty()) {
+                    // The agent is away (restarting): its recovery re-registers us and takes the
+                    // updates. Leaving now would turn a finished task into a failed one (found
+                    // by the simulator), so wait up to the recovery timeout, which ends us anyway.
+                    let until = since.plus_ms(self.config.recovery_timeout_ms);
+                    if now < until {
+                        return vec![ExecAction::SetTimer {
+                            timer: ExecTimer::StopDeadline,
+                            at: until,
+                        }];
+                    }
+                }
                 warn!(
                     unacknowledged = self.pending.len(),
                     "stopping with status updates the agent never acknowledged"

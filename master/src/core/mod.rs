@@ -20,6 +20,7 @@ mod model;
 mod offers;
 mod reservations;
 mod revoke;
+mod recovery;
 mod state;
 mod tasks;
 mod validate;
@@ -65,6 +66,8 @@ pub enum MasterTimer {
     },
     /// The grace period of a revocation is over: its tasks are killed.
     Revoke(u64),
+    /// End of the window in which the agents of the registry may re-register with this master.
+    AgentReregisterTimeout,
 }
 
 // Messages dominate the size; inputs are moved once into `handle`, so boxing buys nothing.
@@ -88,6 +91,12 @@ pub enum Input {
     Allocations(Vec<Allocation>),
     /// The allocator wants resources back from over-share frameworks.
     Revoke(Vec<agora_allocator::RevocationRequest>),
+    /// The agents the replicated registry admitted (from the shell, once, after `start`). Those
+    /// that do not re-register within `reregister_timeout_ms` are declared unreachable.
+    RegistryAgents {
+        agent_ids: Vec<agora_actors::AgentId>,
+        reregister_timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +116,8 @@ pub enum Action {
         at: Time,
     },
     Allocator(AllocatorEvent),
+    /// A registry agent did not come back in time: the shell removes it from the registry.
+    AgentUnreachable { agent_id: agora_actors::AgentId },
 }
 
 /// Reasons the master puts on the status updates it produces itself.
@@ -121,6 +132,8 @@ pub mod reasons {
     pub const TASK_MISSING: &str = "task_missing_on_agent";
     /// Killed to revoke its resources for a role below its guarantee.
     pub const PREEMPTED: &str = "preempted";
+    /// The task's agent was admitted before a master failover and did not re-register in time.
+    pub const AGENT_UNREACHABLE: &str = "agent_unreachable";
 }
 
 pub(crate) type Out = Vec<Action>;
@@ -143,6 +156,8 @@ pub struct MasterCore {
     counters: MasterCounters,
     reservations: reservations::ReservationBook,
     revocations: revoke::Revocations,
+    /// Registry agents not yet re-registered with this master, and those that missed the window.
+    recovery: recovery::Recovery,
 }
 
 impl MasterCore {
@@ -166,6 +181,7 @@ impl MasterCore {
             counters: MasterCounters::default(),
             reservations: reservations::ReservationBook::default(),
             revocations: revoke::Revocations::default(),
+            recovery: recovery::Recovery::default(),
         }
     }
 
@@ -197,6 +213,10 @@ impl MasterCore {
             Input::Timer(timer) => self.on_timer(now, timer, &mut out),
             Input::Allocations(allocs) => self.on_allocations(now, allocs, &mut out),
             Input::Revoke(requests) => self.on_revoke(now, requests, &mut out),
+            Input::RegistryAgents {
+                agent_ids,
+                reregister_timeout_ms,
+            } => self.recover_registry_agents(now, agent_ids, reregister_timeout_ms, &mut out),
         }
         out
     }
@@ -437,6 +457,7 @@ impl MasterCore {
                 generation,
             } => self.failover_expired(now, &framework_id, generation, out),
             MasterTimer::Revoke(id) => self.revocation_due(id, out),
+            MasterTimer::AgentReregisterTimeout => self.reregister_window_closed(out),
         }
     }
 

@@ -135,6 +135,11 @@ impl<T: Ord + Clone> BoundedSet<T> {
     pub fn contains(&self, item: &T) -> bool {
         self.members.contains(item)
     }
+    pub fn remove(&mut self, item: &T) {
+        if self.members.remove(item) {
+            self.order.retain(|x| x != item);
+        }
+    }
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.order.iter()
     }

@@ -14,6 +14,8 @@ pub struct MasterCounters {
     pub agents_reregistered: u64,
     pub agents_disconnected: u64,
     pub agents_removed: u64,
+    /// Registry agents that missed the re-registration window after a failover.
+    pub agents_unreachable: u64,
     pub frameworks_subscribed: u64,
     pub frameworks_failed_over: u64,
     pub frameworks_disconnected: u64,

@@ -348,9 +348,24 @@ impl MasterCore {
     }
 
     /// For a task the master has no record of: TASK_GONE when the named agent is registered
-    /// (it reported everything it runs, and not this), TASK_UNKNOWN otherwise.
+    /// (it reported everything it runs, and not this), TASK_LOST when the named agent was
+    /// admitted before a failover and missed the re-registration window (it may never come
+    /// back, and a framework waiting for it would wait forever), TASK_UNKNOWN otherwise.
     fn unknown_status(&self, now: Time, task_id: &TaskId, hint: Option<AgentId>) -> TaskStatus {
-        match hint.filter(|a| self.agents.contains_key(a)) {
+        if let Some(agent) = hint.as_ref().filter(|a| self.recovery.is_unreachable(a)) {
+            let why = format!(
+                "agent {agent} did not re-register after a master failover; task {task_id} is lost"
+            );
+            return self.master_update(
+                now,
+                task_id.clone(),
+                TaskState::Lost,
+                Some(agent.clone()),
+                reasons::RECONCILIATION,
+                why,
+            );
+        }
+        match hint.clone().filter(|a| self.agents.contains_key(a)) {
             Some(agent) => {
                 let why = format!("agent {agent} is registered and does not run task {task_id}");
                 self.master_update(
@@ -363,7 +378,12 @@ impl MasterCore {
                 )
             }
             None => {
-                let why = format!("the master has no record of task {task_id}");
+                let why = match hint.as_ref().filter(|a| self.recovery.is_waiting(a)) {
+                    Some(agent) => format!(
+                        "the master has no record of task {task_id}; its agent {agent} has not re-registered since the failover yet"
+                    ),
+                    None => format!("the master has no record of task {task_id}"),
+                };
                 self.master_update(
                     now,
                     task_id.clone(),

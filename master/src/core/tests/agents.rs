@@ -512,3 +512,39 @@ fn a_new_master_answers_reconciliation_of_a_task_that_ended_unacknowledged_with_
     // Not TASK_GONE: the framework would launch it a second time.
     assert_eq!(ups[0].state, TaskState::Finished);
 }
+
+#[test]
+fn registry_agents_that_miss_the_window_are_unreachable_and_their_tasks_lost() {
+    let mut h = Harness::new();
+    let gone = AgentId::new("agent-old-1").unwrap();
+    let (_ac, back) = h.register_agent("cpus:2;mem:1024");
+    let acts = h.input(Input::RegistryAgents {
+        agent_ids: vec![gone.clone(), back],
+        reregister_timeout_ms: 5_000,
+    });
+    // Only the agent not already here is waited for.
+    assert!(acts.iter().any(|a| matches!(a, Action::SetTimer {
+        timer: MasterTimer::AgentReregisterTimeout,
+        ..
+    })));
+    let (sc, fw) = h.subscribe("fw");
+    let reconcile = |h: &mut Harness| {
+        let msg = Message::Reconcile {
+            framework_id: fw.clone(),
+            tasks: vec![(tid("t1"), Some(gone.clone()))],
+        };
+        updates(&h.send(sc, msg), sc)
+    };
+    assert_eq!(reconcile(&mut h)[0].state, TaskState::Unknown);
+    h.advance(5_000);
+    let acts = h.timer(MasterTimer::AgentReregisterTimeout);
+    assert!(sent_to(&acts, sc)
+        .iter()
+        .any(|m| matches!(m, Message::AgentLost { agent_id } if *agent_id == gone)));
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::AgentUnreachable { agent_id } if *agent_id == gone)));
+    let answer = reconcile(&mut h);
+    assert_eq!(answer[0].state, TaskState::Lost, "{answer:?}");
+    assert_eq!(h.core.counters().agents_unreachable, 1);
+}

@@ -142,7 +142,7 @@ impl Sim {
                     self.pending.push_back(Pending::Disconnected(conn));
                 }
                 Action::SetTimer { timer, at } => self.timers.push((at, timer)),
-                Action::Allocator(_) => {}
+                Action::Allocator(_) | Action::AgentUnreachable { .. } => {}
             }
         }
     }

@@ -1,0 +1,88 @@
+//! After a failover: the agents the replicated registry admitted get a window to re-register
+//! with the new master. Those that miss it are declared unreachable: every framework is told
+//! (`AgentLost`), reconciliation answers `TASK_LOST` for tasks named on them (instead of
+//! `TASK_UNKNOWN`, which would leave a framework waiting for ever), and the shell drops them
+//! from the registry. An unreachable agent that does come back later is admitted again.
+
+use super::{Action, MasterCore, MasterTimer, Out};
+use agora_actors::{AgentId, Message, Time};
+use std::collections::BTreeSet;
+use tracing::{info, warn};
+
+/// Unreachable agents remembered (oldest forgotten first: reconciliation for their tasks then
+/// falls back to `TASK_UNKNOWN`, which frameworks handle with their own bound).
+pub(crate) const MAX_UNREACHABLE_AGENTS: usize = 100_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    /// Admitted by the registry, not re-registered yet, window still open.
+    waiting: BTreeSet<AgentId>,
+    unreachable: super::BoundedSet<AgentId>,
+}
+
+impl Recovery {
+    pub(crate) fn is_unreachable(&self, agent_id: &AgentId) -> bool {
+        self.unreachable.contains(agent_id)
+    }
+
+    pub(crate) fn is_waiting(&self, agent_id: &AgentId) -> bool {
+        self.waiting.contains(agent_id)
+    }
+
+    /// The agent is back (re-registered): neither waited for nor unreachable any more.
+    pub(crate) fn returned(&mut self, agent_id: &AgentId) {
+        self.waiting.remove(agent_id);
+        self.unreachable.remove(agent_id);
+    }
+}
+
+impl MasterCore {
+    pub(crate) fn recover_registry_agents(
+        &mut self,
+        now: Time,
+        agent_ids: Vec<AgentId>,
+        reregister_timeout_ms: u64,
+        out: &mut Out,
+    ) {
+        let limit = self.config.max_agents;
+        let fresh: Vec<AgentId> = agent_ids
+            .into_iter()
+            .filter(|a| !self.agents.contains_key(a))
+            .take(limit)
+            .collect();
+        info!(
+            agents = fresh.len(),
+            reregister_timeout_ms, "waiting for the registry's agents to re-register"
+        );
+        if fresh.is_empty() {
+            return;
+        }
+        self.recovery.waiting.extend(fresh);
+        out.push(Action::SetTimer {
+            timer: MasterTimer::AgentReregisterTimeout,
+            at: now.plus_ms(reregister_timeout_ms),
+        });
+    }
+
+    pub(crate) fn reregister_window_closed(&mut self, out: &mut Out) {
+        let missing = std::mem::take(&mut self.recovery.waiting);
+        let schedulers: Vec<_> = self.frameworks.values().filter_map(|f| f.conn).collect();
+        for agent_id in missing {
+            if self.agents.contains_key(&agent_id) {
+                continue;
+            }
+            warn!(agent = %agent_id, "agent did not re-register after the failover in time; unreachable");
+            self.recovery
+                .unreachable
+                .insert(agent_id.clone(), MAX_UNREACHABLE_AGENTS);
+            self.counters.agents_unreachable += 1;
+            for conn in &schedulers {
+                let msg = Message::AgentLost {
+                    agent_id: agent_id.clone(),
+                };
+                out.push(Action::Send { conn: *conn, msg });
+            }
+            out.push(Action::AgentUnreachable { agent_id });
+        }
+    }
+}
