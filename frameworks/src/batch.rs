@@ -69,6 +69,18 @@ pub struct BatchConfig {
     pub max_samples: usize,
     /// Keep transition events for [`BatchFramework::take_events`].
     pub record_events: bool,
+    /// Per-task commands (index → command) instead of `command` for all; empty: not used.
+    /// How a trace of task durations is replayed.
+    pub task_commands: Vec<CommandInfo>,
+    /// Per-task preferred hostnames (the agents holding the task's input block); empty: no
+    /// locality preference. With `locality_wait_ms` the job delay-schedules for them.
+    pub preferred_hosts: Vec<Vec<String>>,
+    /// How long to wait for an offer on a preferred agent before launching elsewhere
+    /// (delay scheduling, [`agora_actors::sdk::DelayScheduler`]); 0: never wait.
+    pub locality_wait_ms: u64,
+    /// A rigid (gang) job: hold offers until all pending tasks can be placed at once, then
+    /// launch them together. A task lost later is retried on its own.
+    pub gang: bool,
 }
 
 impl BatchConfig {
@@ -94,6 +106,10 @@ impl BatchConfig {
             sample_interval_ms: 1_000,
             max_samples: 3_600,
             record_events: false,
+            task_commands: Vec::new(),
+            preferred_hosts: Vec::new(),
+            locality_wait_ms: 0,
+            gang: false,
         }
     }
 
@@ -120,6 +136,7 @@ impl BatchConfig {
                 "use letters, digits, -_.:@ (at most ~200)",
             )
         })?;
+        placement::validate(self)?;
         if self.shared_executor {
             ExecutorId::new(self.executor_id.clone())
                 .map_err(|e| FrameworkError::config("executor_id", e.to_string()))?;
@@ -224,6 +241,9 @@ pub struct TaskRecord {
     pub message: String,
     pub retries_failed: u32,
     pub retries_lost: u32,
+    /// Whether the current attempt was launched on one of its preferred agents (`None`: not
+    /// launched, or the job has no preferences).
+    pub local: Option<bool>,
     pub timing: TaskTiming,
     /// Most recent transitions, oldest first (at most [`MAX_HISTORY_PER_TASK`]).
     pub history: VecDeque<Transition>,
@@ -246,6 +266,10 @@ pub struct Progress {
     pub offers_received: u64,
     pub offers_declined: u64,
     pub tasks_launched: u64,
+    /// Launches on one of the task's preferred agents (jobs with locality preferences).
+    pub launched_local: u64,
+    /// Offers declined to wait for a preferred agent (delay scheduling).
+    pub offers_skipped: u64,
     pub subscribed_at: Option<Time>,
     /// First accept.
     pub first_submit: Option<Time>,
@@ -306,6 +330,11 @@ pub struct BatchFramework {
     /// Every attempt's id → task index (old attempts too, to recognise their late updates).
     by_id: BTreeMap<TaskId, usize>,
     pending: BTreeSet<usize>,
+    /// Pending tasks by preferred hostname (only for jobs with locality preferences).
+    pending_by_host: BTreeMap<String, BTreeSet<usize>>,
+    delay: agora_actors::sdk::DelayScheduler,
+    /// Offers a gang job holds until all its pending tasks fit.
+    held: BTreeMap<agora_actors::OfferId, Offer>,
     /// Launched, unfinished tasks per agent (tells whether a shared executor is there).
     live_per_agent: BTreeMap<AgentId, usize>,
     counts: Counts,
@@ -339,6 +368,9 @@ impl BatchFramework {
             tasks: Vec::with_capacity(config.tasks),
             by_id: BTreeMap::new(),
             pending: BTreeSet::new(),
+            pending_by_host: BTreeMap::new(),
+            delay: agora_actors::sdk::DelayScheduler::new(config.locality_wait_ms),
+            held: BTreeMap::new(),
             live_per_agent: BTreeMap::new(),
             counts: Counts::default(),
             progress: Progress {
@@ -358,7 +390,7 @@ impl BatchFramework {
             let task_id = fw.attempt_id(index, 0)?;
             fw.by_id.insert(task_id.clone(), index);
             fw.tasks.push(new_record(index, task_id));
-            fw.pending.insert(index);
+            fw.pend(index);
         }
         fw.counts.by_phase[TaskPhase::Pending as usize] = fw.config.tasks;
         Ok(fw)
@@ -420,6 +452,8 @@ impl BatchFramework {
         }
         warn!(framework = %self.config.name, "aborting the job");
         self.aborting = true;
+        self.release_held(ctx);
+        self.pending_by_host.clear();
         for index in std::mem::take(&mut self.pending) {
             let status = cancelled_status(&self.tasks[index].task_id);
             self.record(ctx.now, index, &status);
@@ -454,7 +488,7 @@ impl BatchFramework {
             n => n,
         }
         .min(self.room_in_flight());
-        while let Some(&index) = self.pending.first() {
+        while let Some(index) = self.next_for(now, &offer.hostname) {
             if out.len() >= limit {
                 break;
             }
@@ -466,7 +500,7 @@ impl BatchFramework {
                 break;
             };
             left = rest;
-            self.pending.remove(&index);
+            self.unpend(index);
             out.push(self.launch(now, index, offer, taken));
         }
         out
@@ -497,6 +531,12 @@ impl BatchFramework {
         rec.agent_id = Some(offer.agent_id.clone());
         rec.hostname = Some(offer.hostname.clone());
         rec.resources = Some(resources.clone());
+        rec.local = (!self.config.preferred_hosts.is_empty()).then(|| {
+            self.config.preferred_hosts[index].contains(&offer.hostname)
+        });
+        if rec.local == Some(true) {
+            self.progress.launched_local += 1;
+        }
         rec.timing.offer_at = Some(now);
         rec.timing.launched_at = Some(now);
         let task_id = rec.task_id.clone();
@@ -514,7 +554,13 @@ impl BatchFramework {
             name: format!("{}-{index}", self.config.name),
             agent_id: offer.agent_id.clone(),
             resources,
-            command: Some(self.config.command.clone()),
+            command: Some(
+                self.config
+                    .task_commands
+                    .get(index)
+                    .unwrap_or(&self.config.command)
+                    .clone(),
+            ),
             executor: self.executor.clone(),
             data: Vec::new(),
         }
@@ -638,12 +684,13 @@ impl BatchFramework {
         rec.attempt = attempt;
         rec.task_id = new_id.clone();
         rec.resources = None;
+        rec.local = None;
         rec.timing = TaskTiming {
             queued_at: now,
             ..TaskTiming::default()
         };
         self.by_id.insert(new_id, index);
-        self.pending.insert(index);
+        self.pend(index);
         self.progress.retries += 1;
     }
 
@@ -757,6 +804,7 @@ fn new_record(index: usize, task_id: TaskId) -> TaskRecord {
         message: String::new(),
         retries_failed: 0,
         retries_lost: 0,
+        local: None,
         timing: TaskTiming::default(),
         history: VecDeque::new(),
     }
@@ -816,6 +864,10 @@ impl Scheduler for BatchFramework {
     }
 
     fn offers(&mut self, ctx: &mut SchedulerCtx, offers: Vec<Offer>) {
+        if self.config.gang && self.wants_offers() {
+            self.gang_offers(ctx, offers);
+            return self.update_suppression(ctx);
+        }
         let filters = Filters {
             refuse_seconds: self.config.refuse_seconds,
         };
@@ -828,7 +880,8 @@ impl Scheduler for BatchFramework {
             };
             if tasks.is_empty() {
                 self.progress.offers_declined += 1;
-                ctx.decline(vec![offer.id], self.config.refuse_seconds);
+                let refuse = self.refuse_seconds_after_skip(ctx.now);
+                ctx.decline(vec![offer.id], refuse);
             } else {
                 debug!(offer = %offer.id, tasks = tasks.len(), "accepting offer");
                 let ops = vec![Operation::Launch { tasks }];
@@ -855,12 +908,18 @@ impl Scheduler for BatchFramework {
         self.check_done(ctx);
     }
 
+    fn rescinded(&mut self, _ctx: &mut SchedulerCtx, offer_id: &agora_actors::OfferId) {
+        self.held.remove(offer_id);
+    }
+
     fn agent_lost(&mut self, _ctx: &mut SchedulerCtx, agent_id: &AgentId) {
         // The master follows up with TASK_LOST/GONE updates for the tasks there.
         warn!(agent = %agent_id, "agent lost");
     }
 
     fn disconnected(&mut self, _ctx: &mut SchedulerCtx) {
+        // Offers die with the connection (the master rescinds them all).
+        self.held.clear();
         warn!(framework = %self.config.name, "disconnected from the master; the driver re-subscribes");
     }
 
@@ -879,5 +938,6 @@ impl Scheduler for BatchFramework {
     }
 }
 
+mod placement;
 #[cfg(test)]
 mod tests;
