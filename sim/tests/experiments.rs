@@ -12,7 +12,7 @@ fn spec(ks: Vec<usize>) -> ExperimentSpec {
         ks,
         t_ms: 10_000,
         beta: 2.0,
-        elastic_split: 20,
+        elastic_split: 10,
         waits_ms: vec![],
     }
 }

@@ -89,26 +89,17 @@ fn show(a: &RunArgs) -> bool {
 fn run_one(a: RunArgs) -> anyhow::Result<i32> {
     let scenario = agora_sim::Scenario::load(&a.scenario)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let bar = show(&a).then(|| {
-        let b = indicatif::ProgressBar::new(1);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{spinner} [{bar:40}] {pos}/{len} virtual s {msg}",
-        ) {
-            b.set_style(style.progress_chars("=> "));
-        }
-        b.set_message(format!("{} seed {}", scenario.name, a.seed));
-        b
-    });
+    let title = format!("{} seed {} (virtual s)", scenario.name, a.seed);
+    let mut bar = super::sim_report::Progress::new(show(&a), &title);
     let started = std::time::Instant::now();
     let report = agora_sim::run(&scenario, a.seed, |now_ms, bound_ms| {
-        if let Some(b) = &bar {
-            b.set_length(bound_ms / 1000);
-            b.set_position(now_ms / 1000);
+        if let Some(b) = bar.as_mut() {
+            b.set(now_ms / 1000, bound_ms / 1000);
         }
     })
     .map_err(|e| anyhow::anyhow!(e))?;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
+    if let Some(b) = bar {
+        b.finish();
     }
     write_outputs(&a.out, &report)?;
     let wall = started.elapsed().as_secs_f64();

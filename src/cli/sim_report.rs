@@ -6,17 +6,56 @@ use anyhow::Context as _;
 use std::fmt::Write as _;
 use std::path::Path;
 
-fn bar(show: bool, title: &str) -> Option<indicatif::ProgressBar> {
-    show.then(|| {
+/// Progress on stderr: a bar on a terminal, plain lines otherwise (`--progress` into a pipe or
+/// a log, where indicatif draws nothing).
+pub enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines { title: String, last: u64 },
+}
+
+impl Progress {
+    pub fn new(show: bool, title: &str) -> Option<Progress> {
+        use std::io::IsTerminal as _;
+        if !show {
+            return None;
+        }
+        if !std::io::stderr().is_terminal() {
+            return Some(Progress::Lines {
+                title: title.to_string(),
+                last: u64::MAX,
+            });
+        }
         let b = indicatif::ProgressBar::new(1);
         if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} runs {msg}")
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} {msg}")
         {
             b.set_style(style.progress_chars("=> "));
         }
         b.set_message(title.to_string());
-        b
-    })
+        Some(Progress::Bar(b))
+    }
+
+    pub fn set(&mut self, pos: u64, len: u64) {
+        match self {
+            Progress::Bar(b) => {
+                b.set_length(len);
+                b.set_position(pos);
+            }
+            Progress::Lines { title, last } => {
+                let pct = 100 * pos / len.max(1);
+                if *last == u64::MAX || pct >= *last + 10 || (pos == len && *last != 100) {
+                    *last = pct;
+                    eprintln!("{title}: {pos}/{len} ({pct}%)");
+                }
+            }
+        }
+    }
+
+    pub fn finish(self) {
+        if let Progress::Bar(b) = self {
+            b.finish_and_clear();
+        }
+    }
 }
 
 /// Runs one experiment file and writes its CSV, SVG and `summary.md` into `out`.
@@ -24,15 +63,14 @@ fn run_into(path: &Path, out: &Path, seeds: Option<u64>, show: bool) -> anyhow::
     let e = Experiment::load(path)?;
     let seeds = seeds.unwrap_or(e.spec.seeds).clamp(1, agora_sim::report::MAX_SEEDS);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let b = bar(show, &e.spec.title);
+    let mut bar = Progress::new(show, &format!("{} (runs)", e.spec.title));
     let result = e.run(seeds, &mut |done, total| {
-        if let Some(b) = &b {
-            b.set_length(total);
-            b.set_position(done);
+        if let Some(b) = bar.as_mut() {
+            b.set(done, total);
         }
     });
-    if let Some(b) = &b {
-        b.finish_and_clear();
+    if let Some(b) = bar {
+        b.finish();
     }
     let o = result.map_err(|e| anyhow::anyhow!(e))?;
     for (name, text) in &o.files {
