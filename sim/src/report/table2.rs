@@ -179,13 +179,19 @@ pub fn run(
         .collect();
     let total = points.len() as u64 * seeds;
     let mut done = 0;
+    let mut failed = Vec::new();
     for p in points {
         let sc = scenario(p, spec);
         let mut got: [Vec<f64>; 3] = Default::default();
         for seed in 0..seeds {
-            let r = run_ok(&sc, seed, &mut out)?;
-            for (i, v) in measure(&r, p.rigid)?.into_iter().enumerate() {
-                got[i].push(v);
+            // A run that fails is reported, not averaged (and does not stop the others).
+            match run_ok(&sc, seed, &mut out).and_then(|r| measure(&r, p.rigid)) {
+                Ok(m) => {
+                    for (i, v) in m.into_iter().enumerate() {
+                        got[i].push(v);
+                    }
+                }
+                Err(e) => failed.push(format!("{} seed {seed}: {}", sc.name, cut(&e))),
             }
             done += 1;
             progress(done, total);
@@ -195,7 +201,7 @@ pub fn run(
             rows.push(Row {
                 point: p,
                 metric,
-                seeds: seeds as usize,
+                seeds: got[i].len(),
                 simulated: mean(&got[i]),
                 stderr: stderr(&got[i]),
                 model: m[i].0,
@@ -204,7 +210,21 @@ pub fn run(
         }
     }
     write(spec, &rows, &mut out);
+    if !failed.is_empty() {
+        out.summary.push_str(&format!(
+            "\n**{} run(s) failed and are left out of the means** (replay each with its seed):\n\n",
+            failed.len()
+        ));
+        for f in &failed {
+            out.summary.push_str(&format!("- {f}\n"));
+        }
+    }
     Ok(out)
+}
+
+/// The start of a long failure message.
+fn cut(s: &str) -> String {
+    s.chars().take(400).collect()
 }
 
 fn label(p: Point) -> String {
