@@ -52,6 +52,7 @@ pub fn rampup_scenario(k: usize, duration: Duration, t_ms: u64) -> Scenario {
         faults: FaultSpec::default(),
         allocator: Default::default(),
         sample_ms: 0,
+        offer_timeout_ms: None,
     }
 }
 

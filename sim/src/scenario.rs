@@ -72,6 +72,9 @@ pub struct Scenario {
     /// 0: no sampling.
     #[serde(default)]
     pub sample_ms: u64,
+    /// The master's offer timeout (its default when absent): an offer held longer is rescinded.
+    #[serde(default)]
+    pub offer_timeout_ms: Option<u64>,
 }
 
 fn d_safety() -> u64 {

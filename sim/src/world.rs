@@ -752,9 +752,11 @@ impl World {
 
     fn master_config(&self) -> MasterConfig {
         // A short completed-tasks ring keeps `state()`, read after every event, cheap.
+        let d = MasterConfig::default();
         MasterConfig {
             max_completed_tasks: 64,
-            ..MasterConfig::default()
+            offer_timeout_ms: self.sc.offer_timeout_ms.unwrap_or(d.offer_timeout_ms),
+            ..d
         }
     }
 

@@ -141,6 +141,9 @@ pub fn scenario(p: Point, spec: &ExperimentSpec) -> Scenario {
             ..Default::default()
         },
         sample_ms: 50,
+        // The model has no offer timeout; with the master's 10 s a rigid job whose slots free
+        // over more than ~10 s loses held offers as fast as it gains them (see the docs).
+        offer_timeout_ms: Some(3_600_000),
     }
 }
 
