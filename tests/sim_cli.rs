@@ -98,5 +98,8 @@ fn sim_run_of_an_experiment_writes_csv_svg_and_a_summary_and_ends_with_the_trace
     let svg = std::fs::read_to_string(out.join("table2-rampup.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(md.contains("paper") && md.contains("table2-completion.svg"), "{md}");
+    assert!(
+        md.contains("paper") && md.contains("table2-completion.svg"),
+        "{md}"
+    );
 }

@@ -531,9 +531,8 @@ impl BatchFramework {
         rec.agent_id = Some(offer.agent_id.clone());
         rec.hostname = Some(offer.hostname.clone());
         rec.resources = Some(resources.clone());
-        rec.local = (!self.config.preferred_hosts.is_empty()).then(|| {
-            self.config.preferred_hosts[index].contains(&offer.hostname)
-        });
+        rec.local = (!self.config.preferred_hosts.is_empty())
+            .then(|| self.config.preferred_hosts[index].contains(&offer.hostname));
         if rec.local == Some(true) {
             self.progress.launched_local += 1;
         }

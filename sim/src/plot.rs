@@ -42,7 +42,9 @@ pub struct BarChart {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Tick step of 1, 2 or 5 times a power of ten giving about `n` ticks over `span`.
@@ -155,7 +157,11 @@ fn legend(out: &mut String, names: &[(String, bool)]) {
     for (i, (name, dashed)) in names.iter().enumerate() {
         let y = TOP + 10.0 + i as f64 * 20.0;
         let x = W - RIGHT + 12.0;
-        let dash = if *dashed { r#" stroke-dasharray="6 4""# } else { "" };
+        let dash = if *dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="3"{dash}/><text x="{}" y="{}">{}</text>"#,
@@ -201,7 +207,11 @@ impl LineChart {
                 .iter()
                 .map(|(x, y)| format!("{:.1},{:.1}", f.px(*x), f.py(*y)))
                 .collect();
-            let dash = if s.dashed { r#" stroke-dasharray="6 4""# } else { "" };
+            let dash = if s.dashed {
+                r#" stroke-dasharray="6 4""#
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
                 r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"{dash}/>"#,
@@ -220,8 +230,11 @@ impl LineChart {
                 }
             }
         }
-        let names: Vec<(String, bool)> =
-            self.series.iter().map(|s| (s.name.clone(), s.dashed)).collect();
+        let names: Vec<(String, bool)> = self
+            .series
+            .iter()
+            .map(|s| (s.name.clone(), s.dashed))
+            .collect();
         legend(&mut out, &names);
         out.push_str("</svg>\n");
         out
@@ -269,8 +282,7 @@ impl BarChart {
                 );
             }
         }
-        let names: Vec<(String, bool)> =
-            self.groups.iter().map(|g| (g.0.clone(), false)).collect();
+        let names: Vec<(String, bool)> = self.groups.iter().map(|g| (g.0.clone(), false)).collect();
         legend(&mut out, &names);
         out.push_str("</svg>\n");
         out
@@ -304,7 +316,11 @@ mod tests {
         let svg = c.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("ramp-up &lt;k&gt;"));
-        assert_eq!(svg.matches("<polyline points=").count(), 3, "2 series + axes");
+        assert_eq!(
+            svg.matches("<polyline points=").count(),
+            3,
+            "2 series + axes"
+        );
         assert!(svg.contains("stroke-dasharray"));
         assert_eq!(svg.matches("<circle").count(), 4);
     }
@@ -315,7 +331,10 @@ mod tests {
             title: "t".into(),
             y_label: "s".into(),
             categories: vec!["a".into(), "b".into()],
-            groups: vec![("x".into(), vec![1.0, 2.0]), ("y".into(), vec![3.0, f64::NAN])],
+            groups: vec![
+                ("x".into(), vec![1.0, 2.0]),
+                ("y".into(), vec![3.0, f64::NAN]),
+            ],
         };
         assert_eq!(c.to_svg().matches("<rect x=").count(), 3);
         assert_eq!(nice_step(100.0, 5.0), 20.0);

@@ -201,8 +201,8 @@ impl World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut scheds = Vec::new();
         for spec in &sc.frameworks {
-            let tracked =
-                Tracked::new(spec, sc.agents.count).map_err(|e| format!("framework {}: {e}", spec.name))?;
+            let tracked = Tracked::new(spec, sc.agents.count)
+                .map_err(|e| format!("framework {}: {e}", spec.name))?;
             let config = SchedulerDriverConfig {
                 jitter_seed: rng.gen(),
                 ..SchedulerDriverConfig::default()

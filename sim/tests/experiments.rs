@@ -47,13 +47,19 @@ fn table2_constant_durations_match_the_model_and_rigid_wastes_slots() {
     for fw in ["elastic", "rigid"] {
         for metric in ["ramp_up_ms", "completion_ms", "utilization"] {
             let (sim, model) = row(fw, "const", metric);
-            assert!((sim - model).abs() / model < 0.05, "{fw} {metric}: {sim} vs {model}");
+            assert!(
+                (sim - model).abs() / model < 0.05,
+                "{fw} {metric}: {sim} vs {model}"
+            );
         }
     }
     let (rigid_util, _) = row("rigid", "exp", "utilization");
     let (elastic_util, _) = row("elastic", "exp", "utilization");
     assert!(rigid_util < elastic_util, "{rigid_util} {elastic_util}");
-    assert_eq!(out.files.iter().filter(|f| f.0.ends_with(".svg")).count(), 3);
+    assert_eq!(
+        out.files.iter().filter(|f| f.0.ends_with(".svg")).count(),
+        3
+    );
 }
 
 fn locality_scenario(wait_ms: u64) -> Scenario {
@@ -111,14 +117,32 @@ fn gang_jobs_start_all_at_once_and_traces_set_durations() {
         assert!(w.step());
     }
     let b = w.scheds[1].driver.scheduler().batch().unwrap();
-    let starts: Vec<u64> = b.tasks().iter().map(|t| t.timing.launched_at.unwrap().ms()).collect();
+    let starts: Vec<u64> = b
+        .tasks()
+        .iter()
+        .map(|t| t.timing.launched_at.unwrap().ms())
+        .collect();
     assert!(starts.iter().all(|s| *s == starts[0]), "{starts:?}");
     // 8 slots, the filler's 4 tasks hold 4 of them, 1 s or 4 s: the gang of 6 waits for
     // two of the 1 s tasks to end, so it cannot start before 1 s.
     assert!(starts[0] >= 1_000, "{starts:?}");
     let filler = w.scheds[0].driver.scheduler().batch().unwrap();
-    let runs: Vec<u64> = filler.tasks().iter().map(|t| t.timing.run_ms().unwrap()).collect();
-    assert!(runs.iter().filter(|&&r| (1_000..1_100).contains(&r)).count() >= 1, "{runs:?}");
+    let runs: Vec<u64> = filler
+        .tasks()
+        .iter()
+        .map(|t| t.timing.run_ms().unwrap())
+        .collect();
+    assert!(
+        runs.iter()
+            .filter(|&&r| (1_000..1_100).contains(&r))
+            .count()
+            >= 1,
+        "{runs:?}"
+    );
     let r = agora_sim::run(&sc, 1, |_, _| {}).unwrap();
-    assert!(r.ok() && r.frameworks[1].held_utilization.unwrap() < 1.0, "{:?}", r.frameworks[1]);
+    assert!(
+        r.ok() && r.frameworks[1].held_utilization.unwrap() < 1.0,
+        "{:?}",
+        r.frameworks[1]
+    );
 }

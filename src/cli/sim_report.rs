@@ -59,9 +59,16 @@ impl Progress {
 }
 
 /// Runs one experiment file and writes its CSV, SVG and `summary.md` into `out`.
-fn run_into(path: &Path, out: &Path, seeds: Option<u64>, show: bool) -> anyhow::Result<(Experiment, Output)> {
+fn run_into(
+    path: &Path,
+    out: &Path,
+    seeds: Option<u64>,
+    show: bool,
+) -> anyhow::Result<(Experiment, Output)> {
     let e = Experiment::load(path)?;
-    let seeds = seeds.unwrap_or(e.spec.seeds).clamp(1, agora_sim::report::MAX_SEEDS);
+    let seeds = seeds
+        .unwrap_or(e.spec.seeds)
+        .clamp(1, agora_sim::report::MAX_SEEDS);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut bar = Progress::new(show, &format!("{} (runs)", e.spec.title));
     let result = e.run(seeds, &mut |done, total| {
@@ -81,7 +88,12 @@ fn run_into(path: &Path, out: &Path, seeds: Option<u64>, show: bool) -> anyhow::
     Ok((e, o))
 }
 
-pub fn run_experiment(path: &Path, out: &Path, seeds: Option<u64>, show: bool) -> anyhow::Result<i32> {
+pub fn run_experiment(
+    path: &Path,
+    out: &Path,
+    seeds: Option<u64>,
+    show: bool,
+) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
     let (e, o) = run_into(path, out, seeds, show)?;
     println!(
@@ -100,7 +112,12 @@ pub fn run_experiment(path: &Path, out: &Path, seeds: Option<u64>, show: bool) -
 }
 
 /// Runs every `exp-*.toml` in `scenarios` and writes `docs/evaluation.md` and `docs/eval/`.
-pub fn report(scenarios: &Path, docs: &Path, seeds: Option<u64>, show: bool) -> anyhow::Result<i32> {
+pub fn report(
+    scenarios: &Path,
+    docs: &Path,
+    seeds: Option<u64>,
+    show: bool,
+) -> anyhow::Result<i32> {
     let mut files: Vec<_> = std::fs::read_dir(scenarios)
         .with_context(|| format!("reading {}", scenarios.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -120,11 +137,19 @@ pub fn report(scenarios: &Path, docs: &Path, seeds: Option<u64>, show: bool) -> 
     );
     let started = std::time::Instant::now();
     for path in &files {
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("exp").to_string();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("exp")
+            .to_string();
         let dir = docs.join("eval").join(&stem);
         let t = std::time::Instant::now();
         let (e, o) = run_into(path, &dir, seeds, show)?;
-        eprintln!("{stem}: {} runs in {:.1} s", o.runs, t.elapsed().as_secs_f64());
+        eprintln!(
+            "{stem}: {} runs in {:.1} s",
+            o.runs,
+            t.elapsed().as_secs_f64()
+        );
         let summary = o.summary.replace("](", &format!("](eval/{stem}/"));
         let _ = write!(
             md,
@@ -174,12 +199,20 @@ pub fn write_usage(dir: &Path, m: &agora_sim::metrics::Metrics) -> anyhow::Resul
         series: vec![
             agora_sim::plot::Series {
                 name: "CPU".into(),
-                points: m.samples.iter().map(|s| (s.at_ms as f64 / 1e3, 100.0 * s.cpu_util())).collect(),
+                points: m
+                    .samples
+                    .iter()
+                    .map(|s| (s.at_ms as f64 / 1e3, 100.0 * s.cpu_util()))
+                    .collect(),
                 dashed: false,
             },
             agora_sim::plot::Series {
                 name: "memory".into(),
-                points: m.samples.iter().map(|s| (s.at_ms as f64 / 1e3, 100.0 * s.mem_util())).collect(),
+                points: m
+                    .samples
+                    .iter()
+                    .map(|s| (s.at_ms as f64 / 1e3, 100.0 * s.mem_util()))
+                    .collect(),
                 dashed: true,
             },
         ],

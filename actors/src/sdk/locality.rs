@@ -114,6 +114,9 @@ mod tests {
         let mut d = DelayScheduler::new(0);
         assert_eq!(d.choose(Time(0), false), NonLocal);
         assert_eq!(d.next_chance(Time(0)), None);
-        assert_eq!(DelayScheduler::new(u64::MAX).wait_ms(), MAX_LOCALITY_WAIT_MS);
+        assert_eq!(
+            DelayScheduler::new(u64::MAX).wait_ms(),
+            MAX_LOCALITY_WAIT_MS
+        );
     }
 }

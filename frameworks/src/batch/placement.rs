@@ -23,7 +23,10 @@ pub(super) fn validate(c: &BatchConfig) -> Result<(), FrameworkError> {
             let why = format!("{} entries for {} tasks", c.preferred_hosts.len(), c.tasks);
             return Err(FrameworkError::config("preferred_hosts", why));
         }
-        if c.preferred_hosts.iter().any(|h| h.len() > MAX_PREFERRED_HOSTS) {
+        if c.preferred_hosts
+            .iter()
+            .any(|h| h.len() > MAX_PREFERRED_HOSTS)
+        {
             let why = format!("at most {MAX_PREFERRED_HOSTS} hosts per task");
             return Err(FrameworkError::config("preferred_hosts", why));
         }
@@ -104,8 +107,7 @@ impl BatchFramework {
             }
         }
         let mut n = 0;
-        while let Some(t) = take_resources(&left, &self.config.task_resources, &self.config.role)
-        {
+        while let Some(t) = take_resources(&left, &self.config.task_resources, &self.config.role) {
             match left.checked_sub(&t) {
                 Ok(rest) if n < self.pending.len() => {
                     left = rest;
@@ -126,7 +128,12 @@ impl BatchFramework {
         }
         let fits: usize = self.held.values().map(|o| self.slots_in(o)).sum();
         if fits < self.pending.len() {
-            debug!(held = self.held.len(), fits, pending = self.pending.len(), "gang: holding");
+            debug!(
+                held = self.held.len(),
+                fits,
+                pending = self.pending.len(),
+                "gang: holding"
+            );
             return;
         }
         let filters = Filters {

@@ -65,7 +65,11 @@ fn a_gang_holds_offers_until_all_tasks_fit() {
     let mut b = job(4, |c| c.gang = true);
     let mut c = ctx(10);
     b.offers(&mut c, vec![offer("o1", "a1", "cpus:2;mem:200")]);
-    assert!(c.calls.is_empty(), "held, neither used nor declined: {:?}", c.calls);
+    assert!(
+        c.calls.is_empty(),
+        "held, neither used nor declined: {:?}",
+        c.calls
+    );
     // A rescinded offer no longer counts.
     b.rescinded(&mut ctx(15), &OfferIdT::new("o1").unwrap());
     let mut c = ctx(20);
@@ -88,7 +92,10 @@ fn a_gang_holds_offers_until_all_tasks_fit() {
 #[test]
 fn per_task_commands_and_their_validation() {
     let mut b = job(2, |c| {
-        c.task_commands = vec![CommandInfo::shell("sim:const:5"), CommandInfo::shell("sim:const:7")];
+        c.task_commands = vec![
+            CommandInfo::shell("sim:const:5"),
+            CommandInfo::shell("sim:const:7"),
+        ];
     });
     let mut c = ctx(10);
     b.offers(&mut c, vec![offer("o1", "a1", "cpus:2;mem:200")]);

@@ -7,7 +7,11 @@
 use super::{csv, mean, run_ok, Experiment, Output};
 use crate::plot::BarChart;
 
-pub fn run(e: &Experiment, seeds: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<Output, String> {
+pub fn run(
+    e: &Experiment,
+    seeds: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Output, String> {
     let sc = e.scenario.as_ref().ok_or("no scenario")?;
     let shortest = sc.frameworks.iter().map(|f| f.mean_ms).min().unwrap_or(1);
     let mut cases = Vec::new();

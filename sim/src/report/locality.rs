@@ -5,7 +5,11 @@
 use super::{csv, mean, run_ok, Experiment, Output};
 use crate::plot::BarChart;
 
-pub fn run(e: &Experiment, seeds: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<Output, String> {
+pub fn run(
+    e: &Experiment,
+    seeds: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Output, String> {
     let sc = e.scenario.as_ref().ok_or("no scenario")?;
     let waits = if e.spec.waits_ms.is_empty() {
         vec![0, 1_000, 5_000]
@@ -36,15 +40,24 @@ pub fn run(e: &Experiment, seeds: u64, progress: &mut dyn FnMut(u64, u64)) -> Re
             progress(done, total);
         }
         let pct = 100.0 * local as f64 / launched.max(1) as f64;
-        rows.push(format!("{w},{seeds},{launched},{local},{pct:.2},{:.2}", mean(&jobs)));
+        rows.push(format!(
+            "{w},{seeds},{launched},{local},{pct:.2},{:.2}",
+            mean(&jobs)
+        ));
         local_pct.push(pct);
         job_s.push(mean(&jobs));
     }
     out.files.push((
         "locality.csv".into(),
-        csv("wait_ms,seeds,tasks_launched,launched_local,local_pct,mean_job_s", &rows),
+        csv(
+            "wait_ms,seeds,tasks_launched,launched_local,local_pct,mean_job_s",
+            &rows,
+        ),
     ));
-    let cats: Vec<String> = waits.iter().map(|w| format!("wait {} s", *w as f64 / 1000.0)).collect();
+    let cats: Vec<String> = waits
+        .iter()
+        .map(|w| format!("wait {} s", *w as f64 / 1000.0))
+        .collect();
     out.files.push((
         "locality.svg".into(),
         BarChart {
@@ -70,7 +83,11 @@ pub fn run(e: &Experiment, seeds: u64, progress: &mut dyn FnMut(u64, u64)) -> Re
          | wait | local tasks | mean job (s) |\n|---|---|---|\n",
         sc.agents.count,
         sc.frameworks.len(),
-        sc.frameworks.iter().map(|f| f.data_replicas).max().unwrap_or(0)
+        sc.frameworks
+            .iter()
+            .map(|f| f.data_replicas)
+            .max()
+            .unwrap_or(0)
     );
     for (i, w) in waits.iter().enumerate() {
         md.push_str(&format!(

@@ -32,7 +32,10 @@ fn partition(sc: &Scenario, role: &str, count: usize) -> Scenario {
 /// Static partitions' samples summed into one cluster-wide curve (a partition that finished
 /// early counts as idle afterwards).
 fn combine(parts: &[Metrics]) -> Metrics {
-    let mut m = Metrics::new(parts.first().map(|p| p.every_ms).unwrap_or(1000), Vec::new());
+    let mut m = Metrics::new(
+        parts.first().map(|p| p.every_ms).unwrap_or(1000),
+        Vec::new(),
+    );
     let len = parts.iter().map(|p| p.samples.len()).max().unwrap_or(0);
     for i in 0..len {
         let mut s = crate::metrics::Sample {
@@ -44,7 +47,9 @@ fn combine(parts: &[Metrics]) -> Metrics {
             frameworks: Vec::new(),
         };
         for p in parts {
-            let Some(last) = p.samples.last() else { continue };
+            let Some(last) = p.samples.last() else {
+                continue;
+            };
             let x = p.samples.get(i).unwrap_or(last);
             s.cpus_total += x.cpus_total;
             s.mem_total_mb += x.mem_total_mb;
@@ -64,14 +69,20 @@ fn by_role(r: &crate::Report, sc: &Scenario) -> (BTreeMap<String, f64>, u64) {
     let mut end = 0;
     for (f, spec) in r.frameworks.iter().zip(&sc.frameworks) {
         if let (Some(c), Some(s)) = (f.completion_ms, f.subscribed_at_ms) {
-            per.entry(spec.role.clone()).or_default().push(c as f64 / 1000.0);
+            per.entry(spec.role.clone())
+                .or_default()
+                .push(c as f64 / 1000.0);
             end = end.max(s + c);
         }
     }
     (per.into_iter().map(|(k, v)| (k, mean(&v))).collect(), end)
 }
 
-pub fn run(e: &Experiment, seeds: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<Output, String> {
+pub fn run(
+    e: &Experiment,
+    seeds: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Output, String> {
     let sc = e.scenario.as_ref().ok_or("no scenario")?;
     let roles = roles(sc);
     let share = sc.agents.count / roles.len().max(1);
@@ -130,7 +141,9 @@ pub fn run(e: &Experiment, seeds: u64, progress: &mut dyn FnMut(u64, u64)) -> Re
     let util_rows: Vec<String> = sm
         .samples
         .iter()
-        .zip(st.samples.iter().chain(std::iter::repeat(st.samples.last().unwrap_or(&sm.samples[0]))))
+        .zip(st.samples.iter().chain(std::iter::repeat(
+            st.samples.last().unwrap_or(&sm.samples[0]),
+        )))
         .map(|(a, b)| {
             format!(
                 "{},{:.4},{:.4},{:.4},{:.4}",
@@ -144,7 +157,10 @@ pub fn run(e: &Experiment, seeds: u64, progress: &mut dyn FnMut(u64, u64)) -> Re
         .collect();
     out.files.push((
         "sharing-utilization.csv".into(),
-        csv("at_ms,shared_cpu,shared_mem,static_cpu,static_mem", &util_rows),
+        csv(
+            "at_ms,shared_cpu,shared_mem,static_cpu,static_mem",
+            &util_rows,
+        ),
     ));
     out.files.push((
         "sharing-utilization.svg".into(),
@@ -174,7 +190,10 @@ fn write_jobs(
             title: "Mean job completion time per framework (role)".into(),
             y_label: "seconds".into(),
             categories: roles.to_vec(),
-            groups: vec![("static".into(), stat.clone()), ("shared".into(), shar.clone())],
+            groups: vec![
+                ("static".into(), stat.clone()),
+                ("shared".into(), shar.clone()),
+            ],
         }
         .to_svg(),
     ));

@@ -72,7 +72,11 @@ pub fn models(p: Point, t: f64, beta: f64) -> [(f64, f64); 3] {
     let k = p.k as f64;
     let (h, ln) = (harmonic(p.k), k.ln());
     match (p.rigid, p.exp) {
-        (false, false) => [(t, t), ((0.5 + beta + 0.5 / k) * t, (0.5 + beta) * t), (1.0, 1.0)],
+        (false, false) => [
+            (t, t),
+            ((0.5 + beta + 0.5 / k) * t, (0.5 + beta) * t),
+            (1.0, 1.0),
+        ],
         (false, true) => [
             (t * h, t * ln),
             (elastic_exp_completion(t, beta), (1.0 + beta) * t),
@@ -175,9 +179,9 @@ pub fn run(
     let points: Vec<Point> = [false, true]
         .iter()
         .flat_map(|&rigid| {
-            [false, true].iter().flat_map(move |&exp| {
-                spec.ks.iter().map(move |&k| Point { rigid, exp, k })
-            })
+            [false, true]
+                .iter()
+                .flat_map(move |&exp| spec.ks.iter().map(move |&k| Point { rigid, exp, k }))
         })
         .collect();
     let total = points.len() as u64 * seeds;
@@ -200,7 +204,10 @@ pub fn run(
             progress(done, total);
         }
         let m = models(p, spec.t_ms as f64, spec.beta);
-        for (i, metric) in ["ramp_up_ms", "completion_ms", "utilization"].into_iter().enumerate() {
+        for (i, metric) in ["ramp_up_ms", "completion_ms", "utilization"]
+            .into_iter()
+            .enumerate()
+        {
             rows.push(Row {
                 point: p,
                 metric,
@@ -259,9 +266,16 @@ fn write(spec: &ExperimentSpec, rows: &[Row], out: &mut Output) {
         .collect();
     let header = "framework,duration,k,metric,seeds,simulated,stderr,model,paper_formula,error_pct";
     out.files.push(("table2.csv".into(), csv(header, &lines)));
-    out.files.push(("table2-rampup.svg".into(), ramp_chart(spec, rows)));
-    out.files.push(("table2-completion.svg".into(), bar_chart(rows, "completion_ms")));
-    out.files.push(("table2-utilization.svg".into(), bar_chart(rows, "utilization")));
+    out.files
+        .push(("table2-rampup.svg".into(), ramp_chart(spec, rows)));
+    out.files.push((
+        "table2-completion.svg".into(),
+        bar_chart(rows, "completion_ms"),
+    ));
+    out.files.push((
+        "table2-utilization.svg".into(),
+        bar_chart(rows, "utilization"),
+    ));
     out.summary = summary(spec, rows);
 }
 
@@ -311,9 +325,18 @@ fn bar_chart(rows: &[Row], metric: &str) -> String {
         .map(|r| format!("{} k={}", label(r.point), r.point.k))
         .collect();
     let groups = vec![
-        ("simulated".to_string(), sel.iter().map(|r| r.simulated * scale).collect()),
-        ("model (finite k)".to_string(), sel.iter().map(|r| r.model * scale).collect()),
-        ("paper formula".to_string(), sel.iter().map(|r| r.paper * scale).collect()),
+        (
+            "simulated".to_string(),
+            sel.iter().map(|r| r.simulated * scale).collect(),
+        ),
+        (
+            "model (finite k)".to_string(),
+            sel.iter().map(|r| r.model * scale).collect(),
+        ),
+        (
+            "paper formula".to_string(),
+            sel.iter().map(|r| r.paper * scale).collect(),
+        ),
     ];
     BarChart {
         title: if metric == "utilization" {
@@ -321,7 +344,11 @@ fn bar_chart(rows: &[Row], metric: &str) -> String {
         } else {
             "Job completion time".into()
         },
-        y_label: if metric == "utilization" { "fraction".into() } else { "seconds".into() },
+        y_label: if metric == "utilization" {
+            "fraction".into()
+        } else {
+            "seconds".into()
+        },
         categories,
         groups,
     }
@@ -343,7 +370,11 @@ fn summary(spec: &ExperimentSpec, rows: &[Row]) -> String {
     );
     let mut worst: f64 = 0.0;
     for r in rows {
-        let (unit, f) = if r.metric == "utilization" { ("", 1.0) } else { (" s", 1e-3) };
+        let (unit, f) = if r.metric == "utilization" {
+            ("", 1.0)
+        } else {
+            (" s", 1e-3)
+        };
         s.push_str(&format!(
             "| {} | {} | {} | {} | {:.2}{unit} ± {:.2} | {:.2}{unit} | {:.2}{unit} | {:+.1}% |\n",
             if r.point.rigid { "rigid" } else { "elastic" },
@@ -372,10 +403,17 @@ mod tests {
 
     #[test]
     fn models_reduce_to_the_paper_formulas_for_large_k() {
-        let p = |rigid, exp| Point { rigid, exp, k: 100_000 };
+        let p = |rigid, exp| Point {
+            rigid,
+            exp,
+            k: 100_000,
+        };
         for (rigid, exp) in [(false, false), (false, true), (true, false), (true, true)] {
             for (model, paper) in models(p(rigid, exp), 10_000.0, 2.0) {
-                assert!((model - paper).abs() / paper < 0.06, "{rigid} {exp}: {model} {paper}");
+                assert!(
+                    (model - paper).abs() / paper < 0.06,
+                    "{rigid} {exp}: {model} {paper}"
+                );
             }
         }
         // t − T(1 − e^(−t/T)) = βT at the solution.

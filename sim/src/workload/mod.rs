@@ -14,7 +14,9 @@ pub fn read_trace(path: &std::path::Path) -> Result<Vec<u64>, ScenarioError> {
         path: path.display().to_string(),
         why,
     };
-    let len = std::fs::metadata(path).map_err(|e| read_err(e.to_string()))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| read_err(e.to_string()))?
+        .len();
     if len > MAX_TRACE_BYTES {
         return Err(read_err(format!("larger than {MAX_TRACE_BYTES} bytes")));
     }
@@ -69,7 +71,11 @@ pub fn block_hosts(name: &str, index: usize, replicas: usize, agents: usize) -> 
 
 fn mix(name: &str, index: u64, salt: u64) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in name.bytes().chain(index.to_le_bytes()).chain(salt.to_le_bytes()) {
+    for b in name
+        .bytes()
+        .chain(index.to_le_bytes())
+        .chain(salt.to_le_bytes())
+    {
         h ^= b as u64;
         h = h.wrapping_mul(0x100_0000_01b3);
     }
