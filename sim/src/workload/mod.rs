@@ -84,6 +84,28 @@ fn mix(name: &str, index: u64, salt: u64) -> u64 {
     h ^ (h >> 31)
 }
 
+/// The allocator a scenario asks for: its policy, and the roles' priority levels.
+pub fn allocator(
+    spec: &crate::scenario::AllocatorSpec,
+    seed: u64,
+) -> Result<agora_allocator::DrfAllocator, String> {
+    use agora_allocator::drf::PolicyKind;
+    use agora_allocator::{Allocator, DrfAllocator, DrfConfig, OperatorCommand};
+    let config = DrfConfig {
+        policy: PolicyKind::parse(&spec.policy).map_err(|e| e.to_string())?,
+        lottery_seed: seed,
+        ..DrfConfig::default()
+    };
+    let mut alloc = DrfAllocator::new(config).map_err(|e| e.to_string())?;
+    if !spec.priorities.is_empty() {
+        let cmd = OperatorCommand::UpdatePriorities {
+            priorities: spec.priorities.clone(),
+        };
+        alloc.operate(cmd).map_err(|e| e.to_string())?;
+    }
+    Ok(alloc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,26 +136,4 @@ mod tests {
         assert!(count.iter().all(|&c| (200..400).contains(&c)), "{count:?}");
         assert_eq!(block_hosts("fw", 1, 5, 2).len(), 2);
     }
-}
-
-/// The allocator a scenario asks for: its policy, and the roles' priority levels.
-pub fn allocator(
-    spec: &crate::scenario::AllocatorSpec,
-    seed: u64,
-) -> Result<agora_allocator::DrfAllocator, String> {
-    use agora_allocator::drf::PolicyKind;
-    use agora_allocator::{Allocator, DrfAllocator, DrfConfig, OperatorCommand};
-    let config = DrfConfig {
-        policy: PolicyKind::parse(&spec.policy).map_err(|e| e.to_string())?,
-        lottery_seed: seed,
-        ..DrfConfig::default()
-    };
-    let mut alloc = DrfAllocator::new(config).map_err(|e| e.to_string())?;
-    if !spec.priorities.is_empty() {
-        let cmd = OperatorCommand::UpdatePriorities {
-            priorities: spec.priorities.clone(),
-        };
-        alloc.operate(cmd).map_err(|e| e.to_string())?;
-    }
-    Ok(alloc)
 }
