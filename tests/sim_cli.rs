@@ -64,3 +64,42 @@ fn sim_run_failure_names_the_seed_and_the_replay_command() {
         "{out}"
     );
 }
+
+#[test]
+fn sim_run_of_an_experiment_writes_csv_svg_and_a_summary_and_ends_with_the_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp-small.toml");
+    std::fs::write(
+        &exp,
+        "[experiment]\nkind = \"table2\"\ntitle = \"small\"\nseeds = 1\nks = [2]\nt_ms = 4000\nelastic_split = 4\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["sim", "run"])
+            .arg(&exp)
+            .arg("--out")
+            .arg(&out)
+            .arg("--progress")
+            .output()
+            .expect("agora runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // Not a terminal, but --progress: plain progress lines on stderr.
+        assert!(String::from_utf8_lossy(&o.stderr).contains("(runs): 4/4"));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let (a, b) = (run(), run());
+    let last = |s: &str| s.lines().last().unwrap().to_string();
+    assert!(last(&a).starts_with("trace "), "{a}");
+    assert_eq!(last(&a), last(&b), "same seeds, same traces");
+    let csv = std::fs::read_to_string(out.join("table2.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4 * 3, "{csv}");
+    let svg = std::fs::read_to_string(out.join("table2-rampup.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains("paper") && md.contains("table2-completion.svg"),
+        "{md}"
+    );
+}

@@ -83,6 +83,18 @@ pub struct BatchConfig {
     /// no registry the master has, so nobody will ever report on it). Longer than the
     /// master's agent re-registration window, which ends in a definite answer.
     pub unknown_lost_after_ms: u64,
+    /// Per-task commands (index → command) instead of `command` for all; empty: not used.
+    /// How a trace of task durations is replayed.
+    pub task_commands: Vec<CommandInfo>,
+    /// Per-task preferred hostnames (the agents holding the task's input block); empty: no
+    /// locality preference. With `locality_wait_ms` the job delay-schedules for them.
+    pub preferred_hosts: Vec<Vec<String>>,
+    /// How long to wait for an offer on a preferred agent before launching elsewhere
+    /// (delay scheduling, [`agora_actors::sdk::DelayScheduler`]); 0: never wait.
+    pub locality_wait_ms: u64,
+    /// A rigid (gang) job: hold offers until all pending tasks can be placed at once, then
+    /// launch them together. A task lost later is retried on its own.
+    pub gang: bool,
 }
 
 impl BatchConfig {
@@ -113,6 +125,10 @@ impl BatchConfig {
             revocation_grace_ms: None,
             reconcile_interval_ms: 30_000,
             unknown_lost_after_ms: 900_000,
+            task_commands: Vec::new(),
+            preferred_hosts: Vec::new(),
+            locality_wait_ms: 0,
+            gang: false,
         }
     }
 
@@ -139,6 +155,7 @@ impl BatchConfig {
                 "use letters, digits, -_.:@ (at most ~200)",
             )
         })?;
+        placement::validate(self)?;
         if self.shared_executor {
             ExecutorId::new(self.executor_id.clone())
                 .map_err(|e| FrameworkError::config("executor_id", e.to_string()))?;
@@ -245,6 +262,9 @@ pub struct TaskRecord {
     pub retries_lost: u32,
     /// Since when the master has answered `TASK_UNKNOWN` for the current attempt.
     pub unknown_since: Option<Time>,
+    /// Whether the current attempt was launched on one of its preferred agents (`None`: not
+    /// launched, or the job has no preferences).
+    pub local: Option<bool>,
     pub timing: TaskTiming,
     /// Most recent transitions, oldest first (at most [`MAX_HISTORY_PER_TASK`]).
     pub history: VecDeque<Transition>,
@@ -267,6 +287,10 @@ pub struct Progress {
     pub offers_received: u64,
     pub offers_declined: u64,
     pub tasks_launched: u64,
+    /// Launches on one of the task's preferred agents (jobs with locality preferences).
+    pub launched_local: u64,
+    /// Offers declined to wait for a preferred agent (delay scheduling).
+    pub offers_skipped: u64,
     pub subscribed_at: Option<Time>,
     /// First accept.
     pub first_submit: Option<Time>,
@@ -327,6 +351,11 @@ pub struct BatchFramework {
     /// Every attempt's id → task index (old attempts too, to recognise their late updates).
     by_id: BTreeMap<TaskId, usize>,
     pending: BTreeSet<usize>,
+    /// Pending tasks by preferred hostname (only for jobs with locality preferences).
+    pending_by_host: BTreeMap<String, BTreeSet<usize>>,
+    delay: agora_actors::sdk::DelayScheduler,
+    /// Offers a gang job holds until all its pending tasks fit.
+    held: BTreeMap<agora_actors::OfferId, Offer>,
     /// Launched, unfinished tasks per agent (tells whether a shared executor is there).
     live_per_agent: BTreeMap<AgentId, usize>,
     counts: Counts,
@@ -361,6 +390,9 @@ impl BatchFramework {
             tasks: Vec::with_capacity(config.tasks),
             by_id: BTreeMap::new(),
             pending: BTreeSet::new(),
+            pending_by_host: BTreeMap::new(),
+            delay: agora_actors::sdk::DelayScheduler::new(config.locality_wait_ms),
+            held: BTreeMap::new(),
             live_per_agent: BTreeMap::new(),
             counts: Counts::default(),
             progress: Progress {
@@ -381,7 +413,7 @@ impl BatchFramework {
             let task_id = fw.attempt_id(index, 0)?;
             fw.by_id.insert(task_id.clone(), index);
             fw.tasks.push(new_record(index, task_id));
-            fw.pending.insert(index);
+            fw.pend(index);
         }
         fw.counts.by_phase[TaskPhase::Pending as usize] = fw.config.tasks;
         Ok(fw)
@@ -443,6 +475,8 @@ impl BatchFramework {
         }
         warn!(framework = %self.config.name, "aborting the job");
         self.aborting = true;
+        self.release_held(ctx);
+        self.pending_by_host.clear();
         for index in std::mem::take(&mut self.pending) {
             let status = cancelled_status(&self.tasks[index].task_id);
             self.record(ctx.now, index, &status);
@@ -477,7 +511,7 @@ impl BatchFramework {
             n => n,
         }
         .min(self.room_in_flight());
-        while let Some(&index) = self.pending.first() {
+        while let Some(index) = self.next_for(now, &offer.hostname) {
             if out.len() >= limit {
                 break;
             }
@@ -489,7 +523,7 @@ impl BatchFramework {
                 break;
             };
             left = rest;
-            self.pending.remove(&index);
+            self.unpend(index);
             out.push(self.launch(now, index, offer, taken));
         }
         out
@@ -520,6 +554,11 @@ impl BatchFramework {
         rec.agent_id = Some(offer.agent_id.clone());
         rec.hostname = Some(offer.hostname.clone());
         rec.resources = Some(resources.clone());
+        rec.local = (!self.config.preferred_hosts.is_empty())
+            .then(|| self.config.preferred_hosts[index].contains(&offer.hostname));
+        if rec.local == Some(true) {
+            self.progress.launched_local += 1;
+        }
         rec.timing.offer_at = Some(now);
         rec.timing.launched_at = Some(now);
         let task_id = rec.task_id.clone();
@@ -538,7 +577,13 @@ impl BatchFramework {
             name: format!("{}-{index}", self.config.name),
             agent_id: offer.agent_id.clone(),
             resources,
-            command: Some(self.config.command.clone()),
+            command: Some(
+                self.config
+                    .task_commands
+                    .get(index)
+                    .unwrap_or(&self.config.command)
+                    .clone(),
+            ),
             executor: self.executor.clone(),
             data: Vec::new(),
         }
@@ -663,12 +708,13 @@ impl BatchFramework {
         rec.task_id = new_id.clone();
         rec.resources = None;
         rec.unknown_since = None;
+        rec.local = None;
         rec.timing = TaskTiming {
             queued_at: now,
             ..TaskTiming::default()
         };
         self.by_id.insert(new_id, index);
-        self.pending.insert(index);
+        self.pend(index);
         self.progress.retries += 1;
     }
 
@@ -835,6 +881,7 @@ fn new_record(index: usize, task_id: TaskId) -> TaskRecord {
         retries_failed: 0,
         retries_lost: 0,
         unknown_since: None,
+        local: None,
         timing: TaskTiming::default(),
         history: VecDeque::new(),
     }
@@ -897,6 +944,10 @@ impl Scheduler for BatchFramework {
     }
 
     fn offers(&mut self, ctx: &mut SchedulerCtx, offers: Vec<Offer>) {
+        if self.config.gang && self.wants_offers() {
+            self.gang_offers(ctx, offers);
+            return self.update_suppression(ctx);
+        }
         let filters = Filters {
             refuse_seconds: self.config.refuse_seconds,
         };
@@ -909,7 +960,8 @@ impl Scheduler for BatchFramework {
             };
             if tasks.is_empty() {
                 self.progress.offers_declined += 1;
-                ctx.decline(vec![offer.id], self.config.refuse_seconds);
+                let refuse = self.refuse_seconds_after_skip(ctx.now);
+                ctx.decline(vec![offer.id], refuse);
             } else {
                 debug!(offer = %offer.id, tasks = tasks.len(), "accepting offer");
                 let ops = vec![Operation::Launch { tasks }];
@@ -939,7 +991,11 @@ impl Scheduler for BatchFramework {
         self.check_done(ctx);
     }
 
-    fn agent_lost(&mut self, ctx: &mut SchedulerCtx, agent_id: &AgentId) {
+    fn rescinded(&mut self, _ctx: &mut SchedulerCtx, offer_id: &agora_actors::OfferId) {
+        self.held.remove(offer_id);
+    }
+
+        fn agent_lost(&mut self, ctx: &mut SchedulerCtx, agent_id: &AgentId) {
         // A master that knew the tasks there follows up with TASK_LOST; one that never knew them
         // (after a failover) answers for them only when asked.
         warn!(agent = %agent_id, "agent lost");
@@ -956,6 +1012,8 @@ impl Scheduler for BatchFramework {
     }
 
     fn disconnected(&mut self, _ctx: &mut SchedulerCtx) {
+        // Offers die with the connection (the master rescinds them all).
+        self.held.clear();
         warn!(framework = %self.config.name, "disconnected from the master; the driver re-subscribes");
     }
 
@@ -979,5 +1037,6 @@ impl Scheduler for BatchFramework {
     }
 }
 
+mod placement;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@
 //! T·H_k ≈ T ln k for exponential ones (the last of k memoryless tasks ends after T·H_k on
 //! average, H_k the k-th harmonic number).
 
-use crate::scenario::{AgentsSpec, Duration, FaultSpec, FrameworkKind, FrameworkSpec, Scenario};
+use crate::scenario::{AgentsSpec, Duration, FaultSpec, FrameworkSpec, Scenario};
 
 /// One row of the ramp-up CSV.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,18 +30,11 @@ pub const NEWCOMER_DELAY_MS: u64 = 200;
 
 pub fn rampup_scenario(k: usize, duration: Duration, t_ms: u64) -> Scenario {
     let fw = |name: &str, duration, mean_ms, start_ms| FrameworkSpec {
-        kind: FrameworkKind::Batch,
-        name: name.to_string(),
-        tasks: k,
-        task_resources: "cpus:1;mem:1024".into(),
         duration,
         mean_ms,
         start_ms,
-        failover_timeout_ms: 3_600_000,
-        max_retries_lost: 1_000,
         unknown_lost_after_ms: 120_000,
-        count: 1,
-        start_every_ms: 0,
+        ..FrameworkSpec::batch(name, k, "cpus:1;mem:1024")
     };
     Scenario {
         name: format!("rampup-{k}"),
@@ -61,6 +54,8 @@ pub fn rampup_scenario(k: usize, duration: Duration, t_ms: u64) -> Scenario {
         allocator: Default::default(),
         agent_reregister_timeout_ms: 30_000,
         check_every_events: 1,
+        sample_ms: 0,
+        offer_timeout_ms: None,
     }
 }
 
@@ -90,8 +85,8 @@ pub fn rampup(ks: &[usize], t_ms: u64, seeds: u64) -> Result<Vec<RampUpRow>, Str
             let model = match duration {
                 // Every slot frees within T of the holder's launch, just before the newcomer
                 // subscribed; launch latency makes up the difference.
-                Duration::Const => t,
                 Duration::Exp => t * harmonic(k),
+                Duration::Const | Duration::Trace => t,
             };
             rows.push(RampUpRow {
                 duration: name,

@@ -38,22 +38,11 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    pub fn new(spec: &FrameworkSpec) -> Result<Tracked, String> {
+    /// `agents`: how many agents the cluster has (where data blocks are placed).
+    pub fn new(spec: &FrameworkSpec, agents: usize) -> Result<Tracked, String> {
         let res = Resources::parse(&spec.task_resources).map_err(|e| e.to_string())?;
         let fw = match spec.kind {
-            FrameworkKind::Batch => {
-                let cmd = match spec.duration {
-                    Duration::Const => format!("sim:const:{}", spec.mean_ms),
-                    Duration::Exp => format!("sim:exp:{}", spec.mean_ms),
-                };
-                let mut c = BatchConfig::new(&spec.name, spec.tasks, CommandInfo::shell(&cmd), res);
-                c.max_retries_lost = spec.max_retries_lost;
-                c.failover_timeout_ms = spec.failover_timeout_ms;
-                c.sample_interval_ms = 0;
-                c.reconcile_interval_ms = 5_000;
-                c.unknown_lost_after_ms = spec.unknown_lost_after_ms;
-                Fw::Batch(BatchFramework::new(c).map_err(|e| e.to_string())?)
-            }
+            FrameworkKind::Batch => Fw::Batch(batch(spec, agents, res)?),
             FrameworkKind::Service => {
                 let mut c = ServiceConfig::new(
                     &spec.name,
@@ -62,6 +51,7 @@ impl Tracked {
                     res,
                 );
                 c.failover_timeout_ms = spec.failover_timeout_ms;
+                c.role = spec.role.clone();
                 Fw::Service(ServiceFramework::new(c).map_err(|e| e.to_string())?)
             }
         };
@@ -99,6 +89,50 @@ impl Tracked {
             }
         }
     }
+}
+
+/// The batch framework a spec describes: durations, gang, role, data blocks and delay
+/// scheduling.
+fn batch(spec: &FrameworkSpec, agents: usize, res: Resources) -> Result<BatchFramework, String> {
+    let cmd = match spec.duration {
+        Duration::Const => format!("sim:const:{}", spec.mean_ms),
+        Duration::Exp => format!("sim:exp:{}", spec.mean_ms),
+        Duration::Trace => "sim:forever".to_string(),
+    };
+    let mut c = BatchConfig::new(&spec.name, spec.tasks, CommandInfo::shell(&cmd), res);
+    if spec.duration == Duration::Trace {
+        if spec.trace_ms.is_empty() {
+            return Err("duration = \"trace\" but no trace was loaded".into());
+        }
+        let offset = spec
+            .name
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        c.task_commands = (0..spec.tasks)
+            .map(|i| {
+                // Each job reads its own stretch of the trace (jobs named differently).
+                let ms = spec.trace_ms[(i + offset) % spec.trace_ms.len()];
+                CommandInfo::shell(&format!("sim:const:{ms}"))
+            })
+            .collect();
+    }
+    if spec.data_replicas > 0 {
+        c.preferred_hosts = (0..spec.tasks)
+            .map(|i| crate::workload::block_hosts(&spec.name, i, spec.data_replicas, agents))
+            .collect();
+    }
+    c.locality_wait_ms = spec.locality_wait_ms;
+    c.gang = spec.gang;
+    c.role = spec.role.clone();
+    if let Some(r) = spec.refuse_seconds {
+        c.refuse_seconds = r;
+    }
+    c.max_retries_lost = spec.max_retries_lost;
+    c.failover_timeout_ms = spec.failover_timeout_ms;
+    c.sample_interval_ms = 0;
+    c.reconcile_interval_ms = 5_000;
+    c.unknown_lost_after_ms = spec.unknown_lost_after_ms;
+    BatchFramework::new(c).map_err(|e| e.to_string())
 }
 
 impl Scheduler for Tracked {

@@ -22,7 +22,11 @@ pub mod exec;
 pub mod experiments;
 pub mod fw;
 pub mod persist;
+pub mod metrics;
+pub mod plot;
+pub mod report;
 pub mod scenario;
+pub mod workload;
 pub mod world;
 
 pub use scenario::{Scenario, ScenarioError};
@@ -51,6 +55,11 @@ pub struct FrameworkReport {
     /// First launch → last task end (what `agora run` prints as "first launch to last end").
     pub makespan_ms: Option<u64>,
     pub duplicate_updates_filtered: u64,
+    /// Tasks launched, and those launched on an agent holding their data block.
+    pub tasks_launched: u64,
+    pub launched_local: u64,
+    /// CPU used / CPU held (used + offered) while the framework ran (with `sample_ms`).
+    pub held_utilization: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +80,9 @@ pub struct Report {
     pub failure: Option<Failure>,
     pub frameworks: Vec<FrameworkReport>,
     pub faults: std::collections::BTreeMap<&'static str, u64>,
+    /// Usage samples (with the scenario's `sample_ms`); written as CSV, not in the JSON.
+    #[serde(skip)]
+    pub metrics: Option<metrics::Metrics>,
 }
 
 impl Report {
@@ -96,7 +108,14 @@ pub fn run(
     let bound = scenario.safety_ms.saturating_add(scenario.liveness_ms);
     let mut failure = None;
     let mut settle_until = None;
+    let mut metrics = (scenario.sample_ms > 0).then(|| {
+        let names = scenario.frameworks.iter().map(|f| f.name.clone()).collect();
+        metrics::Metrics::new(scenario.sample_ms, names)
+    });
     while failure.is_none() {
+        if let Some(m) = metrics.as_mut() {
+            m.observe(&w);
+        }
         if !w.step() {
             failure = Some(fail(&w, "event queue ran dry".into()));
             break;
@@ -141,7 +160,14 @@ pub fn run(
         }
     }
     progress(w.now.ms().min(bound), bound);
-    Ok(report(&w, failure))
+    let mut r = report(&w, failure);
+    if let Some(m) = &metrics {
+        for (i, f) in r.frameworks.iter_mut().enumerate() {
+            f.held_utilization = m.held_utilization(i);
+        }
+    }
+    r.metrics = metrics;
+    Ok(r)
 }
 
 /// What keeps the batch frameworks from finishing, for the failure message.
@@ -254,6 +280,9 @@ fn report(w: &World, failure: Option<Failure>) -> Report {
                             _ => None,
                         },
                         duplicate_updates_filtered: dups,
+                        tasks_launched: p.tasks_launched,
+                        launched_local: p.launched_local,
+                        held_utilization: None,
                     }
                 }
                 None => FrameworkReport {
@@ -267,6 +296,9 @@ fn report(w: &World, failure: Option<Failure>) -> Report {
                     ramp_up_ms: None,
                     makespan_ms: None,
                     duplicate_updates_filtered: dups,
+                    tasks_launched: 0,
+                    launched_local: 0,
+                    held_utilization: None,
                 },
             }
         })
@@ -280,5 +312,6 @@ fn report(w: &World, failure: Option<Failure>) -> Report {
         failure,
         frameworks,
         faults: w.stats.clone(),
+        metrics: None,
     }
 }

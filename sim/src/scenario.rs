@@ -15,8 +15,16 @@
 //! name = "b1"
 //! tasks = 20
 //! task_resources = "cpus:1;mem:256"
-//! duration = "exp"           # "const" or "exp"
+//! duration = "exp"           # "const", "exp" or "trace" (with trace = "file.csv")
 //! mean_ms = 3000
+//! gang = false               # rigid job: starts only when all tasks can be placed at once
+//! role = "*"
+//! data_replicas = 3          # task i reads block i, stored on 3 agents (locality preference)
+//! locality_wait_ms = 1000    # delay scheduling wait for a preferred agent
+//!
+//! [allocator]
+//! policy = "drf"             # "drf", "priority" or "lottery"
+//! priorities = { short = 1 } # role -> strict priority level (policy "priority")
 //!
 //! [faults]
 //! agent_crash_per_min = 1.0
@@ -69,6 +77,13 @@ pub struct Scenario {
     /// millions of events costs far more than the events themselves. The final checks always run.
     #[serde(default = "d_check_every")]
     pub check_every_events: u64,
+    /// Sample cluster and framework usage this often (virtual ms) for utilization curves;
+    /// 0: no sampling.
+    #[serde(default)]
+    pub sample_ms: u64,
+    /// The master's offer timeout (its default when absent): an offer held longer is rescinded.
+    #[serde(default)]
+    pub offer_timeout_ms: Option<u64>,
 }
 
 fn d_check_every() -> u64 {
@@ -112,6 +127,8 @@ pub enum Duration {
     #[default]
     Const,
     Exp,
+    /// Task i runs for the i-th duration of a CSV trace (`trace`), cycling if shorter.
+    Trace,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,10 +161,61 @@ pub struct FrameworkSpec {
     /// Batch: a task the master keeps answering `TASK_UNKNOWN` for is retried after this long.
     #[serde(default = "d_unknown_lost")]
     pub unknown_lost_after_ms: u64,
+    /// CSV of task durations for `duration = "trace"` (relative to the scenario file).
+    #[serde(default)]
+    pub trace: Option<String>,
+    /// The durations read from `trace` (filled by `Scenario::load` or by the caller).
+    #[serde(skip)]
+    pub trace_ms: std::sync::Arc<Vec<u64>>,
+    /// Batch: a rigid (gang) job that needs all its tasks placed at once.
+    #[serde(default)]
+    pub gang: bool,
+    #[serde(default = "d_role")]
+    pub role: String,
+    /// Batch: task i reads block i, stored on this many agents (0: no data, no preference).
+    #[serde(default)]
+    pub data_replicas: usize,
+    /// Batch: delay scheduling wait for an agent holding the task's block.
+    #[serde(default)]
+    pub locality_wait_ms: u64,
+    /// Batch: decline filter (seconds); the SDK framework's default when absent.
+    #[serde(default)]
+    pub refuse_seconds: Option<f64>,
 }
 
 fn d_unknown_lost() -> u64 {
     120_000
+}
+
+fn d_role() -> String {
+    "*".to_string()
+}
+
+impl FrameworkSpec {
+    /// A batch framework spec with the defaults a TOML file would get.
+    pub fn batch(name: &str, tasks: usize, task_resources: &str) -> FrameworkSpec {
+        FrameworkSpec {
+            kind: FrameworkKind::Batch,
+            name: name.to_string(),
+            tasks,
+            task_resources: task_resources.to_string(),
+            duration: Duration::Const,
+            mean_ms: d_mean(),
+            start_ms: 0,
+            failover_timeout_ms: d_failover(),
+            max_retries_lost: d_retries(),
+            trace: None,
+            trace_ms: Default::default(),
+            gang: false,
+            role: d_role(),
+            data_replicas: 0,
+            locality_wait_ms: 0,
+            refuse_seconds: None,
+            unknown_lost_after_ms: d_unknown_lost(),
+            count: 1,
+            start_every_ms: 0,
+        }
+    }
 }
 
 fn d_mean() -> u64 {
@@ -222,6 +290,10 @@ pub struct FaultSpec {
 pub struct AllocatorSpec {
     pub interval_ms: u64,
     pub coalesce_ms: u64,
+    /// `drf`, `priority` or `lottery` (the allocator's policies).
+    pub policy: String,
+    /// Strict priority level per role (used by the `priority` policy).
+    pub priorities: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for AllocatorSpec {
@@ -229,6 +301,8 @@ impl Default for AllocatorSpec {
         AllocatorSpec {
             interval_ms: 1_000,
             coalesce_ms: 5,
+            policy: "drf".to_string(),
+            priorities: Default::default(),
         }
     }
 }
@@ -273,7 +347,26 @@ impl Scenario {
             path: path.display().to_string(),
             why: e.to_string(),
         })?;
-        Self::from_toml(&text)
+        let mut s = Self::from_toml(&text)?;
+        s.load_traces(path.parent().unwrap_or(std::path::Path::new(".")))?;
+        Ok(s)
+    }
+
+    /// Reads the CSV traces of `duration = "trace"` frameworks (paths relative to `dir`).
+    pub fn load_traces(&mut self, dir: &std::path::Path) -> Result<(), ScenarioError> {
+        for (i, f) in self.frameworks.iter_mut().enumerate() {
+            if f.duration != Duration::Trace || !f.trace_ms.is_empty() {
+                continue;
+            }
+            let Some(file) = &f.trace else {
+                return Err(ScenarioError::Invalid {
+                    field: format!("frameworks[{i}].trace"),
+                    why: "duration = \"trace\" needs a trace file".into(),
+                });
+            };
+            f.trace_ms = std::sync::Arc::new(crate::workload::read_trace(&dir.join(file))?);
+        }
+        Ok(())
     }
 
     pub fn agent_resources(&self) -> Resources {
@@ -301,6 +394,12 @@ impl Scenario {
             let field = |x: &str| format!("frameworks[{i}].{x}");
             Resources::parse(&f.task_resources)
                 .map_err(|e| bad(&field("task_resources"), e.to_string()))?;
+            if f.data_replicas > self.agents.count {
+                return Err(bad(
+                    &field("data_replicas"),
+                    format!("more replicas than the {} agents", self.agents.count),
+                ));
+            }
             if f.tasks == 0 || f.tasks > MAX_TASKS_PER_FRAMEWORK {
                 return Err(bad(
                     &field("tasks"),
@@ -346,6 +445,8 @@ impl Scenario {
             ));
         }
         let a = &self.allocator;
+        agora_allocator::drf::PolicyKind::parse(&a.policy)
+            .map_err(|e| bad("allocator.policy", e.to_string()))?;
         if a.interval_ms == 0 || a.coalesce_ms > a.interval_ms {
             return Err(bad(
                 "allocator",

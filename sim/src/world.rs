@@ -19,7 +19,7 @@ use agora_actors::{ContainerId, Hello, Message, NodeKind, Time};
 use agora_agent::core::{
     Action as AAction, AgentConfig, AgentCore, AgentTimer, Input as AInput, LaunchSpec,
 };
-use agora_allocator::{Allocator, DrfAllocator, DrfConfig};
+use agora_allocator::{Allocator, DrfAllocator};
 use agora_master::core::{
     Action as MAction, Input as MInput, MasterConfig, MasterCore, MasterTimer,
 };
@@ -249,8 +249,8 @@ impl World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut scheds = Vec::new();
         for spec in &sc.frameworks {
-            let tracked =
-                Tracked::new(spec).map_err(|e| format!("framework {}: {e}", spec.name))?;
+            let tracked = Tracked::new(spec, sc.agents.count)
+                .map_err(|e| format!("framework {}: {e}", spec.name))?;
             let config = SchedulerDriverConfig {
                 jitter_seed: rng.gen(),
                 ..SchedulerDriverConfig::default()
@@ -822,9 +822,11 @@ impl World {
 
     fn master_config(&self) -> MasterConfig {
         // A short completed-tasks ring keeps `state()`, read after every event, cheap.
+        let d = MasterConfig::default();
         MasterConfig {
             max_completed_tasks: 64,
-            ..MasterConfig::default()
+            offer_timeout_ms: self.sc.offer_timeout_ms.unwrap_or(d.offer_timeout_ms),
+            ..d
         }
     }
 
@@ -832,7 +834,7 @@ impl World {
         self.master.inc += 1;
         let inc = self.master.inc;
         let mut core = MasterCore::new(self.master_config(), inc);
-        let alloc = DrfAllocator::new(DrfConfig::default()).map_err(|e| e.to_string())?;
+        let alloc = crate::workload::allocator(&self.sc.allocator, self.seed)?;
         let acts = core.start(self.now);
         self.master.core = Some(core);
         self.master.alloc = Some(alloc);

@@ -13,6 +13,7 @@ pub mod publish;
 pub mod query;
 pub mod run;
 pub mod sim;
+pub mod sim_report;
 
 use anyhow::{bail, Context as _};
 use std::sync::Arc;

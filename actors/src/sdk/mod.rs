@@ -11,8 +11,10 @@ pub mod command;
 pub mod driver;
 pub mod error;
 pub mod executor;
+pub mod locality;
 
 pub use error::SdkError;
+pub use locality::{DelayScheduler, LocalityChoice};
 
 use crate::ids::*;
 use crate::messages::*;
