@@ -416,23 +416,10 @@ impl MasterActor {
         let Input::Message { conn, msg } = input else {
             return;
         };
-        match msg {
-            Message::RegisterAgent {
-                hostname, endpoint, ..
-            }
-            | Message::ReregisterAgent {
-                hostname, endpoint, ..
-            } => {
-                let rec = AgentRecord {
-                    hostname: hostname.clone(),
-                    endpoint: endpoint.clone(),
-                };
-                r.pending_agents.insert(*conn, rec);
-            }
-            Message::Subscribe { framework } => {
-                r.pending_frameworks.insert(*conn, framework.clone());
-            }
-            _ => {}
+        if let Some(rec) = AgentRecord::of_registration(msg) {
+            r.pending_agents.insert(*conn, rec);
+        } else if let Message::Subscribe { framework } = msg {
+            r.pending_frameworks.insert(*conn, framework.clone());
         }
     }
 

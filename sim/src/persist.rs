@@ -25,20 +25,8 @@ impl Registry {
     }
 
     pub fn observe_input(&mut self, conn: ConnId, msg: &Message) {
-        match msg {
-            Message::RegisterAgent {
-                hostname, endpoint, ..
-            }
-            | Message::ReregisterAgent {
-                hostname, endpoint, ..
-            } => {
-                let rec = AgentRecord {
-                    hostname: hostname.clone(),
-                    endpoint: endpoint.clone(),
-                };
-                self.pending.insert(conn, rec);
-            }
-            _ => {}
+        if let Some(rec) = AgentRecord::of_registration(msg) {
+            self.pending.insert(conn, rec);
         }
     }
 

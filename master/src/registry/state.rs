@@ -32,6 +32,26 @@ pub struct AgentRecord {
     pub endpoint: String,
 }
 
+impl AgentRecord {
+    /// What an agent's (re-)registration says about it, kept until the core admits the agent
+    /// (the HA shell and the simulator's registry both record it then).
+    pub fn of_registration(msg: &agora_actors::Message) -> Option<AgentRecord> {
+        use agora_actors::Message;
+        match msg {
+            Message::RegisterAgent {
+                hostname, endpoint, ..
+            }
+            | Message::ReregisterAgent {
+                hostname, endpoint, ..
+            } => Some(AgentRecord {
+                hostname: hostname.clone(),
+                endpoint: endpoint.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameworkRecord {
     pub name: String,
