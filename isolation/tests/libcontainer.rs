@@ -301,3 +301,160 @@ fn fork_bomb_stops_at_the_pids_limit() {
     assert_eq!(t.reason.as_deref(), Some("killed"), "{t:?}");
     h.destroy_and_check("forkbomb-1");
 }
+
+/// A minimal operator rootfs in `root`: the host's `sh` and the libraries `ldd` lists, all
+/// under `usr/` with merged-/usr top-level symlinks (`bin -> usr/bin`, ...), a marker at
+/// `/etc/agora-marker` and a top-level file `/agora-top`.
+fn build_rootfs(root: &Path, marker: &str) {
+    let sh = std::fs::canonicalize("/bin/sh").expect("host sh");
+    let ldd = std::process::Command::new("ldd")
+        .arg(&sh)
+        .output()
+        .expect("ldd");
+    let mut files = vec![sh.clone()];
+    for word in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
+        if word.starts_with('/') {
+            files.push(PathBuf::from(word));
+        }
+    }
+    let place = |host: &Path| -> PathBuf {
+        // /lib/x/libc.so.6 -> usr/lib/x/libc.so.6; /usr/bin/dash -> usr/bin/dash.
+        let rel = host.strip_prefix("/").expect("absolute");
+        if rel.starts_with("usr") {
+            root.join(rel)
+        } else {
+            root.join("usr").join(rel)
+        }
+    };
+    for file in &files {
+        let dest = place(file);
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(file, &dest).expect("copy into rootfs");
+    }
+    std::os::unix::fs::symlink(
+        sh.file_name().expect("name"),
+        place(&sh).with_file_name("sh"),
+    )
+    .ok();
+    for dir in ["bin", "sbin", "lib", "lib64", "lib32"] {
+        if root.join("usr").join(dir).is_dir() {
+            std::os::unix::fs::symlink(format!("usr/{dir}"), root.join(dir)).expect("symlink");
+        }
+    }
+    std::fs::create_dir_all(root.join("etc")).expect("etc");
+    std::fs::write(root.join("etc/agora-marker"), format!("{marker}\n")).expect("marker");
+    std::fs::write(root.join("agora-top"), "top\n").expect("top marker");
+}
+
+/// Every path under `root` with its type, size, mode and modification time.
+fn snapshot(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&dir).expect("stat");
+        out.push((
+            dir.clone(),
+            format!("{:?} {:?}", meta.permissions(), meta.modified().ok()),
+        ));
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            if meta.is_dir() {
+                todo.push(path);
+            } else {
+                let desc = format!(
+                    "{:?} {} {:?} {:?}",
+                    meta.file_type(),
+                    meta.len(),
+                    meta.permissions(),
+                    meta.modified().ok()
+                );
+                out.push((path, desc));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A task given an operator's rootfs sees that rootfs (its files, top-level ones too, and
+/// nothing of the host's), cannot write to it, and leaves it exactly as it was.
+#[test]
+fn operator_rootfs_is_what_the_task_sees_and_stays_untouched() {
+    let Some(h) = Harness::new(256) else { return };
+    let rootfs = h.dir.path().join("operator-rootfs");
+    let marker = format!("operator-rootfs-{}", std::process::id());
+    build_rootfs(&rootfs, &marker);
+    let before = snapshot(&rootfs);
+    // Host-only paths the rootfs lacks: /etc/passwd, /usr/bin/env; the host's own sandbox path.
+    let script = "read m < /etc/agora-marker && echo \"marker=$m\"; \
+                  read t < /agora-top && echo \"top=$t\"; \
+                  for p in /etc/passwd /usr/bin/env \"$HOST_SANDBOX\"; do \
+                    if [ -e \"$p\" ]; then echo \"HOST-VISIBLE $p\"; fi; done; \
+                  for p in /etc/agora-written /agora-written /usr/agora-written; do \
+                    if (echo x > \"$p\") 2>/dev/null; then echo \"ROOTFS-WRITABLE $p\"; fi; done; \
+                  echo ok > /sandbox/out.txt; echo tmp > /tmp/t && read x < /tmp/t && echo \"$x\"";
+    let mut config = h.config(
+        "rootfs-1",
+        script,
+        Limits {
+            cpus_milli: 500,
+            mem_mb: 64,
+            disk_mb: 0,
+        },
+    );
+    config.rootfs = Some(rootfs.clone());
+    config
+        .env
+        .push(("HOST_SANDBOX".into(), config.sandbox.display().to_string()));
+    let sandbox = config.sandbox.clone();
+    h.c.launch(config).expect("launch");
+    let t = h.wait("rootfs-1", Duration::from_secs(20));
+    let stderr = std::fs::read_to_string(sandbox.join("stderr")).unwrap_or_default();
+    assert_eq!(t.exit_code, Some(0), "{t:?}, stderr: {stderr}");
+    let out = std::fs::read_to_string(sandbox.join("stdout")).expect("stdout");
+    assert_eq!(
+        out,
+        format!("marker={marker}\ntop=top\ntmp\n"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sandbox.join("out.txt")).expect("out"),
+        "ok\n"
+    );
+    h.destroy_and_check("rootfs-1");
+    assert_eq!(snapshot(&rootfs), before, "the operator's rootfs changed");
+}
+
+/// The executor program is a host path the rootfs lacks, under a directory the rootfs has
+/// (`/usr`): it is still run, and nothing appears in the operator's `/usr`.
+#[test]
+fn operator_rootfs_runs_a_host_executor_program_it_lacks() {
+    let Some(h) = Harness::new(256) else { return };
+    let rootfs = h.dir.path().join("operator-rootfs");
+    let marker = format!("operator-rootfs-{}", std::process::id());
+    build_rootfs(&rootfs, &marker);
+    let cat = std::fs::canonicalize("/usr/bin/cat").expect("host cat");
+    assert!(!rootfs.join(cat.strip_prefix("/").expect("abs")).exists());
+    let before = snapshot(&rootfs);
+    let mut config = h.config(
+        "rootfs-2",
+        "",
+        Limits {
+            cpus_milli: 500,
+            mem_mb: 64,
+            disk_mb: 0,
+        },
+    );
+    config.argv = vec![cat.display().to_string(), "/etc/agora-marker".into()];
+    config.rootfs = Some(rootfs.clone());
+    let sandbox = config.sandbox.clone();
+    h.c.launch(config).expect("launch");
+    let t = h.wait("rootfs-2", Duration::from_secs(20));
+    let stderr = std::fs::read_to_string(sandbox.join("stderr")).unwrap_or_default();
+    assert_eq!(t.exit_code, Some(0), "{t:?}, stderr: {stderr}");
+    let out = std::fs::read_to_string(sandbox.join("stdout")).expect("stdout");
+    assert_eq!(out, format!("{marker}\n"), "stderr: {stderr}");
+    h.destroy_and_check("rootfs-2");
+    assert_eq!(snapshot(&rootfs), before, "the operator's rootfs changed");
+}

@@ -535,15 +535,13 @@ fn write_bundle(
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(&rootfs)?;
     let source_root = config.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let host = spec::host_root_entries(&source_root)?;
+    let host = spec::host_root_entries(&source_root, config.rootfs.is_some())?;
     // In its own rootfs a container still needs the executor program the agent runs.
-    let extra_files: Vec<PathBuf> = match &config.rootfs {
-        Some(root) => [PathBuf::from(&config.argv[0])]
-            .into_iter()
+    let executor: Option<PathBuf> = match &config.rootfs {
+        Some(root) => Some(PathBuf::from(&config.argv[0]))
             .filter(|p| p.is_absolute() && p.is_file())
-            .filter(|p| !root.join(p.strip_prefix("/").unwrap_or(p)).exists())
-            .collect(),
-        None => vec![],
+            .filter(|p| !root.join(p.strip_prefix("/").unwrap_or(p)).exists()),
+        None => None,
     };
     for entry in &host {
         if let spec::HostEntry::Link(name, target) = entry {
@@ -556,7 +554,7 @@ fn write_bundle(
         cgroup,
         host: &host,
         source_root: &source_root,
-        extra_files: &extra_files,
+        executor: executor.as_deref(),
         pids_limit: options.pids_limit,
         nofile_limit: nofile_hard_limit().min(spec::NOFILE_LIMIT),
         user: extra.user,

@@ -21,7 +21,19 @@ pub(crate) const NOFILE_LIMIT: u64 = 65_536;
 const TMP_SIZE: &str = "size=25%";
 
 /// Host top-level entries that are *not* bind-mounted: the container gets its own.
-const NOT_FROM_HOST: [&str; 6] = ["proc", "sys", "dev", "tmp", "lost+found", "sandbox"];
+const NOT_FROM_HOST: [&str; 7] = [
+    "proc",
+    "sys",
+    "dev",
+    "tmp",
+    "lost+found",
+    "sandbox",
+    ".agora-exec",
+];
+/// Where an executor program the operator's rootfs lacks is bind-mounted (by file name). Not
+/// at its host path: that path's top directory (`/usr`, ...) is usually a read-only bind of
+/// the operator's, where the mount point cannot be created (and must not be: it is theirs).
+pub const CONTAINER_EXEC_DIR: &str = "/.agora-exec";
 
 /// One entry of the host's `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +41,14 @@ pub(crate) enum HostEntry {
     Dir(String),
     /// A top-level symlink (`bin -> usr/bin` on merged-/usr systems) and its target.
     Link(String, String),
+    /// A top-level regular file (listed only for an operator's rootfs).
+    File(String),
 }
 
 /// Lists `root`: the host's `/` or an operator-given rootfs (what a container sees
-/// read-only).
-pub(crate) fn host_root_entries(root: &Path) -> std::io::Result<Vec<HostEntry>> {
+/// read-only). Top-level files only with `with_files`: an operator's rootfs is shown whole,
+/// while the host's `/` keeps its files (swap images and the like) to itself.
+pub(crate) fn host_root_entries(root: &Path, with_files: bool) -> std::io::Result<Vec<HostEntry>> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
@@ -47,6 +62,8 @@ pub(crate) fn host_root_entries(root: &Path) -> std::io::Result<Vec<HostEntry>> 
             entries.push(HostEntry::Link(name, target.display().to_string()));
         } else if kind.is_dir() {
             entries.push(HostEntry::Dir(name));
+        } else if kind.is_file() && with_files {
+            entries.push(HostEntry::File(name));
         }
     }
     entries.sort_by(|a, b| name_of(a).cmp(name_of(b)));
@@ -55,7 +72,7 @@ pub(crate) fn host_root_entries(root: &Path) -> std::io::Result<Vec<HostEntry>> 
 
 fn name_of(e: &HostEntry) -> &str {
     match e {
-        HostEntry::Dir(n) | HostEntry::Link(n, _) => n,
+        HostEntry::Dir(n) | HostEntry::Link(n, _) | HostEntry::File(n) => n,
     }
 }
 
@@ -67,9 +84,9 @@ pub(crate) struct SpecInput<'a> {
     /// Entries of `source_root` (`/` or the operator's rootfs), bind-mounted read-only.
     pub host: &'a [HostEntry],
     pub source_root: &'a Path,
-    /// Host files bind-mounted read-only at the same path (the executor binary when the
-    /// container has its own rootfs).
-    pub extra_files: &'a [std::path::PathBuf],
+    /// The executor program (an absolute host path) when the container's own rootfs lacks
+    /// it: bind-mounted read-only under [`CONTAINER_EXEC_DIR`] and run from there.
+    pub executor: Option<&'a Path>,
     pub pids_limit: i64,
     pub nofile_limit: u64,
     /// uid, gid and supplementary gids of the container's processes.
@@ -93,12 +110,16 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Value {
     if !config.env.iter().any(|(k, _)| k == "PATH") {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
+    let mut args = config.argv.clone();
+    if let (Some(exec), Some(first)) = (exec_mount_point(input), args.first_mut()) {
+        *first = exec;
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
             "user": {"uid": input.user.0, "gid": input.user.1, "additionalGids": input.user.2},
-            "args": config.argv,
+            "args": args,
             "env": env,
             "cwd": CONTAINER_SANDBOX,
             "capabilities": capabilities(config.isolated_network),
@@ -116,6 +137,12 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Value {
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
     })
+}
+
+/// Where the executor program is mounted inside the container, if it is mounted.
+fn exec_mount_point(input: &SpecInput<'_>) -> Option<String> {
+    let name = input.executor?.file_name()?.to_string_lossy().into_owned();
+    Some(format!("{CONTAINER_EXEC_DIR}/{name}"))
 }
 
 /// Hostnames are limited to 64 bytes; container ids may be up to 128.
@@ -190,16 +217,19 @@ fn mounts(input: &SpecInput<'_>) -> Vec<Value> {
                "options": ["nosuid", "nodev", "mode=1777", TMP_SIZE]}),
     ];
     for entry in input.host {
-        if let HostEntry::Dir(name) = entry {
-            let source = input.source_root.join(name);
-            mounts.push(
-                json!({"destination": format!("/{name}"), "type": "bind", "source": source,
-                               "options": ["rbind", "ro", "nosuid"]}),
-            );
-        }
+        let (name, bind) = match entry {
+            HostEntry::Dir(name) => (name, "rbind"),
+            HostEntry::File(name) => (name, "bind"),
+            HostEntry::Link(..) => continue,
+        };
+        let source = input.source_root.join(name);
+        mounts.push(
+            json!({"destination": format!("/{name}"), "type": "bind", "source": source,
+                   "options": [bind, "ro", "nosuid"]}),
+        );
     }
-    for file in input.extra_files {
-        mounts.push(json!({"destination": file, "type": "bind", "source": file,
+    if let (Some(file), Some(dest)) = (input.executor, exec_mount_point(input)) {
+        mounts.push(json!({"destination": dest, "type": "bind", "source": file,
                            "options": ["bind", "ro", "nosuid"]}));
     }
     let sandbox = input.config.sandbox.display().to_string();
@@ -279,7 +309,7 @@ mod tests {
             cgroup: &cgroup,
             host: &host,
             source_root: Path::new("/"),
-            extra_files: &[],
+            executor: None,
             pids_limit: 100,
             nofile_limit: 1024,
             user: (0, 0, vec![]),
@@ -313,5 +343,50 @@ mod tests {
         assert!(
             dests.contains(&"/usr") && dests.contains(&"/sandbox") && dests.contains(&"/w/s/c1")
         );
+    }
+
+    #[test]
+    fn an_executor_the_rootfs_lacks_is_mounted_and_run_from_the_exec_dir() {
+        let config = ContainerConfig {
+            id: "c2".into(),
+            sandbox: PathBuf::from("/w/s/c2"),
+            argv: vec!["/usr/local/bin/agora".into(), "executor".into()],
+            env: vec![],
+            limits: Limits::default(),
+            user: None,
+            isolated_network: false,
+            io_weight: None,
+            rootfs: Some(PathBuf::from("/images/base")),
+        };
+        let cgroup = CgroupPaths::new(CgroupVersion::V1, "agora", "c2");
+        let host = vec![
+            HostEntry::Dir("usr".into()),
+            HostEntry::File("marker".into()),
+        ];
+        let spec = build_spec(&SpecInput {
+            config: &config,
+            rootfs: Path::new("/w/c/c2/rootfs"),
+            cgroup: &cgroup,
+            host: &host,
+            source_root: Path::new("/images/base"),
+            executor: Some(Path::new("/usr/local/bin/agora")),
+            pids_limit: 100,
+            nofile_limit: 1024,
+            user: (0, 0, vec![]),
+            io_weight: None,
+        });
+        assert_eq!(
+            spec["process"]["args"],
+            json!(["/.agora-exec/agora", "executor"])
+        );
+        let mounts = spec["mounts"].as_array().expect("mounts");
+        let find = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).cloned();
+        let exec = find("/.agora-exec/agora").expect("executor mount");
+        assert_eq!(exec["source"], "/usr/local/bin/agora");
+        assert_eq!(exec["options"], json!(["bind", "ro", "nosuid"]));
+        let marker = find("/marker").expect("top-level file mount");
+        assert_eq!(marker["source"], "/images/base/marker");
+        assert_eq!(find("/usr").expect("usr")["source"], "/images/base/usr");
+        assert!(find("/w/s/c2").is_none(), "host sandbox path in own rootfs");
     }
 }
