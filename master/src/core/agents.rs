@@ -304,10 +304,7 @@ impl MasterCore {
         agent_id: &AgentId,
         key: &(FrameworkId, agora_actors::TaskId),
     ) -> bool {
-        let tracked_here = self
-            .tasks
-            .get(key)
-            .is_some_and(|t| &t.agent_id == agent_id);
+        let tracked_here = self.tasks.get(key).is_some_and(|t| &t.agent_id == agent_id);
         !tracked_here
             && self
                 .lost_with_agent
@@ -615,7 +612,8 @@ impl MasterCore {
         for key in keys {
             self.lose_task(now, &key, reasons::AGENT_REMOVED, &message, false, out);
             let lost = (agent_id.clone(), key.0, key.1);
-            self.lost_with_agent.insert(lost, MAX_LOST_WITH_REMOVED_AGENTS);
+            self.lost_with_agent
+                .insert(lost, MAX_LOST_WITH_REMOVED_AGENTS);
         }
         let conns: Vec<ConnId> = self.frameworks.values().filter_map(|f| f.conn).collect();
         for conn in conns {

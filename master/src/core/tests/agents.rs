@@ -457,7 +457,11 @@ fn a_removed_agent_comes_back_and_its_lost_tasks_stay_lost() {
     assert_eq!(h.task_state(&fw, "t1"), None, "not adopted again");
     // The killed (or finished) copy reports its end: acknowledged to the agent so it stops
     // retrying, never forwarded (the framework already has TASK_LOST), books unchanged.
-    for (state, uuid) in [(TaskState::Finished, 7), (TaskState::Finished, 7), (TaskState::Killed, 8)] {
+    for (state, uuid) in [
+        (TaskState::Finished, 7),
+        (TaskState::Finished, 7),
+        (TaskState::Killed, 8),
+    ] {
         let actions = h.status(conn, &fw, "t1", state, uuid);
         assert!(updates(&actions, sched).is_empty(), "{actions:?}");
         assert_eq!(
@@ -494,11 +498,21 @@ fn a_removed_agent_keeps_tasks_it_was_not_declared_lost_with() {
     let conn = h.connect(NodeKind::Agent);
     let mut relaunched = other.clone();
     relaunched.task.task_id = tid("t3");
-    h.send(conn, reregister(&h, &agent, "cpus:4", vec![relaunched], vec![]));
-    assert!(h.task_state(&fw, "t3").is_some(), "a task not declared lost is adopted");
+    h.send(
+        conn,
+        reregister(&h, &agent, "cpus:4", vec![relaunched], vec![]),
+    );
+    assert!(
+        h.task_state(&fw, "t3").is_some(),
+        "a task not declared lost is adopted"
+    );
     h.launch(sched, &fw, &agent, "t1", "cpus:1");
     let actions = h.status(conn, &fw, "t1", TaskState::Running, 2);
-    assert_eq!(updates(&actions, sched).len(), 1, "a relaunched t1 is live again");
+    assert_eq!(
+        updates(&actions, sched).len(),
+        1,
+        "a relaunched t1 is live again"
+    );
     assert_eq!(h.task_state(&fw, "t1"), Some(TaskState::Running));
 }
 
@@ -586,10 +600,13 @@ fn registry_agents_that_miss_the_window_are_unreachable_and_their_tasks_lost() {
         reregister_timeout_ms: 5_000,
     });
     // Only the agent not already here is waited for.
-    assert!(acts.iter().any(|a| matches!(a, Action::SetTimer {
-        timer: MasterTimer::AgentReregisterTimeout,
-        ..
-    })));
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::SetTimer {
+            timer: MasterTimer::AgentReregisterTimeout,
+            ..
+        }
+    )));
     let (sc, fw) = h.subscribe("fw");
     let reconcile = |h: &mut Harness| {
         let msg = Message::Reconcile {
