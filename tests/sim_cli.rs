@@ -1,5 +1,6 @@
 //! `agora sim run`: the real binary ends its output with `trace <hex>`, the same for the same
-//! seed, writes its report files, and exits 1 with the replay command when an invariant breaks.
+//! seed, writes its report files, and exits 1 with the seed and the replay command when an
+//! invariant breaks (tests/scenarios/impossible-liveness.toml breaks one for every seed).
 
 use std::process::Command;
 
@@ -45,18 +46,19 @@ fn sim_run_prints_a_stable_trace_and_writes_reports() {
 
 #[test]
 fn sim_run_failure_names_the_seed_and_the_replay_command() {
-    // Seed 9 of the fault scenario hits a known bug (sim/known-failures, bug A).
+    // A scenario whose liveness bound (1 virtual ms) no run can meet: it fails for every seed.
+    let scenario = "tests/scenarios/impossible-liveness.toml";
     let dir = tempfile::tempdir().unwrap();
-    let (code, out) = sim_run("sim/scenarios/faults.toml", 9, dir.path());
-    if code == 0 {
-        // The bug was fixed: the seed belongs in sim/regression-seeds now.
-        eprintln!("seed 9 passes now; move it from sim/known-failures to sim/regression-seeds");
-        return;
-    }
+    let (code, out) = sim_run(scenario, 9, dir.path());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED"), "{out}");
     assert!(
-        out.contains("agora sim run sim/scenarios/faults.toml --seed 9"),
+        out.contains("not converged within the liveness bound of 1 ms"),
+        "{out}"
+    );
+    assert!(out.contains("seed 9; replay with:"), "{out}");
+    assert!(
+        out.contains(&format!("agora sim run {scenario} --seed 9")),
         "{out}"
     );
     assert!(

@@ -37,7 +37,13 @@ struct Reconciled {
     adopted: usize,
     /// Frameworks the master has removed; the agent is told to shut them down.
     shutdown: BTreeSet<FrameworkId>,
+    /// Tasks declared lost when the agent was removed: not adopted again, killed if live.
+    killed: usize,
 }
+
+/// Tasks remembered as lost with their removed agent (oldest forgotten first: should such an
+/// agent come back after that many more losses, its old tasks would be adopted again).
+pub(crate) const MAX_LOST_WITH_REMOVED_AGENTS: usize = 100_000;
 
 impl MasterCore {
     pub(crate) fn register_agent(
@@ -129,7 +135,7 @@ impl MasterCore {
             msg: self.agent_registered(&agent_id),
         });
         self.recover_frameworks(now, &reports, frameworks, out);
-        let readd = !known || changed || self.reports_unknown_tasks(&reports);
+        let readd = !known || changed || self.reports_unknown_tasks(&agent_id, &reports);
         if known && readd {
             // The allocator's view of this agent is rebuilt from scratch below; outstanding
             // offers belong to the old view and go (RemoveAgent releases them).
@@ -153,7 +159,7 @@ impl MasterCore {
             out.push(Action::Send { conn, msg });
         }
         self.counters.agents_reregistered += 1;
-        info!(agent = %agent_id, known, adopted = rec.adopted, "agent re-registered");
+        info!(agent = %agent_id, known, adopted = rec.adopted, killed = rec.killed, "agent re-registered");
         Ok(())
     }
 
@@ -281,13 +287,28 @@ impl MasterCore {
     }
 
     /// Whether the report holds live tasks the master does not track yet (they will be adopted).
-    fn reports_unknown_tasks(&self, reports: &[TaskReport]) -> bool {
+    fn reports_unknown_tasks(&self, agent_id: &AgentId, reports: &[TaskReport]) -> bool {
         reports.iter().any(|r| {
             let key = (r.framework_id.clone(), r.task.task_id.clone());
             !r.state.is_terminal()
                 && !self.tasks.contains_key(&key)
                 && self.frameworks.contains_key(&r.framework_id)
+                && !self.was_lost_with_agent(agent_id, &key)
         })
+    }
+
+    /// Whether the master declared this task lost when it removed `agent_id`, and has not
+    /// seen it launched there again since.
+    pub(crate) fn was_lost_with_agent(
+        &self,
+        agent_id: &AgentId,
+        key: &(FrameworkId, agora_actors::TaskId),
+    ) -> bool {
+        let tracked_here = self.tasks.get(key).is_some_and(|t| &t.agent_id == agent_id);
+        !tracked_here
+            && self
+                .lost_with_agent
+                .contains(&(agent_id.clone(), key.0.clone(), key.1.clone()))
     }
 
     /// Brings the master's task books for this agent in line with its report. `recover`: give
@@ -308,6 +329,17 @@ impl MasterCore {
             seen.insert(key.clone());
             if self.removed_frameworks.contains(&report.framework_id) {
                 rec.shutdown.insert(report.framework_id.clone());
+                continue;
+            }
+            if self.was_lost_with_agent(agent_id, &key) {
+                // Its framework already got TASK_LOST when the agent was removed: a task the
+                // master gave up on stays ended (as in Mesos); the agent's copy is killed and
+                // its later updates are dropped (see `on_status_update`).
+                rec.killed += 1;
+                if !report.state.is_terminal() {
+                    let msg = self.kill_message(&key.0, &key.1);
+                    self.send_to_agent(agent_id, msg, out);
+                }
                 continue;
             }
             if report.state.is_terminal() {
@@ -579,6 +611,9 @@ impl MasterCore {
         let message = format!("agent {agent_id} removed: {why}");
         for key in keys {
             self.lose_task(now, &key, reasons::AGENT_REMOVED, &message, false, out);
+            let lost = (agent_id.clone(), key.0, key.1);
+            self.lost_with_agent
+                .insert(lost, MAX_LOST_WITH_REMOVED_AGENTS);
         }
         let conns: Vec<ConnId> = self.frameworks.values().filter_map(|f| f.conn).collect();
         for conn in conns {

@@ -160,6 +160,9 @@ pub struct MasterCore {
     revocations: revoke::Revocations,
     /// Registry agents not yet re-registered with this master, and those that missed the window.
     recovery: recovery::Recovery,
+    /// Tasks declared lost because their agent was removed: if that agent comes back, they are
+    /// killed and their later updates dropped (the framework already had a terminal update).
+    lost_with_agent: BoundedSet<(agora_actors::AgentId, FrameworkId, agora_actors::TaskId)>,
 }
 
 impl MasterCore {
@@ -184,6 +187,7 @@ impl MasterCore {
             reservations: reservations::ReservationBook::default(),
             revocations: revoke::Revocations::default(),
             recovery: recovery::Recovery::default(),
+            lost_with_agent: BoundedSet::default(),
         }
     }
 

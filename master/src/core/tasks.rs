@@ -107,8 +107,17 @@ impl MasterCore {
         status.agent_id = Some(agent_id.clone());
         self.tag_preempted(&fw, &mut status);
         self.counters.status_updates += 1;
-        self.apply_status(now, &agent_id, &fw, &status, out);
-        if self.removed_frameworks.contains(&fw) {
+        let key = (fw.clone(), status.task_id.clone());
+        let lost_earlier = self.was_lost_with_agent(&agent_id, &key);
+        if lost_earlier {
+            // The framework was told TASK_LOST when this agent was removed; a second terminal
+            // update (or a resurrection) would contradict it.
+            info!(agent = %agent_id, framework = %fw, task = %key.1, state = status.state.name(),
+                "dropping an update for a task declared lost with its removed agent");
+        } else {
+            self.apply_status(now, &agent_id, &fw, &status, out);
+        }
+        if lost_earlier || self.removed_frameworks.contains(&fw) {
             // Nobody will ever acknowledge it; do so here so the agent stops retrying.
             if let Some(uuid) = status.uuid {
                 let msg = Message::StatusUpdateAck {

@@ -414,8 +414,13 @@ fn a_disconnected_agent_loses_its_offers_then_is_removed() {
     assert!(!closed(&actions, conn), "already closed");
 }
 
+/// Found by the simulator (bug D, seed 120 of faults.toml): the master removed an agent and
+/// told the framework TASK_LOST; the agent came back from its checkpoint with the task, the
+/// master adopted it again, and the framework later got TASK_FINISHED too. A task the master
+/// declared lost stays lost: the returning agent is told to kill it and its updates are
+/// acknowledged to the agent but never reach the framework.
 #[test]
-fn a_removed_agent_comes_back_with_its_tasks_and_frameworks_hear_of_them() {
+fn a_removed_agent_comes_back_and_its_lost_tasks_stay_lost() {
     let mut h = Harness::new();
     let (conn, agent) = h.register_agent("cpus:4");
     let (sched, fw) = h.subscribe("web");
@@ -423,19 +428,91 @@ fn a_removed_agent_comes_back_with_its_tasks_and_frameworks_hear_of_them() {
     h.status(conn, &fw, "t1", TaskState::Running, 1);
     let report = h.report(&fw, "t1");
     h.disconnect(conn);
+    let mut removal = Vec::new();
+    for _ in 0..5 {
+        removal.extend(h.timer(MasterTimer::PingAgents));
+    }
+    let lost = updates(&removal, sched);
+    assert_eq!(lost.len(), 1, "{removal:?}");
+    assert_eq!(lost[0].state, TaskState::Lost);
+    let conn = h.connect(NodeKind::Agent);
+    let actions = h.send(conn, reregister(&h, &agent, "cpus:4", vec![report], vec![]));
+    assert!(matches!(
+        sent_to(&actions, conn).first(),
+        Some(Message::AgentRegistered { .. })
+    ));
+    assert!(
+        sent_to(&actions, conn).contains(&Message::KillTask {
+            framework_id: fw.clone(),
+            task_id: tid("t1"),
+            grace_ms: h.core.config().default_kill_grace_ms,
+        }),
+        "{actions:?}"
+    );
+    match &alloc_events(&actions)[..] {
+        [AllocatorEvent::AddAgent { used, .. }] => assert!(used.is_empty(), "{used:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(updates(&actions, sched).is_empty(), "{actions:?}");
+    assert_eq!(h.task_state(&fw, "t1"), None, "not adopted again");
+    // The killed (or finished) copy reports its end: acknowledged to the agent so it stops
+    // retrying, never forwarded (the framework already has TASK_LOST), books unchanged.
+    for (state, uuid) in [
+        (TaskState::Finished, 7),
+        (TaskState::Finished, 7),
+        (TaskState::Killed, 8),
+    ] {
+        let actions = h.status(conn, &fw, "t1", state, uuid);
+        assert!(updates(&actions, sched).is_empty(), "{actions:?}");
+        assert_eq!(
+            sent_to(&actions, conn),
+            vec![Message::StatusUpdateAck {
+                framework_id: fw.clone(),
+                task_id: tid("t1"),
+                uuid,
+            }]
+        );
+    }
+    let state = h.core.state();
+    assert_eq!(state.counters.tasks_terminal["TASK_LOST"], 1);
+    assert_eq!(state.counters.tasks_terminal.get("TASK_FINISHED"), None);
+    assert_eq!(h.task_state(&fw, "t1"), None);
+}
+
+/// Tasks the returning agent did not have before its removal are still adopted, and a task
+/// id relaunched on it later is an ordinary task again.
+#[test]
+fn a_removed_agent_keeps_tasks_it_was_not_declared_lost_with() {
+    let mut h = Harness::new();
+    let (conn, agent) = h.register_agent("cpus:4");
+    let (sched, fw) = h.subscribe("web");
+    h.launch(sched, &fw, &agent, "t1", "cpus:1");
+    h.launch(sched, &fw, &agent, "t2", "cpus:1");
+    let other = h.report(&fw, "t2");
+    // t2 ends before the removal: not declared lost, so not remembered.
+    h.status(conn, &fw, "t2", TaskState::Finished, 1);
+    h.disconnect(conn);
     for _ in 0..5 {
         h.timer(MasterTimer::PingAgents);
     }
-    assert_eq!(h.task_state(&fw, "t1"), None, "declared lost");
     let conn = h.connect(NodeKind::Agent);
-    let actions = h.send(conn, reregister(&h, &agent, "cpus:4", vec![report], vec![]));
-    match &alloc_events(&actions)[..] {
-        [AllocatorEvent::AddAgent { used, .. }] => assert_eq!(used[&fw], res("cpus:1")),
-        other => panic!("{other:?}"),
-    }
-    let ups = updates(&actions, sched);
-    assert_eq!(ups.len(), 1);
-    assert_eq!(ups[0].state, TaskState::Running);
+    let mut relaunched = other.clone();
+    relaunched.task.task_id = tid("t3");
+    h.send(
+        conn,
+        reregister(&h, &agent, "cpus:4", vec![relaunched], vec![]),
+    );
+    assert!(
+        h.task_state(&fw, "t3").is_some(),
+        "a task not declared lost is adopted"
+    );
+    h.launch(sched, &fw, &agent, "t1", "cpus:1");
+    let actions = h.status(conn, &fw, "t1", TaskState::Running, 2);
+    assert_eq!(
+        updates(&actions, sched).len(),
+        1,
+        "a relaunched t1 is live again"
+    );
     assert_eq!(h.task_state(&fw, "t1"), Some(TaskState::Running));
 }
 
