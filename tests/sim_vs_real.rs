@@ -18,13 +18,17 @@ use common::{Cluster, ClusterOpts};
 const TASKS: usize = 24;
 
 fn sim_makespan_ms() -> (usize, u64) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sim/scenarios/sim-vs-real.toml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sim/scenarios/sim-vs-real.toml");
     let sc = agora_sim::Scenario::load(&path).expect("scenario");
     let r = agora_sim::run(&sc, 1, |_, _| {}).expect("sim runs");
     assert!(r.ok(), "simulation failed: {:?}", r.failure);
     let f = &r.frameworks[0];
     assert_eq!(f.tasks, TASKS);
-    (f.finished, f.makespan_ms.expect("the simulated job completed"))
+    (
+        f.finished,
+        f.makespan_ms.expect("the simulated job completed"),
+    )
 }
 
 /// `N finished, ...; first launch to last end X.XXs` from `agora run`'s summary.

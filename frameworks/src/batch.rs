@@ -995,7 +995,7 @@ impl Scheduler for BatchFramework {
         self.held.remove(offer_id);
     }
 
-        fn agent_lost(&mut self, ctx: &mut SchedulerCtx, agent_id: &AgentId) {
+    fn agent_lost(&mut self, ctx: &mut SchedulerCtx, agent_id: &AgentId) {
         // A master that knew the tasks there follows up with TASK_LOST; one that never knew them
         // (after a failover) answers for them only when asked.
         warn!(agent = %agent_id, "agent lost");

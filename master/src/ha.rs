@@ -310,7 +310,8 @@ impl MasterActor {
     /// The core declared a registry agent unreachable: it leaves the registry.
     pub(crate) fn registry_agent_unreachable(&mut self, agent_id: agora_actors::AgentId) {
         let Some(r) = &self.raft else { return };
-        r.raft.do_send(Propose(RegistryOp::RemoveAgent { agent_id }));
+        r.raft
+            .do_send(Propose(RegistryOp::RemoveAgent { agent_id }));
     }
 
     /// Stops making offers at once and turns every agent and scheduler away.

@@ -18,9 +18,9 @@ mod error;
 mod frameworks;
 mod model;
 mod offers;
+mod recovery;
 mod reservations;
 mod revoke;
-mod recovery;
 mod state;
 mod tasks;
 mod validate;
@@ -30,8 +30,8 @@ mod tests;
 
 pub use config::MasterConfig;
 pub use error::MasterError;
-pub use reservations::{with_role, ReserveRequest};
 pub use frameworks::RegistryFramework;
+pub use reservations::{with_role, ReserveRequest};
 pub use state::{
     AgentView, CompletedTaskView, FrameworkView, MasterCounters, MasterState, OfferView, TaskView,
 };
@@ -117,7 +117,9 @@ pub enum Action {
     },
     Allocator(AllocatorEvent),
     /// A registry agent did not come back in time: the shell removes it from the registry.
-    AgentUnreachable { agent_id: agora_actors::AgentId },
+    AgentUnreachable {
+        agent_id: agora_actors::AgentId,
+    },
 }
 
 /// Reasons the master puts on the status updates it produces itself.

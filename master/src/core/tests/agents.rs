@@ -523,10 +523,13 @@ fn registry_agents_that_miss_the_window_are_unreachable_and_their_tasks_lost() {
         reregister_timeout_ms: 5_000,
     });
     // Only the agent not already here is waited for.
-    assert!(acts.iter().any(|a| matches!(a, Action::SetTimer {
-        timer: MasterTimer::AgentReregisterTimeout,
-        ..
-    })));
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::SetTimer {
+            timer: MasterTimer::AgentReregisterTimeout,
+            ..
+        }
+    )));
     let (sc, fw) = h.subscribe("fw");
     let reconcile = |h: &mut Harness| {
         let msg = Message::Reconcile {
