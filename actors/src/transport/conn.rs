@@ -313,7 +313,13 @@ async fn run_connection<S: ByteStream>(
             return Outcome::Refused;
         }
     };
-    info!(conn, peer = %peer_addr, node = %peer.node_id, kind = ?peer.node_kind, "connected");
+    // Dialed links (a handful per node) log at info; a listener's connections at debug: a
+    // master taking 10k agents back after a failover would otherwise spend its time on logs.
+    if link.is_some() {
+        info!(conn, peer = %peer_addr, node = %peer.node_id, kind = ?peer.node_kind, "connected");
+    } else {
+        debug!(conn, peer = %peer_addr, node = %peer.node_id, kind = ?peer.node_kind, "connected");
+    }
     let (tx, rx) = mpsc::channel(SEND_QUEUE_LIMIT);
     let handle = ConnHandle::new(conn, peer_addr.clone(), tx);
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -339,7 +345,11 @@ async fn run_connection<S: ByteStream>(
     }
     // `handle` is dropped here; the owner's clones now report `Closed` on send.
     drop(handle);
-    info!(conn, peer = %peer_addr, "connection closed: {reason}");
+    if link.is_some() {
+        info!(conn, peer = %peer_addr, "connection closed: {reason}");
+    } else {
+        debug!(conn, peer = %peer_addr, "connection closed: {reason}");
+    }
     let closed = NetEvent::Closed { conn, reason };
     let owner_gone = owner_gone || setup.sink.send(closed).await.is_err();
     if lingers {

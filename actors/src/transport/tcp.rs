@@ -7,12 +7,47 @@ use super::{Backoff, BoxFuture, Link, NetEvent, Transport, TransportError};
 use crate::messages::Hello;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
+
+/// The kernel's accept queue is sized for the connection limit (the kernel still caps it at
+/// `net.core.somaxconn`). Tokio's default of 1,024 overflowed when 10k agents redialled a new
+/// leader at once: the kernel dropped their handshakes and each dropped agent waited a 1 s (then
+/// 3 s, ...) SYN retransmission before it was even accepted.
+const MIN_LISTEN_BACKLOG: usize = 1_024;
+const MAX_LISTEN_BACKLOG: usize = 65_535;
+
+fn listen_backlog(max_connections: usize) -> u32 {
+    // Clamped to at most 65,535, so the cast cannot truncate.
+    max_connections.clamp(MIN_LISTEN_BACKLOG, MAX_LISTEN_BACKLOG) as u32
+}
+
+/// `TcpListener::bind` with an explicit accept-queue length (address reuse as tokio sets it).
+async fn bind_listener(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for sa in tokio::net::lookup_host(addr).await? {
+        let socket = if sa.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(sa).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "address resolves to nothing",
+        )
+    }))
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct TcpTransport {
@@ -58,7 +93,7 @@ impl Transport for TcpTransport {
         };
         let max_connections = self.max_connections;
         Box::pin(async move {
-            let listener = TcpListener::bind(&addr)
+            let listener = bind_listener(&addr, listen_backlog(max_connections))
                 .await
                 .map_err(|e| TransportError::Listen {
                     addr: addr.clone(),

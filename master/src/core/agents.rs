@@ -119,7 +119,7 @@ impl MasterCore {
         if self.recovery.is_unreachable(&agent_id) {
             info!(agent = %agent_id, "an agent declared unreachable came back");
         }
-        self.recovery.returned(&agent_id);
+        self.recovery.returned(now, &agent_id);
         let known = self.agents.contains_key(&agent_id);
         let changed = match self.agents.get(&agent_id) {
             Some(a) => {
@@ -159,7 +159,9 @@ impl MasterCore {
             out.push(Action::Send { conn, msg });
         }
         self.counters.agents_reregistered += 1;
-        info!(agent = %agent_id, known, adopted = rec.adopted, killed = rec.killed, "agent re-registered");
+        // Debug, not info: after a failover every agent of the cluster comes through here at
+        // once, and the recovery window logs one summary line when the last is back.
+        debug!(agent = %agent_id, known, adopted = rec.adopted, killed = rec.killed, "agent re-registered");
         Ok(())
     }
 

@@ -18,6 +18,10 @@ pub(crate) struct Recovery {
     /// Admitted by the registry, not re-registered yet, window still open.
     waiting: BTreeSet<AgentId>,
     unreachable: super::BoundedSet<AgentId>,
+    /// When the window opened and how many agents it waits for: per-agent re-registrations
+    /// log at debug (10k info lines cost the leader's one thread during the storm), so one
+    /// summary line says when the last of them came back.
+    window: Option<(Time, usize)>,
 }
 
 impl Recovery {
@@ -30,9 +34,18 @@ impl Recovery {
     }
 
     /// The agent is back (re-registered): neither waited for nor unreachable any more.
-    pub(crate) fn returned(&mut self, agent_id: &AgentId) {
-        self.waiting.remove(agent_id);
+    pub(crate) fn returned(&mut self, now: Time, agent_id: &AgentId) {
+        let was_waiting = self.waiting.remove(agent_id);
         self.unreachable.remove(agent_id);
+        if was_waiting && self.waiting.is_empty() {
+            if let Some((opened, agents)) = self.window.take() {
+                info!(
+                    agents,
+                    after_ms = now.since(opened),
+                    "all the registry's agents re-registered"
+                );
+            }
+        }
     }
 }
 
@@ -57,6 +70,7 @@ impl MasterCore {
         if fresh.is_empty() {
             return;
         }
+        self.recovery.window = Some((now, fresh.len()));
         self.recovery.waiting.extend(fresh);
         out.push(Action::SetTimer {
             timer: MasterTimer::AgentReregisterTimeout,
@@ -66,6 +80,13 @@ impl MasterCore {
 
     pub(crate) fn reregister_window_closed(&mut self, out: &mut Out) {
         let missing = std::mem::take(&mut self.recovery.waiting);
+        if let Some((_, agents)) = self.recovery.window.take() {
+            let missing = missing
+                .iter()
+                .filter(|a| !self.agents.contains_key(*a))
+                .count();
+            info!(agents, missing, "re-registration window closed");
+        }
         let schedulers: Vec<_> = self.frameworks.values().filter_map(|f| f.conn).collect();
         for agent_id in missing {
             if self.agents.contains_key(&agent_id) {
