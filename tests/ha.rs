@@ -22,6 +22,9 @@ struct Group {
     masters: Vec<Option<Proc>>,
     agents: Vec<(Proc, String)>,
     executor_pids: Vec<i32>,
+    /// The agents' own cgroup root (last field: dropped after the processes), so agents
+    /// killed with -9 leave nothing under the default root.
+    cgroups: CgroupRootGuard,
 }
 
 impl Group {
@@ -65,6 +68,7 @@ impl Group {
             masters: (0..n).map(|_| None).collect(),
             agents: vec![],
             executor_pids: vec![],
+            cgroups: CgroupRootGuard::unique(),
         };
         for i in 0..n {
             g.start_master(i);
@@ -123,6 +127,8 @@ impl Group {
                 .to_string(),
             "--resources".into(),
             "cpus:2;mem:1024;disk:1000;ports:[31000-31100]".into(),
+            "--cgroup-root".into(),
+            self.cgroups.0.clone(),
         ];
         let p = spawn(self.dir.path(), &format!("agent{i}"), &args);
         self.agents.push((p, http));
@@ -524,9 +530,12 @@ fn an_agent_that_does_not_come_back_is_dropped_from_the_registry() {
     .map(String::from)
     .to_vec();
     let mut m = spawn(dir.path(), "m1", &args);
+    let cgroups = CgroupRootGuard::unique();
     let ah = format!("127.0.0.1:{}", free_port());
     let agent_args: Vec<String> = [
         "agent",
+        "--cgroup-root",
+        &cgroups.0,
         "--master",
         &a,
         "--listen",
