@@ -254,50 +254,18 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
         agent: &AgentId,
         resources: &Resources,
     ) -> Result<(), SorterError> {
-        let role = self
-            .clients
-            .get(client)
-            .ok_or_else(|| Self::unknown(client))?;
-        let e = self
-            .members
-            .get_mut(role)
-            .ok_or_else(|| Self::unknown(client))?;
-        e.frameworks.allocated(client, agent, resources)?;
-        // The role is in the role sorter whenever it has members (see `entry`); with one
-        // role its sum lapses (as `track_roles` does, inlined to keep `role` borrowed).
-        if self.members.len() > 1 {
-            let _ = self.roles.allocated(role, agent, resources);
-        } else {
-            self.roles_synced = false;
-        }
-        Ok(())
+        self.change_allocation(client, agent, resources, true)
     }
 
+    /// The allocator's ledger only ever releases what a framework holds, so the role's sum
+    /// stays the sum of its frameworks' (both clamp at zero regardless).
     fn unallocated(
         &mut self,
         client: &FrameworkId,
         agent: &AgentId,
         resources: &Resources,
     ) -> Result<(), SorterError> {
-        let role = self
-            .clients
-            .get(client)
-            .ok_or_else(|| Self::unknown(client))?;
-        let e = self
-            .members
-            .get_mut(role)
-            .ok_or_else(|| Self::unknown(client))?;
-        // The allocator's ledger only ever releases what a framework holds, so the role's
-        // sum stays the sum of its frameworks' (both clamp at zero regardless).
-        e.frameworks.unallocated(client, agent, resources)?;
-        // The role is in the role sorter whenever it has members (see `entry`); with one
-        // role its sum lapses (as `track_roles` does, inlined to keep `role` borrowed).
-        if self.members.len() > 1 {
-            let _ = self.roles.unallocated(role, agent, resources);
-        } else {
-            self.roles_synced = false;
-        }
-        Ok(())
+        self.change_allocation(client, agent, resources, false)
     }
 
     fn sort(&mut self) -> Vec<FrameworkId> {
@@ -376,5 +344,42 @@ impl Sorter<FrameworkId> for HierarchicalSorter {
                 .weighted(w)
                 .as_f64(),
         )
+    }
+}
+
+impl HierarchicalSorter {
+    /// One framework's allocation grows (`add`) or shrinks, and so does its role's.
+    fn change_allocation(
+        &mut self,
+        client: &FrameworkId,
+        agent: &AgentId,
+        resources: &Resources,
+        add: bool,
+    ) -> Result<(), SorterError> {
+        let role = self
+            .clients
+            .get(client)
+            .ok_or_else(|| Self::unknown(client))?;
+        let e = self
+            .members
+            .get_mut(role)
+            .ok_or_else(|| Self::unknown(client))?;
+        if add {
+            e.frameworks.allocated(client, agent, resources)?;
+        } else {
+            e.frameworks.unallocated(client, agent, resources)?;
+        }
+        // The role is in the role sorter whenever it has members (see `entry`); with one
+        // role its sum lapses (as `track_roles` does, inlined to keep `role` borrowed).
+        if self.members.len() > 1 {
+            let _ = if add {
+                self.roles.allocated(role, agent, resources)
+            } else {
+                self.roles.unallocated(role, agent, resources)
+            };
+        } else {
+            self.roles_synced = false;
+        }
+        Ok(())
     }
 }
