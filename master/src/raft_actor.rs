@@ -64,14 +64,11 @@ pub struct ProposeNow(pub RegistryOp);
 impl Handler<ProposeNow> for RaftActor {
     type Result = ();
     fn handle(&mut self, ProposeNow(op): ProposeNow, ctx: &mut Context<Self>) {
-        if !self.node.state().changes(&op) {
-            return;
+        match self.propose_if_changed(&op) {
+            Ok(true) => self.drive(ctx),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, ?op, "registry proposal not made"),
         }
-        if let Err(e) = self.node.propose(&op) {
-            tracing::warn!(error = %e, ?op, "registry proposal not made");
-            return;
-        }
-        self.drive(ctx);
     }
 }
 
@@ -416,14 +413,24 @@ impl Handler<InboundRaft> for RaftActor {
 impl Handler<Propose> for RaftActor {
     type Result = ();
     fn handle(&mut self, Propose(op): Propose, _: &mut Context<Self>) {
-        // Ops that change nothing are not logged (re-registrations repeat admissions).
-        if !self.node.state().changes(&op) {
-            return;
-        }
-        if let Err(e) = self.node.propose(&op) {
+        if let Err(e) = self.propose_if_changed(&op) {
             tracing::debug!(error = %e, ?op, "registry proposal not made");
         }
         // Proposals are flushed with the next tick's drive: one fsync for many of them.
+    }
+}
+
+impl RaftActor {
+    /// Proposes `op` unless it changes nothing (re-registrations repeat admissions, and such
+    /// ops are not logged); whether it was proposed.
+    fn propose_if_changed(
+        &mut self,
+        op: &RegistryOp,
+    ) -> Result<bool, crate::registry::RegistryError> {
+        if !self.node.state().changes(op) {
+            return Ok(false);
+        }
+        self.node.propose(op).map(|()| true)
     }
 }
 
