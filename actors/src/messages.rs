@@ -405,6 +405,41 @@ pub struct TaskReport {
     pub state: TaskState,
 }
 
+/// An operator's maintenance of an agent (Mesos's maintenance primitives, per agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceMode {
+    /// Still running its tasks, but offered to nobody: frameworks are asked to move away.
+    Draining,
+    /// Taken out: its tasks are lost (reason `maintenance`) and it may not re-register.
+    Down,
+}
+
+impl MaintenanceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaintenanceMode::Draining => "draining",
+            MaintenanceMode::Down => "down",
+        }
+    }
+}
+
+/// When the operator plans to take an agent down: wall-clock milliseconds since the Unix
+/// epoch as the operator gave them (agora itself never compares them with its clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceWindow {
+    pub start_ms: u64,
+    pub duration_ms: u64,
+}
+
+/// One agent's maintenance record (absent: the agent is up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    pub mode: MaintenanceMode,
+    #[serde(default)]
+    pub window: Option<MaintenanceWindow>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     // ---- handshake -------------------------------------------------------------------------
@@ -574,6 +609,15 @@ pub enum Message {
     Raft {
         data: Vec<u8>,
     },
+
+    // ---- master -> scheduler, appended last so the codes of the others stay as they were ---
+    /// An operator is draining `agent_id` (an inverse offer for the whole agent): it gets no
+    /// new offers, its running tasks keep running, and the framework, which has tasks on it,
+    /// should move them away before `window` (if given) starts.
+    AgentDraining {
+        agent_id: AgentId,
+        window: Option<MaintenanceWindow>,
+    },
 }
 
 impl Message {
@@ -615,6 +659,7 @@ impl Message {
             Message::ShutdownExecutor { .. } => "shutdown_executor",
             Message::Error { .. } => "error",
             Message::Raft { .. } => "raft",
+            Message::AgentDraining { .. } => "agent_draining",
         }
     }
 

@@ -163,6 +163,8 @@ struct AgentState {
     attributes: Attributes,
     /// Offered or in use, per framework. Entries are never empty.
     held: BTreeMap<FrameworkId, Resources>,
+    /// False while the agent drains for maintenance: none of it is offered.
+    active: bool,
 }
 
 /// A decline filter: until `until`, the agent is not offered to the framework *while what it
@@ -323,6 +325,8 @@ impl DrfAllocator {
                 Ok(())
             }
             AllocatorEvent::RemoveAgent { agent_id } => self.remove_agent(&agent_id),
+            AllocatorEvent::DeactivateAgent { agent_id } => self.set_agent_active(&agent_id, false),
+            AllocatorEvent::ActivateAgent { agent_id } => self.set_agent_active(&agent_id, true),
             AllocatorEvent::AddFramework {
                 framework_id,
                 info,
@@ -468,6 +472,7 @@ impl DrfAllocator {
             total,
             attributes,
             held: BTreeMap::new(),
+            active: true,
         };
         self.agents.insert(agent_id.clone(), state);
         for (framework_id, resources) in used {
@@ -478,6 +483,20 @@ impl DrfAllocator {
             }
             self.grant_used(&framework_id, &agent_id, &resources);
         }
+    }
+
+    fn set_agent_active(&mut self, agent_id: &AgentId, active: bool) -> Result<(), AllocatorError> {
+        let agent = self
+            .agents
+            .get_mut(agent_id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        agent.active = active;
+        Ok(())
+    }
+
+    /// False if the agent is unknown or draining for maintenance.
+    pub fn is_agent_active(&self, agent: &AgentId) -> bool {
+        self.agents.get(agent).is_some_and(|a| a.active)
     }
 
     fn remove_agent(&mut self, agent_id: &AgentId) -> Result<(), AllocatorError> {
@@ -848,7 +867,7 @@ impl DrfAllocator {
         for (_, slot) in slots {
             if agents
                 .at(slot)
-                .is_some_and(|a| config.is_allocatable(&a.free))
+                .is_some_and(|a| a.active && config.is_allocatable(&a.free))
             {
                 out.push(slot);
             }

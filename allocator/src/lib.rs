@@ -45,6 +45,14 @@ pub enum AllocatorEvent {
     RemoveAgent {
         agent_id: AgentId,
     },
+    /// The agent is draining for maintenance: offer none of it until `ActivateAgent` (what
+    /// runs on it stays allocated). A fresh `AddAgent` starts active.
+    DeactivateAgent {
+        agent_id: AgentId,
+    },
+    ActivateAgent {
+        agent_id: AgentId,
+    },
     /// A new or re-subscribed framework. `used`: what it already holds, per agent.
     AddFramework {
         framework_id: FrameworkId,
@@ -116,6 +124,8 @@ impl AllocatorEvent {
         match self {
             AllocatorEvent::AddAgent { .. } => "add_agent",
             AllocatorEvent::RemoveAgent { .. } => "remove_agent",
+            AllocatorEvent::DeactivateAgent { .. } => "deactivate_agent",
+            AllocatorEvent::ActivateAgent { .. } => "activate_agent",
             AllocatorEvent::AddFramework { .. } => "add_framework",
             AllocatorEvent::RemoveFramework { .. } => "remove_framework",
             AllocatorEvent::ActivateFramework { .. } => "activate_framework",

@@ -315,3 +315,37 @@ proptest! {
         prop_assert_eq!(got.len(), agents.min(cap * fws));
     }
 }
+
+#[test]
+fn a_draining_agent_is_offered_to_nobody_until_activated_again() {
+    let mut a = DrfAllocator::new(DrfConfig::default()).unwrap();
+    add_agent(&mut a, "a1", "cpus:4;mem:4096", "");
+    add_agent(&mut a, "a2", "cpus:4;mem:4096", "");
+    ok(
+        &mut a,
+        AllocatorEvent::DeactivateAgent {
+            agent_id: aid("a1"),
+        },
+    );
+    assert!(!a.is_agent_active(&aid("a1")));
+    add_fw(&mut a, info("f", "*"));
+    let offers = run(&mut a, 1);
+    assert_eq!(offers.len(), 1, "{offers:?}");
+    assert_eq!(offers[0].1, "a2");
+    ok(
+        &mut a,
+        AllocatorEvent::ActivateAgent {
+            agent_id: aid("a1"),
+        },
+    );
+    let offers = run(&mut a, 2);
+    assert_eq!(offers.len(), 1, "{offers:?}");
+    assert_eq!(offers[0].1, "a1");
+    let unknown = a.try_handle(
+        Time(3),
+        AllocatorEvent::DeactivateAgent {
+            agent_id: aid("zz"),
+        },
+    );
+    assert!(unknown.is_err());
+}

@@ -280,6 +280,12 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
                 };
                 self.run(now, |s, ctx| s.revocation_warning(ctx, &w)).1
             }
+            Message::AgentDraining { agent_id, window } => {
+                self.run(now, |s, ctx| {
+                    s.agent_draining(ctx, &agent_id, window.as_ref())
+                })
+                .1
+            }
             Message::Heartbeat => Vec::new(),
             other => {
                 debug!(

@@ -166,6 +166,16 @@ pub trait Scheduler: 'static {
     /// the agent, the resources, the tasks it will kill and the deadline. A scheduler can
     /// checkpoint or move work meanwhile; the kills come as `TASK_KILLED` (reason `preempted`).
     fn revocation_warning(&mut self, _ctx: &mut SchedulerCtx, _warning: &RevocationWarning) {}
+    /// An operator is draining an agent this framework has tasks on: no more offers of it;
+    /// the tasks keep running until the agent goes down (then they end `TASK_LOST`, reason
+    /// `maintenance`), so a scheduler may move them before `window` starts.
+    fn agent_draining(
+        &mut self,
+        _ctx: &mut SchedulerCtx,
+        _agent_id: &AgentId,
+        _window: Option<&crate::MaintenanceWindow>,
+    ) {
+    }
     /// The master refused something (`fatal`: the subscription is over).
     fn error(&mut self, _ctx: &mut SchedulerCtx, _message: &str, _fatal: bool) {}
     /// The connection to the master is lost; the driver is re-subscribing.

@@ -115,6 +115,7 @@ impl MasterCore {
         frameworks: Vec<FrameworkInfo>,
         out: &mut Out,
     ) -> Result<(), MasterError> {
+        self.check_agent_admissible(&agent_id)?;
         let reports = self.check_reregistration(conn, &agent_id, &reg, reports)?;
         if self.recovery.is_unreachable(&agent_id) {
             info!(agent = %agent_id, "an agent declared unreachable came back");
@@ -153,6 +154,7 @@ impl MasterCore {
                 attributes: reg.attributes.clone(),
                 used: self.agent_used_by_framework(&agent_id),
             }));
+            self.keep_draining(&agent_id, out);
         }
         for framework_id in rec.shutdown {
             let msg = Message::ShutdownFramework { framework_id };
@@ -599,6 +601,20 @@ impl MasterCore {
 
     /// Removes an agent for good: offers rescinded, tasks lost, every framework told.
     pub(crate) fn remove_agent(&mut self, now: Time, agent_id: &AgentId, why: &str, out: &mut Out) {
+        self.remove_agent_for(now, agent_id, reasons::AGENT_REMOVED, why, None, out);
+    }
+
+    /// `remove_agent` with the reason its tasks are lost for, and the last message to send
+    /// the agent before its connection is closed.
+    pub(crate) fn remove_agent_for(
+        &mut self,
+        now: Time,
+        agent_id: &AgentId,
+        reason: &str,
+        why: &str,
+        last: Option<Message>,
+        out: &mut Out,
+    ) {
         if !self.agents.contains_key(agent_id) {
             return;
         }
@@ -612,10 +628,13 @@ impl MasterCore {
             .unwrap_or_default();
         let message = format!("agent {agent_id} removed: {why}");
         for key in keys {
-            self.lose_task(now, &key, reasons::AGENT_REMOVED, &message, false, out);
+            self.lose_task(now, &key, reason, &message, false, out);
             let lost = (agent_id.clone(), key.0, key.1);
             self.lost_with_agent
-                .insert(lost, MAX_LOST_WITH_REMOVED_AGENTS);
+                .insert(lost.clone(), MAX_LOST_WITH_REMOVED_AGENTS);
+            if self.lost_task_changes.len() < MAX_LOST_WITH_REMOVED_AGENTS {
+                self.lost_task_changes.push(lost);
+            }
         }
         let conns: Vec<ConnId> = self.frameworks.values().filter_map(|f| f.conn).collect();
         for conn in conns {
@@ -629,7 +648,7 @@ impl MasterCore {
         }));
         if let Some(conn) = self.agents.remove(agent_id).and_then(|a| a.conn) {
             self.conns.remove(&conn);
-            out.push(Action::Close { conn, last: None });
+            out.push(Action::Close { conn, last });
         }
         self.counters.agents_removed += 1;
     }

@@ -37,6 +37,17 @@ pub enum MasterError {
     FrameworkRemoved(FrameworkId),
     #[error("unknown agent {0}")]
     UnknownAgent(AgentId),
+    #[error(
+        "agent {0} is down for maintenance; it may re-register once an operator brings it up \
+         (agora maintenance up {0})"
+    )]
+    AgentDown(AgentId),
+    #[error(
+        "agent {0} was removed from the cluster (it did not come back in time after a master \
+         failover) and its tasks were reported lost; start it with a fresh --work-dir to \
+         register as a new agent"
+    )]
+    AgentRemoved(AgentId),
     #[error("unknown or no longer valid offers: {0}")]
     UnknownOffers(String),
     #[error("invalid filters: {0}")]
@@ -62,7 +73,9 @@ impl MasterError {
             }
             MasterError::FrameworkMismatch { .. }
             | MasterError::FrameworkIdTaken { .. }
-            | MasterError::FrameworkRemoved(_) => ErrorCode::Forbidden,
+            | MasterError::FrameworkRemoved(_)
+            | MasterError::AgentDown(_)
+            | MasterError::AgentRemoved(_) => ErrorCode::Forbidden,
             MasterError::UnknownAgent(_) | MasterError::UnknownOffers(_) => ErrorCode::NotFound,
             MasterError::LimitReached(_) => ErrorCode::TooLarge,
             MasterError::ClusterMismatch { .. } => ErrorCode::ClusterMismatch,
@@ -85,6 +98,8 @@ impl MasterError {
                 | MasterError::InvalidFramework(_)
                 | MasterError::FrameworkIdTaken { .. }
                 | MasterError::FrameworkRemoved(_)
+                | MasterError::AgentDown(_)
+                | MasterError::AgentRemoved(_)
                 | MasterError::LimitReached(_)
                 | MasterError::ClusterMismatch { .. }
         )

@@ -16,6 +16,7 @@ mod agents;
 mod config;
 mod error;
 mod frameworks;
+mod maintenance;
 mod model;
 mod offers;
 mod recovery;
@@ -31,6 +32,7 @@ mod tests;
 pub use config::MasterConfig;
 pub use error::MasterError;
 pub use frameworks::RegistryFramework;
+pub use maintenance::RegistryAgentRecords;
 pub use reservations::{with_role, ReserveRequest};
 pub use state::{
     AgentView, CompletedTaskView, FrameworkView, MasterCounters, MasterState, OfferView, TaskView,
@@ -136,6 +138,8 @@ pub mod reasons {
     pub const PREEMPTED: &str = "preempted";
     /// The task's agent was admitted before a master failover and did not re-register in time.
     pub const AGENT_UNREACHABLE: &str = "agent_unreachable";
+    /// An operator took the task's agent down for maintenance.
+    pub const MAINTENANCE: &str = "maintenance";
 }
 
 pub(crate) type Out = Vec<Action>;
@@ -163,6 +167,12 @@ pub struct MasterCore {
     /// Tasks declared lost because their agent was removed: if that agent comes back, they are
     /// killed and their later updates dropped (the framework already had a terminal update).
     lost_with_agent: BoundedSet<(agora_actors::AgentId, FrameworkId, agora_actors::TaskId)>,
+    /// Entries of `lost_with_agent` the registry has not been given yet.
+    lost_task_changes: Vec<(agora_actors::AgentId, FrameworkId, agora_actors::TaskId)>,
+    /// Agents in maintenance (see `maintenance`).
+    maintenance: BTreeMap<agora_actors::AgentId, agora_actors::Maintenance>,
+    /// Agents removed for good (unreachable after a failover): refused if they come back.
+    removed_agents: BoundedSet<agora_actors::AgentId>,
 }
 
 impl MasterCore {
@@ -188,6 +198,9 @@ impl MasterCore {
             revocations: revoke::Revocations::default(),
             recovery: recovery::Recovery::default(),
             lost_with_agent: BoundedSet::default(),
+            lost_task_changes: Vec::new(),
+            maintenance: BTreeMap::new(),
+            removed_agents: BoundedSet::default(),
         }
     }
 

@@ -75,6 +75,10 @@ impl MasterCore {
         if fw.conn.is_none() {
             return Err(gone("framework inactive".into()));
         }
+        if self.maintenance_mode(&a.agent_id).is_some() {
+            // Decided before the allocator heard of the drain; it has deactivated it since.
+            return Err(gone("agent in maintenance".into()));
+        }
         if agent.conn.is_none() {
             return Err(later("agent disconnected".into()));
         }

@@ -33,6 +33,11 @@ impl Recovery {
         self.waiting.contains(agent_id)
     }
 
+    /// The agent is no longer waited for (an operator took it down: it may not come back).
+    pub(crate) fn forget(&mut self, agent_id: &AgentId) {
+        self.waiting.remove(agent_id);
+    }
+
     /// The agent is back (re-registered): neither waited for nor unreachable any more.
     pub(crate) fn returned(&mut self, now: Time, agent_id: &AgentId) {
         let was_waiting = self.waiting.remove(agent_id);
@@ -61,6 +66,7 @@ impl MasterCore {
         let fresh: Vec<AgentId> = agent_ids
             .into_iter()
             .filter(|a| !self.agents.contains_key(a))
+            .filter(|a| self.maintenance_mode(a) != Some(agora_actors::MaintenanceMode::Down))
             .take(limit)
             .collect();
         info!(
@@ -96,6 +102,10 @@ impl MasterCore {
             self.recovery
                 .unreachable
                 .insert(agent_id.clone(), MAX_UNREACHABLE_AGENTS);
+            // The shell removes it from the registry: like Mesos's "gone", it may not come
+            // back under this id.
+            self.removed_agents
+                .insert(agent_id.clone(), super::maintenance::MAX_REMOVED_AGENTS);
             self.counters.agents_unreachable += 1;
             for conn in &schedulers {
                 let msg = Message::AgentLost {

@@ -53,6 +53,9 @@ pub struct AgentView {
     pub offered: String,
     pub active_tasks: usize,
     pub offers: usize,
+    /// `draining` while an operator drains it, else null (down agents are not registered;
+    /// they are listed in `MasterState::maintenance`).
+    pub maintenance: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -128,6 +131,8 @@ pub struct MasterState {
     pub offers: Vec<OfferView>,
     pub removed_frameworks: Vec<String>,
     pub counters: MasterCounters,
+    /// Every agent in maintenance (draining or down), registered or not.
+    pub maintenance: BTreeMap<String, agora_actors::Maintenance>,
 }
 
 /// Sum of bags; a bag that cannot be added (kind clash, overflow) is logged and left out, so a
@@ -220,6 +225,11 @@ impl MasterCore {
                 .map(|f| f.to_string())
                 .collect(),
             counters: self.counters.clone(),
+            maintenance: self
+                .maintenance()
+                .iter()
+                .map(|(a, m)| (a.to_string(), *m))
+                .collect(),
         }
     }
 
@@ -239,6 +249,7 @@ impl MasterCore {
                 offered: self.agent_offered(id).to_string(),
                 active_tasks: a.tasks.len(),
                 offers: a.offers.len(),
+                maintenance: self.maintenance_mode(id).map(|m| m.as_str()),
             })
             .collect()
     }

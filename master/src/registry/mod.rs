@@ -16,7 +16,10 @@ mod tests;
 
 pub use node::{DriveOutput, Leadership, RegistryConfig, RegistryNode};
 pub use raft::StateRole;
-pub use state::{AgentRecord, FrameworkRecord, RegistryLimits, RegistryOp, RegistryState};
+pub use state::{
+    check_maintenance_change, AgentRecord, FrameworkRecord, RegistryLimits, RegistryOp,
+    RegistryState, MAX_LOST_TASKS,
+};
 pub use storage::{Identity, SledStorage};
 
 use std::collections::BTreeMap;
@@ -47,6 +50,12 @@ pub enum RegistryError {
     Full(&'static str, usize),
     #[error("framework {0} was removed and may not come back")]
     FrameworkRemoved(String),
+    #[error("agent {0} was removed and may not come back")]
+    AgentRemoved(String),
+    #[error("unknown agent {0}: the registry has not admitted it")]
+    UnknownAgent(String),
+    #[error("maintenance: {0}")]
+    Maintenance(String),
 }
 
 /// `1=HOST:PORT,2=HOST:PORT` as in `--peers`.

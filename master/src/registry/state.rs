@@ -3,9 +3,13 @@
 //! master) and refuses, rather than panics on, ops that do not fit.
 
 use super::RegistryError;
-use agora_actors::{AgentId, FrameworkId};
+use agora_actors::{AgentId, FrameworkId, Maintenance, MaintenanceMode, TaskId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Tasks remembered as lost with their removed (or downed) agent; the oldest are forgotten
+/// first (the same bound the master core keeps in memory).
+pub const MAX_LOST_TASKS: usize = 100_000;
 
 /// Bounds on the replicated state, so a misbehaving leader cannot grow every master's memory
 /// without limit. The same values must be used on every master (they are part of `apply`).
@@ -92,6 +96,25 @@ pub enum RegistryOp {
         agent_id: AgentId,
         resources: String,
     },
+    /// An operator's maintenance of an admitted agent (`None`: back up). Refused for an agent
+    /// the registry does not hold, and for transitions that make no sense (`up` of an agent
+    /// not in maintenance, draining one that is down).
+    SetMaintenance {
+        agent_id: AgentId,
+        maintenance: Option<Maintenance>,
+    },
+    /// A role's strict-priority level (0, the default, removes it).
+    SetPriority {
+        role: String,
+        level: u32,
+    },
+    /// The master declared these tasks of the agent lost (agent removed, or down for
+    /// maintenance). Should the agent come back, whichever master leads kills them rather
+    /// than adopting them: their frameworks were told they are gone.
+    TasksLost {
+        agent_id: AgentId,
+        tasks: Vec<(FrameworkId, TaskId)>,
+    },
 }
 
 /// The replicated state. New kinds of records (quotas, reservations, maintenance) are added as
@@ -110,6 +133,18 @@ pub struct RegistryState {
     /// Dynamic reservations per agent, as resource text.
     #[serde(default)]
     pub reservations: BTreeMap<AgentId, String>,
+    /// Agents in maintenance (draining or down).
+    #[serde(default)]
+    pub maintenance: BTreeMap<AgentId, Maintenance>,
+    /// Role priority levels other than 0.
+    #[serde(default)]
+    pub priorities: BTreeMap<String, u32>,
+    /// Agents removed for good (unreachable after a failover); they may not re-register.
+    #[serde(default)]
+    pub removed_agents: BTreeMap<AgentId, ()>,
+    /// (agent, framework, task) declared lost, oldest first (at most `MAX_LOST_TASKS`).
+    #[serde(default)]
+    pub lost_tasks: VecDeque<(AgentId, FrameworkId, TaskId)>,
 }
 
 impl RegistryState {
@@ -118,14 +153,15 @@ impl RegistryState {
     pub fn apply(&mut self, op: &RegistryOp, limits: &RegistryLimits) -> Result<(), RegistryError> {
         match op {
             RegistryOp::AdmitAgent { agent_id, record } => {
+                if self.removed_agents.contains_key(agent_id) {
+                    return Err(RegistryError::AgentRemoved(agent_id.to_string()));
+                }
                 if !self.agents.contains_key(agent_id) && self.agents.len() >= limits.max_agents {
                     return Err(RegistryError::Full("agents", limits.max_agents));
                 }
                 self.agents.insert(agent_id.clone(), record.clone());
             }
-            RegistryOp::RemoveAgent { agent_id } => {
-                self.agents.remove(agent_id);
-            }
+            RegistryOp::RemoveAgent { agent_id } => self.remove_agent(agent_id, limits),
             RegistryOp::AddFramework {
                 framework_id,
                 record,
@@ -191,7 +227,68 @@ impl RegistryState {
                         .insert(agent_id.clone(), resources.clone());
                 }
             }
+            RegistryOp::SetMaintenance {
+                agent_id,
+                maintenance,
+            } => self.set_maintenance(agent_id, maintenance.as_ref())?,
+            RegistryOp::SetPriority { role, level } => {
+                if *level == 0 {
+                    self.priorities.remove(role);
+                } else {
+                    if !self.priorities.contains_key(role)
+                        && self.priorities.len() >= limits.max_roles
+                    {
+                        return Err(RegistryError::Full("priorities", limits.max_roles));
+                    }
+                    self.priorities.insert(role.clone(), *level);
+                }
+            }
+            RegistryOp::TasksLost { agent_id, tasks } => {
+                for (fw, task) in tasks {
+                    if self.lost_tasks.len() >= MAX_LOST_TASKS {
+                        self.lost_tasks.pop_front();
+                    }
+                    self.lost_tasks
+                        .push_back((agent_id.clone(), fw.clone(), task.clone()));
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// The agent leaves for good: it may not be admitted again under this id, and what the
+    /// registry kept for it (maintenance, reservations) goes with it.
+    fn remove_agent(&mut self, agent_id: &AgentId, limits: &RegistryLimits) {
+        self.agents.remove(agent_id);
+        self.maintenance.remove(agent_id);
+        self.reservations.remove(agent_id);
+        if !self.removed_agents.contains_key(agent_id)
+            && self.removed_agents.len() >= limits.max_agents
+        {
+            // Forget the first-sorting id: bounded memory beats perfect recall here.
+            let first = self.removed_agents.keys().next().cloned();
+            if let Some(first) = first {
+                self.removed_agents.remove(&first);
+            }
+        }
+        self.removed_agents.insert(agent_id.clone(), ());
+    }
+
+    fn set_maintenance(
+        &mut self,
+        agent_id: &AgentId,
+        to: Option<&Maintenance>,
+    ) -> Result<(), RegistryError> {
+        if !self.agents.contains_key(agent_id) {
+            return Err(RegistryError::UnknownAgent(agent_id.to_string()));
+        }
+        let from = self.maintenance.get(agent_id).map(|m| m.mode);
+        check_maintenance_change(agent_id, from, to.map(|m| m.mode))
+            .map_err(RegistryError::Maintenance)?;
+        match to {
+            Some(m) => self.maintenance.insert(agent_id.clone(), *m),
+            None => self.maintenance.remove(agent_id),
+        };
         Ok(())
     }
 
@@ -201,7 +298,9 @@ impl RegistryState {
             RegistryOp::AdmitAgent { agent_id, record } => {
                 self.agents.get(agent_id) != Some(record)
             }
-            RegistryOp::RemoveAgent { agent_id } => self.agents.contains_key(agent_id),
+            RegistryOp::RemoveAgent { agent_id } => {
+                self.agents.contains_key(agent_id) || !self.removed_agents.contains_key(agent_id)
+            }
             RegistryOp::AddFramework {
                 framework_id,
                 record,
@@ -224,6 +323,14 @@ impl RegistryState {
                     .unwrap_or("")
                     != resources.as_str()
             }
+            RegistryOp::SetMaintenance {
+                agent_id,
+                maintenance,
+            } => self.maintenance.get(agent_id) != maintenance.as_ref(),
+            RegistryOp::SetPriority { role, level } => {
+                self.priorities.get(role).copied().unwrap_or(0) != *level
+            }
+            RegistryOp::TasksLost { tasks, .. } => !tasks.is_empty(),
         }
     }
 
@@ -246,5 +353,25 @@ impl RegistryOp {
     }
     pub fn decode(bytes: &[u8]) -> Result<RegistryOp, RegistryError> {
         serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt(format!("entry: {e}")))
+    }
+}
+
+/// Whether an agent may go from maintenance mode `from` to `to` (`None`: up). The master core
+/// checks the same before it acts, so the operator hears the reason at once.
+pub fn check_maintenance_change(
+    agent_id: &AgentId,
+    from: Option<MaintenanceMode>,
+    to: Option<MaintenanceMode>,
+) -> Result<(), String> {
+    use MaintenanceMode::{Down, Draining};
+    match (from, to) {
+        (None, None) => Err(format!(
+            "agent {agent_id} is not in maintenance; nothing to bring up"
+        )),
+        (Some(Down), Some(Draining)) => Err(format!(
+            "agent {agent_id} is down; bring it up before draining it again"
+        )),
+        (Some(Down), Some(Down)) => Err(format!("agent {agent_id} is already down")),
+        _ => Ok(()),
     }
 }

@@ -422,3 +422,156 @@ fn weights_quotas_and_reservations_apply_and_survive_encoding() {
         RegistryState::default()
     );
 }
+
+fn aid(s: &str) -> AgentId {
+    AgentId::new(s).unwrap()
+}
+
+fn maintenance(mode: agora_actors::MaintenanceMode, start_ms: u64) -> RegistryOp {
+    RegistryOp::SetMaintenance {
+        agent_id: aid("a-1"),
+        maintenance: Some(agora_actors::Maintenance {
+            mode,
+            window: Some(agora_actors::MaintenanceWindow {
+                start_ms,
+                duration_ms: 3_600_000,
+            }),
+        }),
+    }
+}
+
+#[test]
+fn maintenance_transitions_are_validated_and_survive_encoding() {
+    use agora_actors::MaintenanceMode::{Down, Draining};
+    let limits = RegistryLimits::default();
+    let mut s = RegistryState::default();
+    let drain = maintenance(Draining, 1_000);
+    // Unknown agent: refused, state untouched.
+    assert_eq!(
+        s.apply(&drain, &limits),
+        Err(RegistryError::UnknownAgent("a-1".into()))
+    );
+    s.apply(&admit(1), &limits).unwrap();
+    let up = RegistryOp::SetMaintenance {
+        agent_id: aid("a-1"),
+        maintenance: None,
+    };
+    assert!(matches!(
+        s.apply(&up, &limits),
+        Err(RegistryError::Maintenance(_))
+    ));
+    assert!(s.changes(&drain));
+    s.apply(&drain, &limits).unwrap();
+    assert!(!s.changes(&drain), "the same drain again changes nothing");
+    // A new window for a draining agent is a change.
+    let later = maintenance(Draining, 5_000);
+    assert!(s.changes(&later));
+    s.apply(&later, &limits).unwrap();
+    let down = maintenance(Down, 5_000);
+    s.apply(&down, &limits).unwrap();
+    let err = s.apply(&later, &limits).unwrap_err();
+    assert!(err.to_string().contains("is down"), "{err}");
+    assert_eq!(s.maintenance[&aid("a-1")].mode, Down);
+    // Snapshot round trip keeps the record and its window.
+    let back = RegistryState::decode(&s.encode()).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(
+        back.maintenance[&aid("a-1")].window.map(|w| w.start_ms),
+        Some(5_000)
+    );
+    s.apply(&up, &limits).unwrap();
+    assert!(s.maintenance.is_empty());
+    assert!(!s.changes(&up) || s.maintenance.is_empty());
+}
+
+#[test]
+fn priorities_removed_agents_and_lost_tasks_are_recorded() {
+    let limits = RegistryLimits {
+        max_agents: 2,
+        max_frameworks: 1,
+        max_roles: 1,
+    };
+    let mut s = RegistryState::default();
+    let prio = RegistryOp::SetPriority {
+        role: "prod".into(),
+        level: 3,
+    };
+    s.apply(&prio, &limits).unwrap();
+    assert!(!s.changes(&prio));
+    let other = RegistryOp::SetPriority {
+        role: "dev".into(),
+        level: 1,
+    };
+    assert_eq!(
+        s.apply(&other, &limits),
+        Err(RegistryError::Full("priorities", 1))
+    );
+    s.apply(&admit(1), &limits).unwrap();
+    s.apply(
+        &maintenance(agora_actors::MaintenanceMode::Draining, 1),
+        &limits,
+    )
+    .unwrap();
+    let lost = RegistryOp::TasksLost {
+        agent_id: aid("a-1"),
+        tasks: vec![(
+            FrameworkId::new("fw-1").unwrap(),
+            agora_actors::TaskId::new("t1").unwrap(),
+        )],
+    };
+    s.apply(&lost, &limits).unwrap();
+    let remove = RegistryOp::RemoveAgent {
+        agent_id: aid("a-1"),
+    };
+    s.apply(&remove, &limits).unwrap();
+    assert!(
+        s.maintenance.is_empty(),
+        "a removed agent's maintenance goes"
+    );
+    assert!(!s.changes(&remove), "removing twice changes nothing");
+    // A removed agent may not be admitted again under its id.
+    assert_eq!(
+        s.apply(&admit(1), &limits),
+        Err(RegistryError::AgentRemoved("a-1".into()))
+    );
+    let back = RegistryState::decode(&s.encode()).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.priorities["prod"], 3);
+    assert_eq!(back.lost_tasks.len(), 1);
+    assert!(back.removed_agents.contains_key(&aid("a-1")));
+    // Level 0 removes the entry.
+    let reset = RegistryOp::SetPriority {
+        role: "prod".into(),
+        level: 0,
+    };
+    s.apply(&reset, &limits).unwrap();
+    assert!(s.priorities.is_empty());
+}
+
+#[test]
+fn maintenance_is_replicated_through_the_log_and_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut n = RegistryNode::open(dir.path(), config(1, 1)).unwrap();
+        lead_alone(&mut n);
+        // Enough entries to pass `compact_after_entries`: the state comes back by snapshot.
+        for i in 1..=30 {
+            n.propose(&admit(i)).unwrap();
+            n.drive().unwrap();
+        }
+        n.propose(&maintenance(agora_actors::MaintenanceMode::Draining, 7))
+            .unwrap();
+        n.drive().unwrap();
+        n.propose(&RegistryOp::SetPriority {
+            role: "prod".into(),
+            level: 2,
+        })
+        .unwrap();
+        n.drive().unwrap();
+    }
+    let n = RegistryNode::open(dir.path(), config(1, 1)).unwrap();
+    let m = n.state().maintenance[&aid("a-1")];
+    assert_eq!(m.mode, agora_actors::MaintenanceMode::Draining);
+    assert_eq!(m.window.map(|w| w.start_ms), Some(7));
+    assert_eq!(n.state().priorities["prod"], 2);
+}

@@ -5,6 +5,7 @@
 mod accept;
 mod agents;
 mod frameworks;
+mod maintenance;
 mod offers;
 mod random;
 mod reservations;
@@ -151,6 +152,8 @@ pub(super) struct AllocatorDouble {
     pub totals: BTreeMap<AgentId, Resources>,
     pub allocated: BTreeMap<(AgentId, FrameworkId), Resources>,
     pub frameworks: BTreeMap<FrameworkId, bool>,
+    /// Agents deactivated (draining for maintenance).
+    pub inactive: std::collections::BTreeSet<AgentId>,
 }
 
 impl AllocatorDouble {
@@ -167,6 +170,7 @@ impl AllocatorDouble {
                     "AddAgent for known agent {agent_id}"
                 );
                 self.totals.insert(agent_id.clone(), total.clone());
+                self.inactive.remove(agent_id);
                 for (fw, r) in used {
                     assert!(!r.is_empty(), "empty used entry");
                     self.allocated
@@ -175,6 +179,7 @@ impl AllocatorDouble {
             }
             AllocatorEvent::RemoveAgent { agent_id } => {
                 self.totals.remove(agent_id);
+                self.inactive.remove(agent_id);
                 self.allocated.retain(|(a, _), _| a != agent_id);
             }
             AllocatorEvent::AddFramework {
@@ -233,6 +238,20 @@ impl AllocatorDouble {
                 }
             }
             AllocatorEvent::Revive { .. } | AllocatorEvent::Suppress { .. } => {}
+            AllocatorEvent::DeactivateAgent { agent_id } => {
+                assert!(
+                    self.totals.contains_key(agent_id),
+                    "deactivate unknown {agent_id}"
+                );
+                self.inactive.insert(agent_id.clone());
+            }
+            AllocatorEvent::ActivateAgent { agent_id } => {
+                assert!(
+                    self.totals.contains_key(agent_id),
+                    "activate unknown {agent_id}"
+                );
+                self.inactive.remove(agent_id);
+            }
             AllocatorEvent::UpdateReservation {
                 agent_id,
                 framework_id,
