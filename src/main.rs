@@ -57,6 +57,8 @@ enum Cmd {
     Reserve(cli::alloc_cmds::ReserveArgs),
     /// Give a dynamic reservation back: `agora unreserve --agent ID --role eng 'cpus:2'`.
     Unreserve(cli::alloc_cmds::ReserveArgs),
+    /// Agents in maintenance, or change one: `agora maintenance drain|down|up AGENT_ID`.
+    Maintenance(cli::maintenance::MaintenanceArgs),
     /// The deterministic cluster simulator: `agora sim run SCENARIO --seed N --out DIR`.
     Sim(cli::sim::SimArgs),
     /// The built-in command executor (started by agents, not by people).
@@ -87,6 +89,7 @@ fn main() {
             | Cmd::Quota(_)
             | Cmd::Reserve(_)
             | Cmd::Unreserve(_)
+            | Cmd::Maintenance(_)
             | Cmd::Launcher { .. }
     );
     // The simulated cores log every injected fault (some at error level, by design): silent
@@ -118,6 +121,7 @@ fn main() {
         Cmd::Quota(a) => cli::alloc_cmds::quota(a),
         Cmd::Reserve(a) => cli::alloc_cmds::reserve(a, false),
         Cmd::Unreserve(a) => cli::alloc_cmds::reserve(a, true),
+        Cmd::Maintenance(a) => cli::maintenance::run(a),
         // Single-threaded on purpose: libcontainer forks (see agora_isolation::launcher_main).
         Cmd::Launcher { args } => Ok(agora_isolation::launcher_main(&args)),
     };

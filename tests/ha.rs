@@ -814,3 +814,170 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Runs `agora ARGS`; returns (exit code, stdout + stderr).
+fn agora(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(agora_bin())
+        .args(args)
+        .output()
+        .expect("run agora");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Offers seen within `window`, each declined at once with no refusal, so every agent the
+/// allocator may offer comes back again and again. Returns the agents offered.
+fn offered_agents(sched: &mut RawClient, window: Duration) -> Vec<agora_actors::AgentId> {
+    use agora_actors::{Filters, Message};
+    let deadline = Instant::now() + window;
+    let mut seen = vec![];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Some(msg) = sched.recv(left) else { break };
+        if let Message::Offers { offers } = msg {
+            sched.send(&Message::Decline {
+                framework_id: sched.fid(),
+                offer_ids: offers.iter().map(|o| o.id.clone()).collect(),
+                filters: Filters {
+                    refuse_seconds: 0.0,
+                },
+            });
+            seen.extend(offers.into_iter().map(|o| o.agent_id));
+        }
+    }
+    seen
+}
+
+fn agent_view(s: &serde_json::Value, agent: &str) -> Option<serde_json::Value> {
+    s["agents"]
+        .as_array()?
+        .iter()
+        .find(|a| a["id"] == agent)
+        .cloned()
+}
+
+#[test]
+fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
+    use agora_actors::{Filters, FrameworkInfo, Message, Operation, TaskState};
+    let mut g = Group::start(3);
+    let (l, _) = g.wait_leader(None);
+    g.add_agent(0);
+    g.add_agent(1);
+    wait_until("two agents at the leader", Duration::from_secs(20), || {
+        get_json(&g.https[l], "/state")
+            .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(2))
+    });
+    let info = FrameworkInfo {
+        failover_timeout_ms: 60_000,
+        ..FrameworkInfo::new("maint-test")
+    };
+    let mut sched = RawClient::subscribe_with(&g.addrs[l], info);
+    let offer = sched.next_offers(Duration::from_secs(20)).remove(0);
+    let drained = offer.agent_id.clone();
+    sched.send(&Message::Accept {
+        framework_id: sched.fid(),
+        offer_ids: vec![offer.id.clone()],
+        operations: vec![Operation::Launch {
+            tasks: vec![task("long-1", &drained, "cpus:0.5;mem:64", "sleep 600")],
+        }],
+        filters: Filters::default(),
+    });
+    sched.wait_update("long-1", TaskState::Running, Duration::from_secs(30));
+    g.note_executors();
+
+    // Drain it through the CLI, given every master (the first may be a standby).
+    let https = g.https.join(",");
+    let (code, out) = agora(&[
+        "maintenance",
+        "--master",
+        &https,
+        "drain",
+        drained.as_str(),
+        "--start-ms",
+        "1900000000000",
+        "--duration-ms",
+        "3600000",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(drained.as_str()) && out.contains("draining"),
+        "{out}"
+    );
+    // The framework with a task there is told, with the window.
+    let start = sched.expect("agent draining", Duration::from_secs(10), |m| match m {
+        Message::AgentDraining { agent_id, window } if *agent_id == drained => {
+            window.map(|w| w.start_ms)
+        }
+        _ => None,
+    });
+    assert_eq!(start, 1_900_000_000_000);
+    let s = get_json(&g.https[l], "/state").expect("leader /state");
+    assert_eq!(
+        agent_view(&s, drained.as_str()).unwrap()["maintenance"],
+        "draining",
+        "{s}"
+    );
+    let seen = offered_agents(&mut sched, Duration::from_millis(1500));
+    assert!(
+        !seen.contains(&drained),
+        "a draining agent was offered: {seen:?}"
+    );
+
+    // The leader dies; the new one has the agent draining from its registry.
+    g.masters[l].as_mut().unwrap().kill9();
+    g.masters[l] = None;
+    let (n, _) = g.wait_leader(Some(l));
+    wait_until(
+        "agents back, still draining",
+        Duration::from_secs(30),
+        || {
+            let s = get_json(&g.https[n], "/state")?;
+            let a = agent_view(&s, drained.as_str())?;
+            (s["agents"].as_array()?.len() == 2 && a["maintenance"] == "draining").then_some(())
+        },
+    );
+    let (code, out) = agora(&["maintenance", "--master", &https, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(v[drained.as_str()]["mode"], "draining", "{v}");
+    assert_eq!(
+        v[drained.as_str()]["window"]["duration_ms"],
+        3_600_000,
+        "{v}"
+    );
+    let mut sched2 = RawClient::subscribe(&g.addrs[n], "after-failover");
+    let seen = offered_agents(&mut sched2, Duration::from_millis(2000));
+    assert!(!seen.is_empty(), "the other agent is offered");
+    assert!(
+        !seen.contains(&drained),
+        "offered after the failover: {seen:?}"
+    );
+    // Its task kept running through all of it.
+    let s = get_json(&g.https[n], "/state").expect("new leader /state");
+    let running = s["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == "long-1" && t["state"] == "TASK_RUNNING");
+    assert!(running, "{s}");
+
+    // Up: offered again.
+    let (code, out) = agora(&["maintenance", "--master", &https, "up", drained.as_str()]);
+    assert_eq!(code, 0, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut back = false;
+    while !back && Instant::now() < deadline {
+        back = offered_agents(&mut sched2, Duration::from_millis(500)).contains(&drained);
+    }
+    assert!(back, "the agent was not offered again after up");
+    // Bad input is refused with the reason, and changes nothing.
+    let (code, out) = agora(&["maintenance", "--master", &https, "up", drained.as_str()]);
+    assert_ne!(code, 0);
+    assert!(out.contains("not in maintenance"), "{out}");
+    let (code, out) = agora(&["maintenance", "--master", &https, "down", "agent-nobody"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("unknown agent"), "{out}");
+}

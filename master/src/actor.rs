@@ -45,6 +45,7 @@ impl MasterActor {
         let actions = self.core.handle(self.clock.now(), input);
         self.perform(actions, ctx);
         self.persist_reservation_changes();
+        self.persist_lost_tasks();
     }
 
     pub(crate) fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {

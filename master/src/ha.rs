@@ -275,6 +275,8 @@ impl MasterActor {
         self.core = MasterCore::new(r.config.clone(), epoch);
         self.core
             .restore_reservations(crate::persist::reservations_of(registry));
+        self.core
+            .restore_agent_records(crate::persist::agent_records_of(registry));
         self.allocator = Some(addr);
         self.leading = true;
         let now = self.clock.now();

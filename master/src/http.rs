@@ -151,7 +151,7 @@ async fn raft(addr: web::Data<Addr<MasterActor>>) -> HttpResponse {
 
 /// Any path the master does not serve itself: on a standby, `307` to the same path on the
 /// leader, or `503` when no leader is known; on the leader, `404`.
-async fn elsewhere(
+pub(crate) async fn elsewhere(
     req: actix_web::HttpRequest,
     addr: web::Data<Addr<MasterActor>>,
 ) -> HttpResponse {

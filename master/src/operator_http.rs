@@ -13,18 +13,26 @@
 //!   "resources": "cpus:2;mem:1024"}` reserves unused resources of an agent for a role (or
 //!   gives a dynamic reservation back); `GET /reservations` lists the dynamic ones per agent.
 //!
+//! - `GET /maintenance` → `{"AGENT_ID": {"mode": "draining", "window": {"start_ms": ..,
+//!   "duration_ms": ..}}}` (agents in maintenance); `PUT /maintenance` with `{"agent_id":
+//!   "...", "mode": "draining"|"down"|"up", "window": {...}}` (window: draining only,
+//!   optional) changes one agent. Both on the leader only: a standby answers `307`.
+//!
 //! Handlers validate the input (role names, weight range) and answer 400 with the reason;
-//! the allocator actor (or the master core, for reservations) applies the change, and then it
-//! is persisted in the registry (see `crate::persist`) so a new leader restores it.
-//! Priorities are not persisted.
+//! the allocator actor (or the master core, for reservations and maintenance) applies the
+//! change, and then it is persisted in the registry (see `crate::persist`) so a new leader
+//! restores it.
 
 use crate::actor::{GetAllocator, MasterActor};
 use crate::core::ReserveRequest;
-use crate::persist::{GetReservations, OperatorReserve, Persist};
+use crate::persist::{
+    GetMaintenance, GetReservations, MaintenanceRefused, OperatorMaintenance, OperatorReserve,
+    Persist,
+};
 use crate::registry::RegistryOp;
 use actix::Addr;
 use actix_web::{web, HttpResponse};
-use agora_actors::{AgentId, Resources};
+use agora_actors::{AgentId, Maintenance, MaintenanceMode, MaintenanceWindow, Resources};
 use agora_allocator::{
     validate_role, AllocatorActor, GetRoles, Operate, OperatorCommand, Quota, RolesView, Weight,
 };
@@ -46,7 +54,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/quota", web::put().to(put_quota))
         .route("/reserve", web::post().to(post_reserve))
         .route("/unreserve", web::post().to(post_unreserve))
-        .route("/reservations", web::get().to(get_reservations));
+        .route("/reservations", web::get().to(get_reservations))
+        .route("/maintenance", web::get().to(get_maintenance))
+        .route("/maintenance", web::put().to(put_maintenance));
 }
 
 async fn allocator(master: &Addr<MasterActor>) -> Result<Addr<AllocatorActor>, HttpResponse> {
@@ -152,7 +162,17 @@ async fn put_priorities(
         tracing::warn!(error = %e, "operator: priorities refused");
         return HttpResponse::BadRequest().body(format!("{e}\n"));
     }
-    operate(&master, OperatorCommand::UpdatePriorities { priorities }).await
+    tracing::info!(roles = priorities.len(), "operator: update priorities");
+    let ops: Vec<RegistryOp> = priorities
+        .iter()
+        .map(|(role, level)| RegistryOp::SetPriority {
+            role: role.clone(),
+            level: *level,
+        })
+        .collect();
+    let resp = operate(&master, OperatorCommand::UpdatePriorities { priorities }).await;
+    persist_if_ok(&master, &resp, ops).await;
+    resp
 }
 
 async fn get_roles(master: web::Data<Addr<MasterActor>>) -> HttpResponse {
@@ -291,4 +311,85 @@ async fn get_reservations(master: web::Data<Addr<MasterActor>>) -> HttpResponse 
         Ok(r) => HttpResponse::Ok().json(r),
         Err(e) => HttpResponse::ServiceUnavailable().body(format!("master not answering: {e}\n")),
     }
+}
+
+async fn get_maintenance(
+    req: actix_web::HttpRequest,
+    master: web::Data<Addr<MasterActor>>,
+) -> HttpResponse {
+    match master.send(GetMaintenance).await {
+        Ok(Some(m)) => HttpResponse::Ok().json(m),
+        Ok(None) => crate::http::elsewhere(req, master).await,
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("master not answering: {e}\n")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct MaintenanceBody {
+    agent_id: String,
+    mode: String,
+    #[serde(default)]
+    window: Option<MaintenanceWindow>,
+}
+
+/// The change a `PUT /maintenance` body asks for (`None`: up), validated.
+pub fn parse_maintenance(
+    agent_id: &str,
+    mode: &str,
+    window: Option<MaintenanceWindow>,
+) -> Result<(AgentId, Option<Maintenance>), String> {
+    let agent_id = AgentId::new(agent_id.trim()).map_err(|e| format!("bad agent id: {e}"))?;
+    let mode = match mode.trim() {
+        "draining" | "drain" => Some(MaintenanceMode::Draining),
+        "down" => Some(MaintenanceMode::Down),
+        "up" => None,
+        other => return Err(format!("mode {other:?}: expected draining, down or up")),
+    };
+    if window.is_some() && mode != Some(MaintenanceMode::Draining) {
+        return Err("a window is given only with mode draining".into());
+    }
+    Ok((agent_id, mode.map(|mode| Maintenance { mode, window })))
+}
+
+async fn put_maintenance(
+    req: actix_web::HttpRequest,
+    master: web::Data<Addr<MasterActor>>,
+    body: web::Json<MaintenanceBody>,
+) -> HttpResponse {
+    let b = body.into_inner();
+    let (agent_id, maintenance) = match parse_maintenance(&b.agent_id, &b.mode, b.window) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(error = %e, "operator: maintenance refused");
+            return HttpResponse::BadRequest().body(format!("{e}\n"));
+        }
+    };
+    let change = OperatorMaintenance {
+        agent_id: agent_id.clone(),
+        maintenance,
+    };
+    match master.send(change).await {
+        Ok(Ok(())) => {}
+        Ok(Err(MaintenanceRefused::NotLeader)) => return crate::http::elsewhere(req, master).await,
+        Ok(Err(MaintenanceRefused::Bad(e))) => {
+            tracing::warn!(agent = %agent_id, error = %e, "operator: maintenance refused");
+            let status = match e {
+                crate::core::MasterError::UnknownAgent(_) => actix_web::http::StatusCode::NOT_FOUND,
+                _ => actix_web::http::StatusCode::BAD_REQUEST,
+            };
+            return HttpResponse::build(status).body(format!("{e}\n"));
+        }
+        Err(e) => {
+            return HttpResponse::ServiceUnavailable().body(format!("master not answering: {e}\n"))
+        }
+    }
+    tracing::info!(agent = %agent_id, mode = b.mode.trim(), "operator: maintenance");
+    let op = RegistryOp::SetMaintenance {
+        agent_id,
+        maintenance,
+    };
+    if let Err(e) = master.send(Persist(op)).await {
+        tracing::warn!(error = %e, "master not answering; maintenance not persisted");
+    }
+    get_maintenance(req, master).await
 }

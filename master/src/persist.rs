@@ -1,5 +1,6 @@
-//! What of the allocation module survives a master failover, through the registry: role
-//! weights, quotas and dynamic reservations.
+//! What of the allocation module and the operator's agent records survives a master failover,
+//! through the registry: role weights, priority levels, quotas, dynamic reservations, agent
+//! maintenance, agents removed for good and the tasks declared lost with their agent.
 //!
 //! - Operator changes (`PUT /weights`, `PUT /quota`, `POST /reserve|/unreserve`) are applied
 //!   first (the allocator or the core validates them) and then proposed to the registry
@@ -10,11 +11,11 @@
 //!   before any agent re-registers (`become_leader`).
 
 use crate::actor::MasterActor;
-use crate::core::ReserveRequest;
+use crate::core::{RegistryAgentRecords, ReserveRequest};
 use crate::raft_actor::ProposeNow;
 use crate::registry::{RegistryOp, RegistryState};
 use actix::prelude::*;
-use agora_actors::{AgentId, Resources};
+use agora_actors::{AgentId, Maintenance, Resources};
 use agora_allocator::{Allocator, OperatorCommand, Weight};
 use std::collections::BTreeMap;
 
@@ -30,6 +31,12 @@ pub fn restore_allocator(a: &mut dyn Allocator, reg: &RegistryState) {
             tracing::warn!(error = %e, "registry weights not restored");
         }
     }
+    if !reg.priorities.is_empty() {
+        let priorities = reg.priorities.clone();
+        if let Err(e) = a.operate(OperatorCommand::UpdatePriorities { priorities }) {
+            tracing::warn!(error = %e, "registry priorities not restored");
+        }
+    }
     for (role, q) in &reg.quotas {
         let cmd = OperatorCommand::SetQuota {
             role: role.clone(),
@@ -41,6 +48,7 @@ pub fn restore_allocator(a: &mut dyn Allocator, reg: &RegistryState) {
     }
     tracing::info!(
         weights = reg.weights_milli.len(),
+        priorities = reg.priorities.len(),
         quotas = reg.quotas.len(),
         reservations = reg.reservations.len(),
         "allocation settings restored from the registry"
@@ -59,6 +67,15 @@ pub fn reservations_of(reg: &RegistryState) -> BTreeMap<AgentId, Resources> {
             }
         })
         .collect()
+}
+
+/// What the registry holds about agents beyond their admission, for a new leader's core.
+pub fn agent_records_of(reg: &RegistryState) -> RegistryAgentRecords {
+    RegistryAgentRecords {
+        maintenance: reg.maintenance.clone(),
+        removed: reg.removed_agents.keys().cloned().collect(),
+        lost_tasks: reg.lost_tasks.iter().cloned().collect(),
+    }
 }
 
 /// Proposes a registry op (operator changes already applied) and answers once it is flushed
@@ -122,7 +139,68 @@ impl Handler<GetReservations> for MasterActor {
     }
 }
 
+/// Why an operator's maintenance change was not made.
+#[derive(Debug)]
+pub enum MaintenanceRefused {
+    /// Answered by the leader (`307`) or `503` if none is known.
+    NotLeader,
+    Bad(crate::core::MasterError),
+}
+
+/// An operator's maintenance change (`None`: up), applied by the leader's core; the caller
+/// persists `RegistryOp::SetMaintenance` once it is accepted.
+#[derive(Message)]
+#[rtype(result = "Result<(), MaintenanceRefused>")]
+pub struct OperatorMaintenance {
+    pub agent_id: AgentId,
+    pub maintenance: Option<Maintenance>,
+}
+
+impl Handler<OperatorMaintenance> for MasterActor {
+    type Result = Result<(), MaintenanceRefused>;
+    fn handle(&mut self, msg: OperatorMaintenance, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.leading {
+            return Err(MaintenanceRefused::NotLeader);
+        }
+        let now = self.clock.now();
+        let actions = self
+            .core
+            .set_maintenance(now, &msg.agent_id, msg.maintenance)
+            .map_err(MaintenanceRefused::Bad)?;
+        self.perform(actions, ctx);
+        self.persist_lost_tasks();
+        Ok(())
+    }
+}
+
+/// The leader's maintenance records (`GET /maintenance`); `None` on a standby.
+#[derive(Message)]
+#[rtype(result = "Option<BTreeMap<String, Maintenance>>")]
+pub struct GetMaintenance;
+
+impl Handler<GetMaintenance> for MasterActor {
+    type Result = MessageResult<GetMaintenance>;
+    fn handle(&mut self, _: GetMaintenance, _: &mut Context<Self>) -> Self::Result {
+        if !self.leading {
+            return MessageResult(None);
+        }
+        let records = self.core.maintenance().iter();
+        MessageResult(Some(records.map(|(a, m)| (a.to_string(), *m)).collect()))
+    }
+}
+
 impl MasterActor {
+    /// Proposes the tasks the core declared lost with their agent, so a later leader does not
+    /// adopt them should the agent come back.
+    pub(crate) fn persist_lost_tasks(&mut self) {
+        let changes = self.core.take_lost_task_changes();
+        let Some(r) = &self.raft else { return };
+        for (agent_id, tasks) in changes {
+            r.raft()
+                .do_send(ProposeNow(RegistryOp::TasksLost { agent_id, tasks }));
+        }
+    }
+
     /// Proposes every agent's changed reservation set to the registry.
     pub(crate) fn persist_reservation_changes(&mut self) {
         let changes = self.core.take_reservation_changes();

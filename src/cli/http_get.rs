@@ -25,6 +25,74 @@ pub fn post_json(addr: &str, path: &str, body: &str) -> anyhow::Result<String> {
 }
 
 fn request(method: &str, addr: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
+    let answer = exchange(method, addr, path, body)?;
+    if answer.code != 200 {
+        bail!(
+            "{}{path} answered {}: {}",
+            answer.addr,
+            answer.status,
+            answer.body.trim()
+        );
+    }
+    Ok(answer.body)
+}
+
+/// One HTTP answer, whatever its status.
+struct Answer {
+    addr: String,
+    code: u16,
+    status: String,
+    /// The `Location` header of a redirect.
+    location: Option<String>,
+    body: String,
+}
+
+/// Sends the request to the first of `masters` that answers and follows a standby's `307` to
+/// the leader once; returns the body of a 200 answer.
+pub fn to_leader(
+    method: &str,
+    masters: &[String],
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut last = None;
+    for m in masters {
+        let answer = match exchange(method, m, path, body) {
+            Ok(a) => a,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let answer = match (answer.code, &answer.location) {
+            (307, Some(loc)) => {
+                let leader = loc
+                    .trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                exchange(method, &leader, path, body)
+                    .with_context(|| format!("{m} says the leader is {leader}"))?
+            }
+            _ => answer,
+        };
+        match answer.code {
+            200 => return Ok(answer.body),
+            // No leader known (an election under way): another master may know better.
+            503 => last = Some(anyhow::anyhow!("{m}{path}: {}", answer.body.trim())),
+            _ => bail!(
+                "{}{path} answered {}: {}",
+                answer.addr,
+                answer.status,
+                answer.body.trim()
+            ),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no master answered")))
+}
+
+fn exchange(method: &str, addr: &str, path: &str, body: Option<&str>) -> anyhow::Result<Answer> {
     let addr = addr.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -62,10 +130,19 @@ fn request(method: &str, addr: &str, path: &str, body: Option<&str>) -> anyhow::
     } else {
         body.to_string()
     };
-    if code != 200 {
-        bail!("{addr}{path} answered {status}: {}", body.trim());
-    }
-    Ok(body)
+    let location = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("location")
+            .then(|| v.trim().to_string())
+    });
+    Ok(Answer {
+        addr: addr.to_string(),
+        code,
+        status: status.to_string(),
+        location,
+        body,
+    })
 }
 
 fn dechunk(mut s: &str) -> anyhow::Result<String> {

@@ -7,6 +7,7 @@ pub mod dev;
 pub mod emulate_agents;
 pub mod executor;
 pub mod http_get;
+pub mod maintenance;
 pub mod master;
 pub mod masters;
 pub mod publish;
