@@ -45,6 +45,18 @@ impl Registry {
         self.apply(RegistryOp::RemoveAgent { agent_id });
     }
 
+    pub fn tasks_lost(
+        &mut self,
+        lost: Vec<(
+            AgentId,
+            Vec<(agora_actors::FrameworkId, agora_actors::TaskId)>,
+        )>,
+    ) {
+        for (agent_id, tasks) in lost {
+            self.apply(RegistryOp::TasksLost { agent_id, tasks });
+        }
+    }
+
     fn apply(&mut self, op: RegistryOp) {
         if let Err(e) = self.state.apply(&op, &RegistryLimits::default()) {
             tracing::warn!(error = %e, "registry op refused");

@@ -834,6 +834,9 @@ impl World {
         self.master.inc += 1;
         let inc = self.master.inc;
         let mut core = MasterCore::new(self.master_config(), inc);
+        // As the HA shell does: removed agents and tasks declared lost stay so.
+        let records = agora_master::persist::agent_records_of(&self.master.registry.state);
+        core.restore_agent_records(records);
         let alloc = crate::workload::allocator(&self.sc.allocator, self.seed)?;
         let acts = core.start(self.now);
         self.master.core = Some(core);
@@ -884,7 +887,9 @@ impl World {
             self.master.registry.observe_input(*conn, msg);
         }
         let acts = core.handle(self.now, input);
+        let lost = core.take_lost_task_changes();
         self.master_perform(acts);
+        self.master.registry.tasks_lost(lost);
     }
 
     fn master_perform(&mut self, acts: Vec<MAction>) {

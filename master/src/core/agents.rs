@@ -117,9 +117,6 @@ impl MasterCore {
     ) -> Result<(), MasterError> {
         self.check_agent_admissible(&agent_id)?;
         let reports = self.check_reregistration(conn, &agent_id, &reg, reports)?;
-        if self.recovery.is_unreachable(&agent_id) {
-            info!(agent = %agent_id, "an agent declared unreachable came back");
-        }
         self.recovery.returned(now, &agent_id);
         let known = self.agents.contains_key(&agent_id);
         let changed = match self.agents.get(&agent_id) {

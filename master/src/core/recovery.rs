@@ -2,7 +2,8 @@
 //! with the new master. Those that miss it are declared unreachable: every framework is told
 //! (`AgentLost`), reconciliation answers `TASK_LOST` for tasks named on them (instead of
 //! `TASK_UNKNOWN`, which would leave a framework waiting for ever), and the shell drops them
-//! from the registry. An unreachable agent that does come back later is admitted again.
+//! from the registry. An unreachable agent that comes back later is refused under its old id
+//! (as Mesos's "gone" agents): its tasks were reported lost already.
 
 use super::{Action, MasterCore, MasterTimer, Out};
 use agora_actors::{AgentId, Message, Time};
