@@ -926,6 +926,10 @@ fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
         "a draining agent was offered: {seen:?}"
     );
 
+    // Priority levels go to the registry too.
+    let (code, out) = agora(&["priorities", "--master", &g.https[l], "set", "prod=5"]);
+    assert_eq!(code, 0, "{out}");
+
     // The leader dies; the new one has the agent draining from its registry.
     g.masters[l].as_mut().unwrap().kill9();
     g.masters[l] = None;
@@ -947,6 +951,17 @@ fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
         v[drained.as_str()]["window"]["duration_ms"],
         3_600_000,
         "{v}"
+    );
+    let roles = get_json(&g.https[n], "/roles").expect("new leader /roles");
+    let prod = roles["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "prod");
+    assert_eq!(
+        prod.map(|r| r["priority"].clone()),
+        Some(5.into()),
+        "{roles}"
     );
     let mut sched2 = RawClient::subscribe(&g.addrs[n], "after-failover");
     let seen = offered_agents(&mut sched2, Duration::from_millis(2000));
@@ -980,4 +995,74 @@ fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
     let (code, out) = agora(&["maintenance", "--master", &https, "down", "agent-nobody"]);
     assert_ne!(code, 0);
     assert!(out.contains("unknown agent"), "{out}");
+}
+
+#[test]
+fn tasks_lost_with_a_removed_agent_stay_lost_under_a_new_leader() {
+    use agora_actors::{Filters, FrameworkInfo, Message, Operation, TaskState};
+    let mut g = Group::start(3);
+    let (l, _) = g.wait_leader(None);
+    g.add_agent(0);
+    let info = FrameworkInfo {
+        failover_timeout_ms: 60_000,
+        ..FrameworkInfo::new("lost-stays-lost")
+    };
+    let mut sched = RawClient::subscribe_with(&g.addrs[l], info);
+    let offer = sched.next_offers(Duration::from_secs(20)).remove(0);
+    sched.send(&Message::Accept {
+        framework_id: sched.fid(),
+        offer_ids: vec![offer.id.clone()],
+        operations: vec![Operation::Launch {
+            tasks: vec![task(
+                "long-1",
+                &offer.agent_id,
+                "cpus:0.5;mem:64",
+                "sleep 600",
+            )],
+        }],
+        filters: Filters::default(),
+    });
+    sched.wait_update("long-1", TaskState::Running, Duration::from_secs(30));
+    g.note_executors();
+    // Frozen, the agent misses its health checks: removed, its task reported lost.
+    let agent_pid = g.agents[0].0.pid();
+    unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
+    let st = sched.wait_update("long-1", TaskState::Lost, Duration::from_secs(30));
+    assert_eq!(st.reason.as_deref(), Some("agent_removed"), "{st:?}");
+    // Once every master applied what the leader committed, the leader dies.
+    wait_until("registry replicated", Duration::from_secs(20), || {
+        let commit = get_json(&g.https[l], "/raft")?["commit_index"].as_u64()?;
+        let all = (0..3).all(|i| {
+            get_json(&g.https[i], "/raft")
+                .and_then(|r| r["applied_index"].as_u64())
+                .is_some_and(|a| a >= commit)
+        });
+        all.then_some(())
+    });
+    g.masters[l].as_mut().unwrap().kill9();
+    g.masters[l] = None;
+    let (n, _) = g.wait_leader(Some(l));
+    unsafe { libc::kill(agent_pid, libc::SIGCONT) };
+    // The agent re-registers with the new leader, which kills the task instead of adopting
+    // it: its framework was told it is gone.
+    wait_until("agent at the new leader", Duration::from_secs(30), || {
+        get_json(&g.https[n], "/state")
+            .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(1))
+    });
+    let pids = g.executor_pids.clone();
+    wait_until(
+        "the lost task's executor is killed",
+        Duration::from_secs(30),
+        || {
+            pids.iter()
+                .all(|p| unsafe { libc::kill(-*p, 0) } != 0)
+                .then_some(())
+        },
+    );
+    let s = get_json(&g.https[n], "/state").expect("new leader /state");
+    let tasks = s["tasks"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !tasks.iter().any(|t| t["id"] == "long-1"),
+        "adopted again: {s}"
+    );
 }
