@@ -815,18 +815,32 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// Runs `agora ARGS`; returns (exit code, stdout + stderr).
-fn agora(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(agora_bin())
-        .args(args)
-        .output()
-        .expect("run agora");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+/// Subscribes a raw scheduler `name` at master `m` and runs task `long-1` (`sleep 600`) on the
+/// agent of its first offer, until TASK_RUNNING; returns the scheduler and that agent.
+fn launch_long_task(g: &mut Group, m: usize, name: &str) -> (RawClient, agora_actors::AgentId) {
+    use agora_actors::{Filters, FrameworkInfo, Message, Operation, TaskState};
+    let info = FrameworkInfo {
+        failover_timeout_ms: 60_000,
+        ..FrameworkInfo::new(name)
+    };
+    let mut sched = RawClient::subscribe_with(&g.addrs[m], info);
+    let offer = sched.next_offers(Duration::from_secs(20)).remove(0);
+    sched.send(&Message::Accept {
+        framework_id: sched.fid(),
+        offer_ids: vec![offer.id.clone()],
+        operations: vec![Operation::Launch {
+            tasks: vec![task(
+                "long-1",
+                &offer.agent_id,
+                "cpus:0.5;mem:64",
+                "sleep 600",
+            )],
+        }],
+        filters: Filters::default(),
+    });
+    sched.wait_update("long-1", TaskState::Running, Duration::from_secs(30));
+    g.note_executors();
+    (sched, offer.agent_id)
 }
 
 /// Offers seen within `window`, each declined at once with no refusal, so every agent the
@@ -861,7 +875,7 @@ fn agent_view(s: &serde_json::Value, agent: &str) -> Option<serde_json::Value> {
 
 #[test]
 fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
-    use agora_actors::{Filters, FrameworkInfo, Message, Operation, TaskState};
+    use agora_actors::Message;
     let mut g = Group::start(3);
     let (l, _) = g.wait_leader(None);
     g.add_agent(0);
@@ -870,27 +884,11 @@ fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
         get_json(&g.https[l], "/state")
             .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(2))
     });
-    let info = FrameworkInfo {
-        failover_timeout_ms: 60_000,
-        ..FrameworkInfo::new("maint-test")
-    };
-    let mut sched = RawClient::subscribe_with(&g.addrs[l], info);
-    let offer = sched.next_offers(Duration::from_secs(20)).remove(0);
-    let drained = offer.agent_id.clone();
-    sched.send(&Message::Accept {
-        framework_id: sched.fid(),
-        offer_ids: vec![offer.id.clone()],
-        operations: vec![Operation::Launch {
-            tasks: vec![task("long-1", &drained, "cpus:0.5;mem:64", "sleep 600")],
-        }],
-        filters: Filters::default(),
-    });
-    sched.wait_update("long-1", TaskState::Running, Duration::from_secs(30));
-    g.note_executors();
+    let (mut sched, drained) = launch_long_task(&mut g, l, "maint-test");
 
     // Drain it through the CLI, given every master (the first may be a standby).
     let https = g.https.join(",");
-    let (code, out) = agora(&[
+    let (code, out) = run_agora(&[
         "maintenance",
         "--master",
         &https,
@@ -927,7 +925,7 @@ fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
     );
 
     // Priority levels go to the registry too.
-    let (code, out) = agora(&["priorities", "--master", &g.https[l], "set", "prod=5"]);
+    let (code, out) = run_agora(&["priorities", "--master", &g.https[l], "set", "prod=5"]);
     assert_eq!(code, 0, "{out}");
 
     // The leader dies; the new one has the agent draining from its registry.
@@ -943,7 +941,7 @@ fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
             (s["agents"].as_array()?.len() == 2 && a["maintenance"] == "draining").then_some(())
         },
     );
-    let (code, out) = agora(&["maintenance", "--master", &https, "--json"]);
+    let (code, out) = run_agora(&["maintenance", "--master", &https, "--json"]);
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
     assert_eq!(v[drained.as_str()]["mode"], "draining", "{v}");
@@ -980,7 +978,7 @@ fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
     assert!(running, "{s}");
 
     // Up: offered again.
-    let (code, out) = agora(&["maintenance", "--master", &https, "up", drained.as_str()]);
+    let (code, out) = run_agora(&["maintenance", "--master", &https, "up", drained.as_str()]);
     assert_eq!(code, 0, "{out}");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut back = false;
@@ -989,41 +987,21 @@ fn a_draining_agent_stays_draining_on_a_new_leader_until_it_is_up() {
     }
     assert!(back, "the agent was not offered again after up");
     // Bad input is refused with the reason, and changes nothing.
-    let (code, out) = agora(&["maintenance", "--master", &https, "up", drained.as_str()]);
+    let (code, out) = run_agora(&["maintenance", "--master", &https, "up", drained.as_str()]);
     assert_ne!(code, 0);
     assert!(out.contains("not in maintenance"), "{out}");
-    let (code, out) = agora(&["maintenance", "--master", &https, "down", "agent-nobody"]);
+    let (code, out) = run_agora(&["maintenance", "--master", &https, "down", "agent-nobody"]);
     assert_ne!(code, 0);
     assert!(out.contains("unknown agent"), "{out}");
 }
 
 #[test]
 fn tasks_lost_with_a_removed_agent_stay_lost_under_a_new_leader() {
-    use agora_actors::{Filters, FrameworkInfo, Message, Operation, TaskState};
+    use agora_actors::TaskState;
     let mut g = Group::start(3);
     let (l, _) = g.wait_leader(None);
     g.add_agent(0);
-    let info = FrameworkInfo {
-        failover_timeout_ms: 60_000,
-        ..FrameworkInfo::new("lost-stays-lost")
-    };
-    let mut sched = RawClient::subscribe_with(&g.addrs[l], info);
-    let offer = sched.next_offers(Duration::from_secs(20)).remove(0);
-    sched.send(&Message::Accept {
-        framework_id: sched.fid(),
-        offer_ids: vec![offer.id.clone()],
-        operations: vec![Operation::Launch {
-            tasks: vec![task(
-                "long-1",
-                &offer.agent_id,
-                "cpus:0.5;mem:64",
-                "sleep 600",
-            )],
-        }],
-        filters: Filters::default(),
-    });
-    sched.wait_update("long-1", TaskState::Running, Duration::from_secs(30));
-    g.note_executors();
+    let (mut sched, _agent) = launch_long_task(&mut g, l, "lost-stays-lost");
     // Frozen, the agent misses its health checks: removed, its task reported lost.
     let agent_pid = g.agents[0].0.pid();
     unsafe { libc::kill(agent_pid, libc::SIGSTOP) };

@@ -311,16 +311,7 @@ impl Cluster {
 
     /// Runs `agora ARGS` (with `--master` added) to completion; returns (exit code, output).
     pub fn run_cli(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(agora_bin())
-            .args(args)
-            .output()
-            .expect("run agora");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
+        run_agora(args)
     }
 
     pub fn logs(&self) -> String {
@@ -512,4 +503,18 @@ pub fn task(id: &str, agent: &AgentId, resources: &str, cmd: &str) -> TaskInfo {
         executor: None,
         data: vec![],
     }
+}
+
+/// Runs `agora ARGS` to completion; returns (exit code, stdout + stderr).
+pub fn run_agora(args: &[&str]) -> (i32, String) {
+    let out = Command::new(agora_bin())
+        .args(args)
+        .output()
+        .expect("run agora");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
 }
