@@ -141,13 +141,7 @@ impl MasterCore {
             }));
             self.rescind_agent_offers(agent_id, true, out);
         }
-        for fw in self.frameworks_on_agent(agent_id) {
-            let msg = Message::AgentDraining {
-                agent_id: agent_id.clone(),
-                window: m.window,
-            };
-            self.send_to_framework(&fw, msg, out);
-        }
+        self.warn_frameworks(agent_id, m.window, out);
     }
 
     /// Its tasks are lost, its executors shut down, its connection closed with the reason.
@@ -167,6 +161,22 @@ impl MasterCore {
         let last = Some(Message::fatal(err.code(), err.to_string()));
         let why = "down for maintenance";
         self.remove_agent_for(now, agent_id, reasons::MAINTENANCE, why, last, out);
+    }
+
+    /// Every framework with tasks on the draining agent gets `AgentDraining`.
+    fn warn_frameworks(
+        &self,
+        agent_id: &AgentId,
+        window: Option<MaintenanceWindow>,
+        out: &mut Out,
+    ) {
+        for fw in self.frameworks_on_agent(agent_id) {
+            let msg = Message::AgentDraining {
+                agent_id: agent_id.clone(),
+                window,
+            };
+            self.send_to_framework(&fw, msg, out);
+        }
     }
 
     /// Frameworks with tasks or executors on the agent.
@@ -193,12 +203,40 @@ impl MasterCore {
         Ok(())
     }
 
-    /// A draining agent re-added to the allocator (re-registration) stays unoffered.
+    /// A draining agent re-added to the allocator (re-registration) stays unoffered, and the
+    /// frameworks with tasks on it hear of it again (a new leader's schedulers may have
+    /// subscribed before it came back).
     pub(crate) fn keep_draining(&self, agent_id: &AgentId, out: &mut Out) {
-        if self.maintenance_mode(agent_id) == Some(MaintenanceMode::Draining) {
-            out.push(Action::Allocator(AllocatorEvent::DeactivateAgent {
-                agent_id: agent_id.clone(),
-            }));
+        let Some(m) = self.maintenance.get(agent_id) else {
+            return;
+        };
+        if m.mode != MaintenanceMode::Draining {
+            return;
+        }
+        out.push(Action::Allocator(AllocatorEvent::DeactivateAgent {
+            agent_id: agent_id.clone(),
+        }));
+        self.warn_frameworks(agent_id, m.window, out);
+    }
+
+    /// A scheduler just (re-)subscribed on `conn`: it hears of every draining agent it has
+    /// tasks on (it may have missed the news while away or after a failover).
+    pub(crate) fn tell_draining(&self, conn: agora_actors::transport::ConnId, out: &mut Out) {
+        let Some(super::model::Binding::Framework(fw)) = self.conns.get(&conn).map(|c| &c.binding)
+        else {
+            return;
+        };
+        for (agent_id, m) in &self.maintenance {
+            let has_tasks = self.agents.get(agent_id).is_some_and(|a| {
+                a.tasks.iter().any(|(f, _)| f == fw) || a.executors.keys().any(|(f, _)| f == fw)
+            });
+            if m.mode == MaintenanceMode::Draining && has_tasks {
+                let msg = Message::AgentDraining {
+                    agent_id: agent_id.clone(),
+                    window: m.window,
+                };
+                out.push(Action::Send { conn, msg });
+            }
         }
     }
 }

@@ -379,7 +379,11 @@ impl MasterCore {
         out: &mut Out,
     ) -> Result<(), MasterError> {
         match msg {
-            Message::Subscribe { framework } => self.subscribe(now, conn, framework, out),
+            Message::Subscribe { framework } => {
+                self.subscribe(now, conn, framework, out)?;
+                self.tell_draining(conn, out);
+                Ok(())
+            }
             Message::Accept {
                 framework_id,
                 offer_ids,

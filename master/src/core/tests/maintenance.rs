@@ -309,3 +309,41 @@ fn an_agent_removed_as_unreachable_is_refused_under_its_old_id() {
     assert_eq!(errors(&actions, conn)[0].0, ErrorCode::Forbidden);
     assert!(n.core.state().agents.is_empty());
 }
+
+#[test]
+fn schedulers_hear_of_a_draining_agent_again_when_they_resubscribe_or_it_comes_back() {
+    let mut h = Harness::new();
+    let (agent_conn, agent) = h.register_agent("cpus:4;mem:1024");
+    let (sched, fw) = h.subscribe("fw");
+    h.launch(sched, &fw, &agent, "t1", "cpus:1;mem:128");
+    let info = h.core.frameworks[&fw].info.clone();
+    h.maintain(&agent, drain(42)).unwrap();
+    let draining = |msgs: Vec<Message>| {
+        msgs.iter()
+            .filter(|m| {
+                matches!(m, Message::AgentDraining { agent_id, window: Some(w) }
+                if *agent_id == agent && w.start_ms == 42)
+            })
+            .count()
+    };
+    // The scheduler fails over to a new connection: told again once it is subscribed.
+    h.disconnect(sched);
+    let (sched2, actions) = h.subscribe_info(info);
+    assert_eq!(draining(sent_to(&actions, sched2)), 1, "{actions:?}");
+    // The agent reconnects with a changed total (re-added to the allocator): still draining,
+    // and its framework is told again.
+    let report = h.report(&fw, "t1");
+    h.disconnect(agent_conn);
+    let (_c, actions) = h.reregister_with(&agent, vec![report]);
+    assert!(
+        alloc_events(&actions)
+            .iter()
+            .any(|e| matches!(e, AllocatorEvent::DeactivateAgent { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(draining(sent_to(&actions, sched2)), 1, "{actions:?}");
+    assert!(h.alloc.inactive.contains(&agent));
+    // A framework without tasks there hears nothing.
+    let (other, actions) = h.subscribe_info(FrameworkInfo::new("other"));
+    assert_eq!(draining(sent_to(&actions, other)), 0, "{actions:?}");
+}
