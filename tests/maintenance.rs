@@ -72,6 +72,11 @@ fn a_down_agent_loses_its_tasks_is_refused_and_comes_back_when_up() {
         out.contains(agent.as_str()) && out.contains("down"),
         "{out}"
     );
+    let metrics = http_get::get(&c.master_http, "/metrics").expect("master /metrics");
+    assert!(
+        metrics.contains("agora_master_agents_down 1\n"),
+        "{metrics}"
+    );
 
     // Up: the agent re-registers by itself and is offered again; the lost task stays lost.
     let (code, out) = c.run_cli(&[

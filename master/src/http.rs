@@ -75,6 +75,14 @@ pub fn metrics_text(s: &Snapshot) -> String {
     };
     metrics::gauge(&mut out, P, "agents", items("agents").len() as f64);
     metrics::gauge(&mut out, P, "frameworks", items("frameworks").len() as f64);
+    let in_mode = |mode| {
+        let records = s.state.maintenance.values();
+        records.filter(|m| m.mode == mode).count() as f64
+    };
+    let draining = in_mode(agora_actors::MaintenanceMode::Draining);
+    metrics::gauge(&mut out, P, "agents_draining", draining);
+    let down = in_mode(agora_actors::MaintenanceMode::Down);
+    metrics::gauge(&mut out, P, "agents_down", down);
     metrics::gauge(
         &mut out,
         P,
