@@ -393,3 +393,38 @@ async fn put_maintenance(
     }
     get_maintenance(req, master).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_bodies_are_validated() {
+        let w = MaintenanceWindow {
+            start_ms: 10,
+            duration_ms: 20,
+        };
+        let (agent, m) = parse_maintenance(" a-1 ", "draining", Some(w)).unwrap();
+        assert_eq!(agent.as_str(), "a-1");
+        assert_eq!(
+            m,
+            Some(Maintenance {
+                mode: MaintenanceMode::Draining,
+                window: Some(w)
+            })
+        );
+        assert_eq!(parse_maintenance("a-1", "up", None).unwrap().1, None);
+        let down = parse_maintenance("a-1", "down", None).unwrap().1.unwrap();
+        assert_eq!(down.mode, MaintenanceMode::Down);
+        let bad_mode = parse_maintenance("a-1", "sideways", None).unwrap_err();
+        assert!(bad_mode.contains("draining, down or up"), "{bad_mode}");
+        let window_on_down = parse_maintenance("a-1", "down", Some(w)).unwrap_err();
+        assert!(
+            window_on_down.contains("only with mode draining"),
+            "{window_on_down}"
+        );
+        assert!(parse_maintenance("", "up", None)
+            .unwrap_err()
+            .contains("bad agent id"));
+    }
+}
