@@ -107,6 +107,8 @@ impl MasterCore {
             // back under this id.
             self.removed_agents
                 .insert(agent_id.clone(), super::maintenance::MAX_REMOVED_AGENTS);
+            // The registry drops its maintenance record with it.
+            self.maintenance.remove(&agent_id);
             self.counters.agents_unreachable += 1;
             for conn in &schedulers {
                 let msg = Message::AgentLost {

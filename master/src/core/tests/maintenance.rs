@@ -289,11 +289,17 @@ fn an_agent_removed_as_unreachable_is_refused_under_its_old_id() {
         agent_ids: vec![gone.clone()],
         reregister_timeout_ms: 5_000,
     });
+    // Awaited after the failover, it may be drained already.
+    h.maintain(&gone, drain(1)).unwrap();
     h.advance(5_000);
     let acts = h.timer(MasterTimer::AgentReregisterTimeout);
     assert!(acts
         .iter()
         .any(|a| matches!(a, Action::AgentUnreachable { .. })));
+    assert!(
+        h.core.maintenance().is_empty(),
+        "its maintenance goes with it"
+    );
     let (conn, actions) = h.reregister_with(&gone, vec![]);
     let errs = errors(&actions, conn);
     assert_eq!(errs.len(), 1, "{actions:?}");
