@@ -45,21 +45,27 @@ fn role_allocations(http: &str) -> Vec<(String, String)> {
 
 #[test]
 fn operators_see_roles_set_weights_and_switch_allocators_without_losing_offers() {
-    let c = Cluster::start(ClusterOpts {
+    let mut c = Cluster::start(ClusterOpts {
+        agents: 0,
         master_flags: ["--allocator", "priority", "--allocation-interval-ms", "100"]
             .iter()
             .map(|s| s.to_string())
             .collect(),
         ..Default::default()
     });
-    let http = c.master_http.as_str();
-    let (code, out) = c.run_cli(&["allocator", "--master", http]);
+    let (code, out) = c.run_cli(&["allocator", "--master", &c.master_http]);
     assert_eq!((code, out.trim()), (0, "priority"), "{out}");
 
     // Two frameworks in two roles each hold one agent's offer (they never answer it; the
-    // offer timeout is 10 s, longer than this test's checks).
+    // offer timeout is 10 s, longer than this test's checks). Both subscribe before any agent
+    // exists, so however slow the machine, the first agent goes to one of them and the second
+    // to the other (it has the lower share then): one offer each, never both to the first.
     let mut eng = subscribe_with_role(&c.master_addr, "eng-fw", "eng/backend");
     let mut ads = subscribe_with_role(&c.master_addr, "ads-fw", "ads");
+    let resources = ClusterOpts::default().agent_resources;
+    c.add_agent(0, &resources, "rack:r0");
+    c.add_agent(1, &resources, "rack:r1");
+    let http = c.master_http.as_str();
     assert_eq!(eng.next_offers(SECS).len(), 1);
     assert_eq!(ads.next_offers(SECS).len(), 1);
     let before = wait_until("both roles hold an offer", SECS, || {
