@@ -120,6 +120,33 @@ impl<S: Scheduler> SchedulerDriver<S> {
         )
     }
 
+    /// Starts a standby instance: `scheduler.framework_info().id` must name the framework it
+    /// stands by for. It waits connected to the leading master and takes over (its
+    /// `subscribed` is called) when the active instance disconnects.
+    pub fn start_standby(
+        transport: Arc<dyn Transport>,
+        masters: Vec<String>,
+        cluster: &str,
+        scheduler: S,
+    ) -> Result<(Addr<Self>, DriverExit), SdkError> {
+        if scheduler.framework_info().id.is_none() {
+            return Err(SdkError::StandbyWithoutId);
+        }
+        let config = SchedulerDriverConfig {
+            jitter_seed: process_seed(),
+            standby: true,
+            ..SchedulerDriverConfig::default()
+        };
+        Self::start_with(
+            transport,
+            masters,
+            cluster,
+            scheduler,
+            config,
+            Backoff::default(),
+        )
+    }
+
     /// [`start`](Self::start) with explicit tunables and redial backoff.
     pub fn start_with(
         transport: Arc<dyn Transport>,
