@@ -364,6 +364,8 @@ fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
         e.starts_with("standing_by ")
     });
     assert!(why.contains("active scheduler"), "{why}");
+    let s = c.state();
+    assert_eq!(s["frameworks"][0]["standby_schedulers"], 1, "{s}");
 
     active.kill9();
     let killed_at = std::time::Instant::now();
@@ -392,6 +394,9 @@ fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
         "the tasks outlive the kill"
     );
     assert!(!events(&standby).iter().any(|e| e.starts_with("error")));
+    let s = c.state();
+    assert_eq!(s["frameworks"][0]["active"], true, "{s}");
+    assert_eq!(s["frameworks"][0]["standby_schedulers"], 0, "{s}");
 }
 
 #[test]

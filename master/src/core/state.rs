@@ -75,6 +75,8 @@ pub struct FrameworkView {
     /// Terminal tasks of this framework still in the completed-tasks ring.
     pub completed_tasks: usize,
     pub offers: usize,
+    /// Standby scheduler instances waiting to take over.
+    pub standby_schedulers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -278,6 +280,7 @@ impl MasterCore {
                 .filter(|c| &c.framework_id == fw)
                 .count(),
             offers: f.offers.len(),
+            standby_schedulers: f.standbys.len(),
         }
     }
 
