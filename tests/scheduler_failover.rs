@@ -323,8 +323,9 @@ fn terminal_updates(p: &Proc) -> std::collections::BTreeMap<String, Vec<String>>
     by_task
 }
 
-#[test]
-fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
+/// A one-agent cluster and an active scheduler child launching `tasks` (comma-separated) with
+/// `command`; returns them with the framework id it subscribed as.
+fn cluster_with_active(tasks: &str, command: &str, teardown: &str) -> (Cluster, Proc, String) {
     let c = Cluster::start(ClusterOpts {
         agents: 1,
         master_flags: ["--allocation-interval-ms", "100"]
@@ -332,20 +333,24 @@ fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
             .to_vec(),
         ..Default::default()
     });
-    let tasks = "t1,t2,t3";
-    let mut active = spawn_scheduler(
-        &c,
-        "active",
-        &[
-            (CHILD_ENV, "active"),
-            ("AGORA_TEST_TASKS", tasks),
-            ("AGORA_TEST_CMD", "sleep 6"),
-        ],
-    );
+    let env = [
+        (CHILD_ENV, "active"),
+        ("AGORA_TEST_TASKS", tasks),
+        ("AGORA_TEST_CMD", command),
+        ("AGORA_TEST_TEARDOWN", teardown),
+    ];
+    let active = spawn_scheduler(&c, "active", &env);
     let sub = wait_event(&active, "active subscribed", SECS, |e| {
         e.starts_with("subscribed ")
     });
     let fid = sub.split(' ').nth(1).expect("framework id").to_string();
+    (c, active, fid)
+}
+
+#[test]
+fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
+    let tasks = "t1,t2,t3";
+    let (c, mut active, fid) = cluster_with_active(tasks, "sleep 6", "0");
     for t in ["t1", "t2", "t3"] {
         wait_event(&active, &format!("{t} running"), SECS, |e| {
             e.starts_with(&format!("update {t} TASK_RUNNING"))
@@ -401,28 +406,8 @@ fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
 
 #[test]
 fn a_standby_never_takes_over_from_a_live_scheduler_and_ends_with_its_framework() {
-    let c = Cluster::start(ClusterOpts {
-        agents: 1,
-        master_flags: ["--allocation-interval-ms", "100"]
-            .map(String::from)
-            .to_vec(),
-        ..Default::default()
-    });
     let tasks = "t1,t2";
-    let mut active = spawn_scheduler(
-        &c,
-        "active",
-        &[
-            (CHILD_ENV, "active"),
-            ("AGORA_TEST_TASKS", tasks),
-            ("AGORA_TEST_CMD", "sleep 3"),
-            ("AGORA_TEST_TEARDOWN", "1"),
-        ],
-    );
-    let sub = wait_event(&active, "active subscribed", SECS, |e| {
-        e.starts_with("subscribed ")
-    });
-    let fid = sub.split(' ').nth(1).expect("framework id").to_string();
+    let (c, mut active, fid) = cluster_with_active(tasks, "sleep 3", "1");
     let mut standby = spawn_scheduler(
         &c,
         "standby",

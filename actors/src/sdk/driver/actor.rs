@@ -106,18 +106,7 @@ impl<S: Scheduler> SchedulerDriver<S> {
         cluster: &str,
         scheduler: S,
     ) -> Result<(Addr<Self>, DriverExit), SdkError> {
-        let config = SchedulerDriverConfig {
-            jitter_seed: process_seed(),
-            ..SchedulerDriverConfig::default()
-        };
-        Self::start_with(
-            transport,
-            masters,
-            cluster,
-            scheduler,
-            config,
-            Backoff::default(),
-        )
+        Self::start_defaults(transport, masters, cluster, scheduler, false)
     }
 
     /// Starts a standby instance: `scheduler.framework_info().id` must name the framework it
@@ -132,19 +121,23 @@ impl<S: Scheduler> SchedulerDriver<S> {
         if scheduler.framework_info().id.is_none() {
             return Err(SdkError::StandbyWithoutId);
         }
+        Self::start_defaults(transport, masters, cluster, scheduler, true)
+    }
+
+    fn start_defaults(
+        transport: Arc<dyn Transport>,
+        masters: Vec<String>,
+        cluster: &str,
+        scheduler: S,
+        standby: bool,
+    ) -> Result<(Addr<Self>, DriverExit), SdkError> {
         let config = SchedulerDriverConfig {
             jitter_seed: process_seed(),
-            standby: true,
+            standby,
             ..SchedulerDriverConfig::default()
         };
-        Self::start_with(
-            transport,
-            masters,
-            cluster,
-            scheduler,
-            config,
-            Backoff::default(),
-        )
+        let backoff = Backoff::default();
+        Self::start_with(transport, masters, cluster, scheduler, config, backoff)
     }
 
     /// [`start`](Self::start) with explicit tunables and redial backoff.
