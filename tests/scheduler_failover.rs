@@ -5,8 +5,8 @@
 
 mod common;
 
-use agora_actors::sdk;
 use agora_actors::*;
+use common::sched_child::{self, *};
 use common::*;
 use std::time::Duration;
 
@@ -162,165 +162,12 @@ fn restart_master(c: &mut Cluster) {
     c.master = spawn(c.dir.path(), "master-restarted", &args);
 }
 
-// ---- standby scheduler instances ------------------------------------------------------------
-//
-// The schedulers are real processes: this test binary started again to run only
-// `scheduler_child_process`, which drives an SDK scheduler over TCP and prints one `EVENT` line
-// per callback. The parent reads those lines from the child's log.
-
-/// Set in a scheduler child's environment: `active` or `standby`.
-const CHILD_ENV: &str = "AGORA_TEST_SCHEDULER_CHILD";
-const CHILD_FAILOVER_TIMEOUT_MS: u64 = 30_000;
-
-/// The scheduler a child process runs: launches `to_launch` (all in its first offer), prints
-/// every callback, and with `teardown_when_done` ends the framework once `expect` tasks ended.
-struct ChildScheduler {
-    id: Option<FrameworkId>,
-    to_launch: Vec<String>,
-    command: String,
-    expect: usize,
-    ended: std::collections::BTreeSet<String>,
-    teardown_when_done: bool,
-}
-
-impl agora_actors::sdk::Scheduler for ChildScheduler {
-    fn framework_info(&self) -> FrameworkInfo {
-        FrameworkInfo {
-            id: self.id.clone(),
-            failover_timeout_ms: CHILD_FAILOVER_TIMEOUT_MS,
-            ..FrameworkInfo::new("standby-test")
-        }
-    }
-    fn subscribed(&mut self, _: &mut sdk::SchedulerCtx, id: &FrameworkId, resubscribed: bool) {
-        println!("EVENT subscribed {id} {resubscribed}");
-    }
-    fn standing_by(&mut self, _: &mut sdk::SchedulerCtx, message: &str) {
-        println!("EVENT standing_by {message}");
-    }
-    fn offers(&mut self, ctx: &mut sdk::SchedulerCtx, offers: Vec<Offer>) {
-        for o in offers {
-            if self.to_launch.is_empty() {
-                ctx.decline(vec![o.id], 60.0);
-                continue;
-            }
-            let tasks = std::mem::take(&mut self.to_launch)
-                .iter()
-                .map(|t| task(t, &o.agent_id, "cpus:0.1;mem:16", &self.command))
-                .collect();
-            ctx.launch(vec![o.id], tasks);
-        }
-    }
-    fn update(&mut self, ctx: &mut sdk::SchedulerCtx, s: &TaskStatus) {
-        println!(
-            "EVENT update {} {} uuid={}",
-            s.task_id,
-            s.state.name(),
-            s.uuid.is_some()
-        );
-        if s.state.is_terminal() {
-            self.ended.insert(s.task_id.to_string());
-        }
-        if self.teardown_when_done && self.ended.len() == self.expect {
-            ctx.teardown();
-            ctx.stop(0);
-        }
-    }
-    fn error(&mut self, _: &mut sdk::SchedulerCtx, message: &str, fatal: bool) {
-        println!("EVENT error fatal={fatal} {message}");
-    }
-}
+// ---- standby scheduler instances (schedulers are child processes: `common::sched_child`) ----
 
 #[test]
 #[ignore = "the scheduler process of the standby tests, started by them; not a test of its own"]
 fn scheduler_child_process() {
-    let Ok(mode) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .try_init();
-    let var = |k: &str| std::env::var(k).unwrap_or_default();
-    let to_launch: Vec<String> = var("AGORA_TEST_TASKS")
-        .split(',')
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect();
-    let sched = ChildScheduler {
-        id: FrameworkId::new(var("AGORA_TEST_FID")).ok(),
-        expect: to_launch.len(),
-        to_launch: if mode == "active" { to_launch } else { vec![] },
-        command: var("AGORA_TEST_CMD"),
-        ended: Default::default(),
-        teardown_when_done: var("AGORA_TEST_TEARDOWN") == "1",
-    };
-    let masters = vec![var("AGORA_TEST_MASTER")];
-    let transport = std::sync::Arc::new(agora_actors::transport::tcp::TcpTransport::default());
-    let code = actix::System::new().block_on(async move {
-        use sdk::driver::SchedulerDriver;
-        let started = if mode == "standby" {
-            SchedulerDriver::start_standby(transport, masters, CLUSTER, sched)
-        } else {
-            SchedulerDriver::start(transport, masters, CLUSTER, sched)
-        };
-        started.expect("driver").1.await.unwrap_or(99)
-    });
-    println!("EVENT exit {code}");
-}
-
-/// Starts a scheduler child process (see `scheduler_child_process`).
-fn spawn_scheduler(c: &Cluster, name: &str, env: &[(&str, &str)]) -> Proc {
-    let log = c.dir.path().join(format!("{name}.log"));
-    let out = std::fs::File::create(&log).expect("log file");
-    let err = out.try_clone().expect("log file");
-    let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "scheduler_child_process",
-            "--ignored",
-            "--nocapture",
-        ])
-        .envs(env.iter().copied())
-        .env("AGORA_TEST_MASTER", &c.master_addr)
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("spawn scheduler child");
-    Proc {
-        child,
-        name: name.to_string(),
-        log,
-    }
-}
-
-/// The child's `EVENT` lines, without the prefix.
-fn events(p: &Proc) -> Vec<String> {
-    p.log_text()
-        .lines()
-        .filter_map(|l| l.strip_prefix("EVENT "))
-        .map(String::from)
-        .collect()
-}
-
-fn wait_event(p: &Proc, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
-    wait_until(what, timeout, || events(p).into_iter().find(|e| f(e)))
-}
-
-/// Terminal updates (from an agent: with a uuid) each task received, by task.
-fn terminal_updates(p: &Proc) -> std::collections::BTreeMap<String, Vec<String>> {
-    let mut by_task = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for e in events(p) {
-        let parts: Vec<&str> = e.split(' ').collect();
-        if let ["update", task, state, "uuid=true"] = parts[..] {
-            let terminal = ["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST"];
-            if terminal.contains(&state) {
-                by_task.entry(task.into()).or_default().push(state.into());
-            }
-        }
-    }
-    by_task
+    sched_child::run_if_asked();
 }
 
 /// A one-agent cluster and an active scheduler child launching `tasks` (comma-separated) with
@@ -339,7 +186,7 @@ fn cluster_with_active(tasks: &str, command: &str, teardown: &str) -> (Cluster, 
         ("AGORA_TEST_CMD", command),
         ("AGORA_TEST_TEARDOWN", teardown),
     ];
-    let active = spawn_scheduler(&c, "active", &env);
+    let active = spawn_scheduler(c.dir.path(), "active", &c.master_addr, &env);
     let sub = wait_event(&active, "active subscribed", SECS, |e| {
         e.starts_with("subscribed ")
     });
@@ -357,8 +204,9 @@ fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
         });
     }
     let standby = spawn_scheduler(
-        &c,
+        c.dir.path(),
         "standby",
+        &c.master_addr,
         &[
             (CHILD_ENV, "standby"),
             ("AGORA_TEST_TASKS", tasks),
@@ -409,8 +257,9 @@ fn a_standby_never_takes_over_from_a_live_scheduler_and_ends_with_its_framework(
     let tasks = "t1,t2";
     let (c, mut active, fid) = cluster_with_active(tasks, "sleep 3", "1");
     let mut standby = spawn_scheduler(
-        &c,
+        c.dir.path(),
         "standby",
+        &c.master_addr,
         &[
             (CHILD_ENV, "standby"),
             ("AGORA_TEST_TASKS", tasks),
