@@ -82,7 +82,9 @@ impl MasterCore {
         if entry.conn.is_none() && now >= entry.standby_takeover_at {
             info!(framework = %id, conn, "standby takes over a framework without a scheduler");
             self.drop_standby(&id, conn);
-            return self.failover_framework(now, conn, id, info, out);
+            self.failover_framework(now, conn, id, info, out)?;
+            self.counters.standby_promotions += 1;
+            return Ok(());
         }
         self.register_standby(conn, &id, info)?;
         let message = if self.frameworks.get(&id).is_some_and(|e| e.conn.is_some()) {
@@ -146,7 +148,10 @@ impl MasterCore {
             self.bind(conn, Binding::Unbound);
             info!(framework = %fw, conn, "promoting a standby scheduler");
             match self.failover_framework(now, conn, fw.clone(), info, out) {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.counters.standby_promotions += 1;
+                    return true;
+                }
                 Err(err) => {
                     warn!(framework = %fw, conn, error = %err, "standby could not take over");
                     self.reject(now, conn, err, out);

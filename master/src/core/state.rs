@@ -20,6 +20,8 @@ pub struct MasterCounters {
     pub frameworks_failed_over: u64,
     pub frameworks_disconnected: u64,
     pub frameworks_removed: u64,
+    /// Standby scheduler instances that took their framework over.
+    pub standby_promotions: u64,
     pub offers_made: u64,
     pub offers_declined: u64,
     pub offers_rescinded: u64,

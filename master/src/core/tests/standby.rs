@@ -86,6 +86,7 @@ fn a_standby_waits_while_the_active_scheduler_is_connected_and_takes_over_when_i
     assert_eq!(failover_timers(&actions), 0);
     assert!(h.core.frameworks[&fw].standbys.is_empty());
     assert!(h.core.state().frameworks[0].active);
+    assert_eq!(h.core.counters().standby_promotions, 1);
     // The promoted instance receives the framework's updates and may launch.
     let actions = h.status(agent_conn, &fw, "t1", TaskState::Finished, 2);
     assert_eq!(updates(&actions, standby).len(), 1);
