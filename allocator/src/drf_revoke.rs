@@ -213,7 +213,14 @@ impl DrfAllocator {
                 ..FairRole::default()
             });
             merge(&mut role.held, &held);
-            role.starving |= wants && self.starving.is_starving(id, now, wait_ms);
+            // A framework no agent could ever serve (its up-front filters refuse them all)
+            // would only have others' tasks killed for nothing.
+            role.starving |= wants
+                && self.starving.is_starving(id, now, wait_ms)
+                && self
+                    .agents
+                    .values()
+                    .any(|a| super::upfront::accepts(f, a, &a.total));
         }
         for role in roles.values_mut() {
             role.held.retain(|k, _| !excluded.contains(k));

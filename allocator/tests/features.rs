@@ -375,6 +375,30 @@ fn a_framework_offered_something_is_not_starving() {
     );
 }
 
+/// A framework whose up-front filters refuse every agent never has others' tasks revoked for
+/// it: nothing freed could ever be offered to it.
+#[test]
+fn a_framework_no_agent_could_serve_does_not_starve_anyone() {
+    let cfg = DrfConfig {
+        revoke_below_fair_share_milli: 500,
+        fair_share_wait_ms: 1_000,
+        ..DrfConfig::default()
+    };
+    let mut a = DrfAllocator::new(cfg).unwrap();
+    add_agent(&mut a, "s1", "cpus:4;mem:4096", "rack:r1");
+    add_fw(&mut a, info("batch", "batch"));
+    run(&mut a, 0);
+    let mut picky = info("picky", "web");
+    picky.offer_filters.constraints = vec![AttributeConstraint::parse("rack = r9").unwrap()];
+    add_fw(&mut a, picky);
+    assert!(a.revocations(Time(0)).is_empty());
+    assert!(a.revocations(Time(60_000)).is_empty());
+    // The same framework without the filter would have been starving by then.
+    add_fw(&mut a, info("web", "web"));
+    a.revocations(Time(60_000));
+    assert_eq!(a.revocations(Time(61_000)).len(), 1);
+}
+
 #[test]
 fn revocation_is_retried_after_the_retry_period_and_can_be_turned_off() {
     let setup = |retry_ms: u64| {
