@@ -194,6 +194,21 @@ fn cluster_with_active(tasks: &str, command: &str, teardown: &str) -> (Cluster, 
     (c, active, fid)
 }
 
+/// A standby scheduler child for framework `fid`, once the master told it to stand by; with
+/// the `StandingBy` text.
+fn standby_for(c: &Cluster, tasks: &str, fid: &str) -> (Proc, String) {
+    let env = [
+        (CHILD_ENV, "standby"),
+        ("AGORA_TEST_TASKS", tasks),
+        ("AGORA_TEST_FID", fid),
+    ];
+    let standby = spawn_scheduler(c.dir.path(), "standby", &c.master_addr, &env);
+    let why = wait_event(&standby, "standby standing by", SECS, |e| {
+        e.starts_with("standing_by ")
+    });
+    (standby, why)
+}
+
 #[test]
 fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
     let tasks = "t1,t2,t3";
@@ -203,19 +218,7 @@ fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
             e.starts_with(&format!("update {t} TASK_RUNNING"))
         });
     }
-    let standby = spawn_scheduler(
-        c.dir.path(),
-        "standby",
-        &c.master_addr,
-        &[
-            (CHILD_ENV, "standby"),
-            ("AGORA_TEST_TASKS", tasks),
-            ("AGORA_TEST_FID", &fid),
-        ],
-    );
-    let why = wait_event(&standby, "standby standing by", SECS, |e| {
-        e.starts_with("standing_by ")
-    });
+    let (standby, why) = standby_for(&c, tasks, &fid);
     assert!(why.contains("active scheduler"), "{why}");
     let s = c.state();
     assert_eq!(s["frameworks"][0]["standby_schedulers"], 1, "{s}");
@@ -256,19 +259,7 @@ fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
 fn a_standby_never_takes_over_from_a_live_scheduler_and_ends_with_its_framework() {
     let tasks = "t1,t2";
     let (c, mut active, fid) = cluster_with_active(tasks, "sleep 3", "1");
-    let mut standby = spawn_scheduler(
-        c.dir.path(),
-        "standby",
-        &c.master_addr,
-        &[
-            (CHILD_ENV, "standby"),
-            ("AGORA_TEST_TASKS", tasks),
-            ("AGORA_TEST_FID", &fid),
-        ],
-    );
-    wait_event(&standby, "standby standing by", SECS, |e| {
-        e.starts_with("standing_by ")
-    });
+    let (mut standby, _) = standby_for(&c, tasks, &fid);
     // The active instance sees both tasks end, tears the framework down and exits ...
     wait_event(&active, "active exits", SECS, |e| e == "exit 0");
     let got = terminal_updates(&active);
