@@ -20,6 +20,8 @@ pub struct MasterCounters {
     pub frameworks_failed_over: u64,
     pub frameworks_disconnected: u64,
     pub frameworks_removed: u64,
+    /// Standby scheduler instances that took their framework over.
+    pub standby_promotions: u64,
     pub offers_made: u64,
     pub offers_declined: u64,
     pub offers_rescinded: u64,
@@ -75,6 +77,8 @@ pub struct FrameworkView {
     /// Terminal tasks of this framework still in the completed-tasks ring.
     pub completed_tasks: usize,
     pub offers: usize,
+    /// Standby scheduler instances waiting to take over.
+    pub standby_schedulers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -300,6 +304,7 @@ impl MasterCore {
                 .filter(|c| &c.framework_id == fw)
                 .count(),
             offers: f.offers.len(),
+            standby_schedulers: f.standbys.len(),
         }
     }
 
