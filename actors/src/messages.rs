@@ -610,7 +610,22 @@ pub enum Message {
         data: Vec<u8>,
     },
 
-    // ---- master -> scheduler, appended last so the codes of the others stay as they were ---
+    // ---- standby schedulers (appended so older variants keep their wire tags) --------------
+    /// A second scheduler instance of an existing framework (`framework.id` set) asks to
+    /// stand by: while the framework's active scheduler is connected the master answers
+    /// `StandingBy`; when it disconnects the master promotes a standby (`Subscribed`).
+    /// Re-sent periodically by the standby, which doubles as its liveness check.
+    SubscribeStandby {
+        framework: FrameworkInfo,
+    },
+    /// The answer to `SubscribeStandby` while another instance is active: not an error, the
+    /// standby keeps its connection and waits.
+    StandingBy {
+        framework_id: FrameworkId,
+        message: String,
+    },
+
+    // ---- master -> scheduler, appended last so the others keep their wire tags ---------
     /// An operator is draining `agent_id` (an inverse offer for the whole agent): it gets no
     /// new offers, its running tasks keep running, and the framework, which has tasks on it,
     /// should move them away before `window` (if given) starts.
@@ -659,6 +674,8 @@ impl Message {
             Message::ShutdownExecutor { .. } => "shutdown_executor",
             Message::Error { .. } => "error",
             Message::Raft { .. } => "raft",
+            Message::SubscribeStandby { .. } => "subscribe_standby",
+            Message::StandingBy { .. } => "standing_by",
             Message::AgentDraining { .. } => "agent_draining",
         }
     }

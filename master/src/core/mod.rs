@@ -22,6 +22,7 @@ mod offers;
 mod recovery;
 mod reservations;
 mod revoke;
+mod standby;
 mod state;
 mod tasks;
 mod validate;
@@ -281,6 +282,7 @@ impl MasterCore {
             Binding::Unbound => debug!(conn, "unbound connection closed"),
             Binding::Agent(agent_id) => self.agent_disconnected(&agent_id, conn, out),
             Binding::Framework(fw) => self.scheduler_disconnected(now, &fw, conn, out),
+            Binding::Standby(fw) => self.drop_standby(&fw, conn),
         }
     }
 
@@ -383,6 +385,9 @@ impl MasterCore {
                 self.subscribe(now, conn, framework, out)?;
                 self.tell_draining(conn, out);
                 Ok(())
+            }
+            Message::SubscribeStandby { framework } => {
+                self.subscribe_standby(now, conn, framework, out)
             }
             Message::Accept {
                 framework_id,
