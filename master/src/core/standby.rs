@@ -150,6 +150,7 @@ impl MasterCore {
             match self.failover_framework(now, conn, fw.clone(), info, out) {
                 Ok(()) => {
                     self.counters.standby_promotions += 1;
+                    self.tell_draining(conn, out);
                     return true;
                 }
                 Err(err) => {

@@ -353,3 +353,29 @@ fn schedulers_hear_of_a_draining_agent_again_when_they_resubscribe_or_it_comes_b
     let (other, actions) = h.subscribe_info(FrameworkInfo::new("other"));
     assert_eq!(draining(sent_to(&actions, other)), 0, "{actions:?}");
 }
+
+#[test]
+fn a_promoted_standby_scheduler_hears_of_a_draining_agent() {
+    let mut h = Harness::new();
+    let (_ac, agent) = h.register_agent("cpus:4;mem:1024");
+    let (active, fw) = h.subscribe("fw");
+    h.launch(active, &fw, &agent, "t1", "cpus:1;mem:128");
+    h.maintain(&agent, drain(7)).unwrap();
+    let mut info = FrameworkInfo::new("fw");
+    info.id = Some(fw.clone());
+    let standby = h.connect(NodeKind::Scheduler);
+    h.send(standby, Message::SubscribeStandby { framework: info });
+    let actions = h.disconnect(active);
+    let msgs = sent_to(&actions, standby);
+    assert!(
+        matches!(msgs.first(), Some(Message::Subscribed { .. })),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(
+            |m| matches!(m, Message::AgentDraining { agent_id, window: Some(w) }
+            if *agent_id == agent && w.start_ms == 7)
+        ),
+        "{msgs:?}"
+    );
+}
