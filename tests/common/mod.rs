@@ -21,12 +21,27 @@ pub fn agora_bin() -> &'static str {
     env!("CARGO_BIN_EXE_agora")
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, for a process the test starts.
+///
+/// Taken below Linux's ephemeral range (32768–60999): a port from `bind(0)` is in that range, so
+/// between the check here and the child binding it, any outgoing connection on the machine
+/// (an agent dialling its master, a CLI call) could take it as its source port, and the child
+/// then fails with "address in use". The per-process counter keeps the tests of one binary,
+/// which run in parallel, from being handed the same port; the pid spreads binaries apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (base + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// A process that is killed (SIGKILL to its process group) when dropped.
