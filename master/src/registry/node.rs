@@ -227,6 +227,15 @@ impl<S: RegistryStorage> RegistryNode<S> {
             .map_err(|e| RegistryError::Proposal(e.to_string()))
     }
 
+    /// Proposes `op` unless it changes nothing (re-registrations repeat admissions, and such
+    /// ops are not logged); whether it was proposed.
+    pub fn propose_if_changed(&mut self, op: &RegistryOp) -> Result<bool, RegistryError> {
+        if !self.state.changes(op) {
+            return Ok(false);
+        }
+        self.propose(op).map(|()| true)
+    }
+
     /// The Ready loop: persist, then hand out messages and applied ops.
     pub fn drive(&mut self) -> Result<DriveOutput, RegistryError> {
         let mut out = DriveOutput::default();
