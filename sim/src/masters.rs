@@ -61,7 +61,10 @@ impl World {
             ha: HaCore::new(inc),
         });
         let boot = n.boot;
-        self.push(self.now.plus_ms(self.sc.raft.tick_ms), Ev::RaftTick { m, boot });
+        self.push(
+            self.now.plus_ms(self.sc.raft.tick_ms),
+            Ev::RaftTick { m, boot },
+        );
         self.raft_drive(m);
         Ok(())
     }
@@ -75,7 +78,10 @@ impl World {
         };
         r.node.tick();
         self.raft_drive(m);
-        self.push(self.now.plus_ms(self.sc.raft.tick_ms), Ev::RaftTick { m, boot });
+        self.push(
+            self.now.plus_ms(self.sc.raft.tick_ms),
+            Ev::RaftTick { m, boot },
+        );
     }
 
     /// Raft's Ready loop for master `m`, and what its leadership core makes of the news.
@@ -293,7 +299,7 @@ impl World {
         }
     }
 
-    fn record_offer(&mut self, m: usize) {
+    pub(crate) fn record_offer(&mut self, m: usize) {
         let Some(r) = self.masters[m].raft.as_ref() else {
             return;
         };
@@ -403,5 +409,100 @@ impl World {
             self.bump("partition_breaks");
             self.break_conn(conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::world::World;
+    use crate::Scenario;
+
+    fn ha_world(seed: u64, faults: bool) -> World {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/faults-ha.toml");
+        let mut sc = Scenario::load(&path).expect("scenario loads");
+        if !faults {
+            sc.safety_ms = 0;
+        }
+        World::new(sc, seed).expect("world")
+    }
+
+    /// Runs until a master leads (with its core) and returns it.
+    fn until_leader(w: &mut World) -> usize {
+        for _ in 0..100_000 {
+            if let Some(m) = w.leader() {
+                return m;
+            }
+            assert!(w.step(), "queue ran dry");
+        }
+        panic!("no leader elected");
+    }
+
+    /// The one-offerer-per-term check fires: a follower offering, and a second master
+    /// offering in a term another master already offered in.
+    #[test]
+    fn offers_by_a_follower_or_a_second_master_in_a_term_are_violations() {
+        let mut w = ha_world(1, true);
+        let leader = until_leader(&mut w);
+        let follower = (leader + 1) % w.masters.len();
+        w.record_offer(leader);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        w.record_offer(follower);
+        assert!(
+            w.violations[0].contains("while its raft role is Follower"),
+            "{:?}",
+            w.violations
+        );
+
+        let mut w = ha_world(1, true);
+        let leader = until_leader(&mut w);
+        let term = w.masters[leader]
+            .raft
+            .as_ref()
+            .unwrap()
+            .node
+            .leadership()
+            .term;
+        w.offer_terms.insert(term, (leader + 1) % w.masters.len());
+        w.record_offer(leader);
+        assert!(
+            w.violations[0].contains(&format!("both made offers in raft term {term}")),
+            "{:?}",
+            w.violations
+        );
+        assert!(crate::check::invariants(&w).is_err());
+    }
+
+    /// A crashed master comes back with its raft log: what it had applied is still there.
+    #[test]
+    fn a_crashed_master_restarts_from_its_flushed_registry() {
+        let mut w = ha_world(2, false);
+        let leader = until_leader(&mut w);
+        // Let agents register through the leader (their admissions go through raft).
+        let until = w.now.plus_ms(5_000);
+        while w.now < until {
+            assert!(w.step());
+        }
+        let before = w.masters[leader]
+            .raft
+            .as_ref()
+            .unwrap()
+            .node
+            .state()
+            .agents
+            .len();
+        assert!(before > 0, "agents admitted through raft");
+        w.crash_master(leader);
+        assert!(w.masters[leader].raft.is_none());
+        w.start_raft_master(leader).unwrap();
+        let after = w.masters[leader]
+            .raft
+            .as_ref()
+            .unwrap()
+            .node
+            .state()
+            .agents
+            .len();
+        assert_eq!(after, before);
     }
 }

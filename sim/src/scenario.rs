@@ -479,7 +479,10 @@ impl Scenario {
             ("faults.master_crash_per_min", f.master_crash_per_min),
             ("faults.partition_per_min", f.partition_per_min),
             ("faults.leader_crash_per_min", f.leader_crash_per_min),
-            ("faults.master_partition_per_min", f.master_partition_per_min),
+            (
+                "faults.master_partition_per_min",
+                f.master_partition_per_min,
+            ),
         ] {
             if !(0.0..=600.0).contains(&r) {
                 return Err(bad(name, format!("must be in [0, 600], got {r}")));

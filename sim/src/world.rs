@@ -150,7 +150,12 @@ pub struct RaftBytes(pub Vec<u8>);
 
 impl std::fmt::Debug for RaftBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}b:{:x}", self.0.len(), fnv(0xcbf2_9ce4_8422_2325, &self.0))
+        write!(
+            f,
+            "{}b:{:x}",
+            self.0.len(),
+            fnv(0xcbf2_9ce4_8422_2325, &self.0)
+        )
     }
 }
 
