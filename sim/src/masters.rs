@@ -473,6 +473,11 @@ mod tests {
         assert!(crate::check::invariants(&w).is_err());
     }
 
+    fn registry_agents(w: &World, m: usize) -> usize {
+        let r = w.masters[m].raft.as_ref().expect("master runs");
+        r.node.state().agents.len()
+    }
+
     /// A crashed master comes back with its raft log: what it had applied is still there.
     #[test]
     fn a_crashed_master_restarts_from_its_flushed_registry() {
@@ -483,26 +488,12 @@ mod tests {
         while w.now < until {
             assert!(w.step());
         }
-        let before = w.masters[leader]
-            .raft
-            .as_ref()
-            .unwrap()
-            .node
-            .state()
-            .agents
-            .len();
+        let before = registry_agents(&w, leader);
         assert!(before > 0, "agents admitted through raft");
         w.crash_master(leader);
         assert!(w.masters[leader].raft.is_none());
         w.start_raft_master(leader).unwrap();
-        let after = w.masters[leader]
-            .raft
-            .as_ref()
-            .unwrap()
-            .node
-            .state()
-            .agents
-            .len();
+        let after = registry_agents(&w, leader);
         assert_eq!(after, before);
     }
 }

@@ -33,7 +33,7 @@ fn admit(i: u64) -> RegistryOp {
 }
 
 /// Drives a group of one until it leads.
-fn lead_alone(node: &mut RegistryNode) {
+fn lead_alone<S: RegistryStorage>(node: &mut RegistryNode<S>) {
     for _ in 0..100 {
         node.drive().unwrap();
         if node.is_leader() {
@@ -435,7 +435,7 @@ fn mem_storage_keeps_what_was_flushed_and_loses_the_rest() {
     };
     {
         let mut n = open(&disk);
-        lead_alone_mem(&mut n);
+        lead_alone(&mut n);
         for i in 1..=50 {
             n.propose(&admit(i)).unwrap();
             assert_eq!(n.drive().unwrap().applied, vec![admit(i)]);
@@ -452,7 +452,7 @@ fn mem_storage_keeps_what_was_flushed_and_loses_the_rest() {
     );
     let mut n = open(&disk);
     assert_eq!(n.state().agents.len(), 50);
-    lead_alone_mem(&mut n);
+    lead_alone(&mut n);
     n.propose(&admit(51)).unwrap();
     assert_eq!(n.drive().unwrap().applied, vec![admit(51)]);
     // A write after the last flush (as if the process died between write and fsync).
@@ -465,15 +465,4 @@ fn mem_storage_keeps_what_was_flushed_and_loses_the_rest() {
     assert_eq!(n.state().agents.len(), 51);
     let other = MemStorage::open(disk.clone(), &config(2, 3).identity).err();
     assert!(matches!(other, Some(RegistryError::OtherNode { .. })));
-}
-
-fn lead_alone_mem(node: &mut RegistryNode<MemStorage>) {
-    for _ in 0..100 {
-        node.drive().unwrap();
-        if node.is_leader() {
-            return;
-        }
-        node.tick();
-    }
-    panic!("a group of one did not elect itself");
 }
