@@ -150,7 +150,10 @@ impl HaCore {
         }
         if let Some(rec) = AgentRecord::of_registration(msg) {
             self.pending_agents.insert(*conn, rec);
-        } else if let Message::Subscribe { framework } = msg {
+        } else if let Message::Subscribe { framework } | Message::SubscribeStandby { framework } =
+            msg
+        {
+            // A standby's info is what the registry records if the master promotes it.
             self.pending_frameworks.insert(*conn, framework.clone());
         }
     }
