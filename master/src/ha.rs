@@ -6,19 +6,17 @@
 //! the listener, forwards their raft frames, and turns the core's admissions into registry ops.
 
 use crate::actor::MasterActor;
-use crate::core::{Input, MasterConfig, MasterCore, RegistryFramework};
+use crate::core::{Input, MasterConfig, MasterCore};
+use crate::ha_core::{not_leader, HaChange, HaCore};
 use crate::raft_actor::{
     parse_hello_node_id, InboundPeer, InboundPeerGone, InboundRaft, Propose, RaftActor, RaftNews,
 };
-use crate::registry::{
-    AgentRecord, FrameworkRecord, RegistryConfig, RegistryError, RegistryNode, RegistryOp,
-    RegistryState, StateRole,
-};
+use crate::registry::{RegistryConfig, RegistryError, RegistryNode, RegistryOp, RegistryState};
 use actix::prelude::*;
 use agora_actors::transport::{ConnHandle, ConnId, Transport};
-use agora_actors::{ErrorCode, FrameworkId, FrameworkInfo, Hello, Message, NodeKind};
+use agora_actors::{ErrorCode, Hello, Message, NodeKind};
 use agora_allocator::{Allocator, AllocatorActor, AllocatorConfig};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -84,21 +82,18 @@ pub struct RaftShell {
     /// Inbound connections from authenticated peer masters: (id, its HTTP address).
     peer_conns: BTreeMap<ConnId, (u64, String)>,
     view: HaView,
-    leader_text: String,
+    /// The leadership decisions (shared with the simulator).
+    ha: HaCore,
     config: MasterConfig,
     epoch: u64,
     first_allocator: Option<Box<dyn Allocator>>,
     make_allocator: MakeAllocator,
     allocator_config: AllocatorConfig,
     arbiter: Option<Arbiter>,
-    pending_agents: HashMap<ConnId, AgentRecord>,
-    pending_frameworks: HashMap<ConnId, FrameworkInfo>,
     peer_errors: u64,
     duplicate_id_refusals: u64,
     last_peer_error: Option<String>,
     agent_reregister_timeout_ms: u64,
-    /// What each connection of the core said it is (to find the schedulers).
-    conn_kinds: HashMap<ConnId, NodeKind>,
 }
 
 impl RaftShell {
@@ -141,20 +136,17 @@ impl RaftShell {
                 raft_role: "follower",
                 ..HaView::default()
             },
-            leader_text: "not the leader; no leader is known yet".into(),
+            ha: HaCore::new(epoch),
             config,
             epoch,
             first_allocator: Some(first_allocator),
             make_allocator: r.make_allocator,
             allocator_config,
             arbiter: None,
-            pending_agents: HashMap::new(),
-            pending_frameworks: HashMap::new(),
             peer_errors: 0,
             duplicate_id_refusals: 0,
             last_peer_error: None,
             agent_reregister_timeout_ms: r.agent_reregister_timeout_ms,
-            conn_kinds: HashMap::new(),
         })
     }
 
@@ -211,9 +203,7 @@ impl RaftShell {
         if self.peer_conns.remove(&conn).is_some() {
             self.raft.do_send(InboundPeerGone { conn });
         }
-        self.pending_agents.remove(&conn);
-        self.pending_frameworks.remove(&conn);
-        self.conn_kinds.remove(&conn);
+        self.ha.conn_closed(conn);
     }
 }
 
@@ -222,16 +212,15 @@ impl Handler<RaftNews> for MasterActor {
     fn handle(&mut self, news: RaftNews, ctx: &mut Context<Self>) {
         let Some(r) = &mut self.raft else { return };
         r.view = news.view;
-        r.leader_text = news.leader_text;
+        r.ha.set_leader_text(news.leader_text);
         let Some(l) = news.leadership else { return };
-        let lead = l.role == StateRole::Leader && l.serving;
-        if lead && !self.leading {
-            let Some(registry) = news.registry else {
-                return;
-            };
-            self.become_leader(l.term, &registry, ctx);
-        } else if !lead && self.leading {
-            self.step_down();
+        match r.ha.on_leadership(&l) {
+            Some(HaChange::Lead { term, epoch }) => match news.registry {
+                Some(registry) => self.become_leader(term, epoch, &registry, ctx),
+                None => r.ha.lead_failed(),
+            },
+            Some(HaChange::StepDown { closing }) => self.step_down(closing),
+            None => {}
         }
     }
 }
@@ -239,7 +228,13 @@ impl Handler<RaftNews> for MasterActor {
 impl MasterActor {
     /// A new leader starts from empty soft state: agents re-register and schedulers
     /// re-subscribe, which rebuilds agents, executors, tasks and allocations.
-    fn become_leader(&mut self, term: u64, registry: &RegistryState, ctx: &mut Context<Self>) {
+    fn become_leader(
+        &mut self,
+        term: u64,
+        epoch: u64,
+        registry: &RegistryState,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(r) = &mut self.raft else { return };
         let allocator = match r.first_allocator.take() {
             Some(a) => Ok(a),
@@ -257,14 +252,13 @@ impl MasterActor {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the allocator; not leading");
+                r.ha.lead_failed();
                 return;
             }
         };
         let arbiter = Arbiter::new();
         let addr = AllocatorActor::start_in_arbiter(&arbiter.handle(), move |_| allocator);
         r.arbiter = Some(arbiter);
-        // Ids minted by this leadership never repeat those of an earlier one.
-        let epoch = r.epoch.saturating_mul(1_000).saturating_add(term % 1_000);
         tracing::info!(
             term,
             registry_agents = r.view.registry_agents,
@@ -272,17 +266,11 @@ impl MasterActor {
             "this master is now the leader"
         );
         self.generation += 1;
-        self.core = MasterCore::new(r.config.clone(), epoch);
-        self.core
-            .restore_reservations(crate::persist::reservations_of(registry));
-        self.core
-            .restore_agent_records(crate::persist::agent_records_of(registry));
+        let now = self.clock.now();
+        let (core, actions) = crate::ha_core::leader_core(r.config.clone(), epoch, registry, now);
+        self.core = core;
         self.allocator = Some(addr);
         self.leading = true;
-        let now = self.clock.now();
-        let mut actions = self.core.start(now);
-        let (removed, frameworks) = registry_frameworks(registry);
-        actions.extend(self.core.restore_registry(now, removed, frameworks));
         self.perform(actions, ctx);
         self.arm_reregister_timeout(ctx);
     }
@@ -317,18 +305,15 @@ impl MasterActor {
     }
 
     /// Stops making offers at once and turns every agent and scheduler away.
-    fn step_down(&mut self) {
+    fn step_down(&mut self, closing: Message) {
         let Some(r) = &mut self.raft else { return };
         tracing::warn!("this master is no longer the leader; dropping soft state");
         for (_, h) in self.conns.drain() {
-            h.close(Some(not_leader(&r.leader_text)));
+            h.close(Some(closing.clone()));
         }
         if let Some(a) = r.arbiter.take() {
             a.stop();
         }
-        r.pending_agents.clear();
-        r.pending_frameworks.clear();
-        r.conn_kinds.clear();
         self.generation += 1;
         self.leading = false;
         self.allocator = None;
@@ -372,12 +357,17 @@ impl MasterActor {
             }
             return false;
         }
-        if self.leading {
-            r.conn_kinds.insert(conn, peer.node_kind);
-            return true;
+        match r.ha.admit_client() {
+            Ok(()) if self.leading => true,
+            Ok(()) => {
+                handle.close(Some(not_leader(r.ha.leader_text())));
+                false
+            }
+            Err(closing) => {
+                handle.close(Some(closing));
+                false
+            }
         }
-        handle.close(Some(not_leader(&r.leader_text)));
-        false
     }
 
     /// Handles a frame if it is raft traffic. Returns true if it was consumed.
@@ -415,17 +405,8 @@ impl MasterActor {
 
     /// Remembers what registrations say, for the registry entry made when the core admits.
     pub(crate) fn registry_observe_input(&mut self, input: &Input) {
-        let Some(r) = &mut self.raft else { return };
-        let Input::Message { conn, msg } = input else {
-            return;
-        };
-        if let Some(rec) = AgentRecord::of_registration(msg) {
-            r.pending_agents.insert(*conn, rec);
-        } else if let Message::Subscribe { framework } | Message::SubscribeStandby { framework } =
-            msg
-        {
-            // A standby's info is what the registry records if the master promotes it.
-            r.pending_frameworks.insert(*conn, framework.clone());
+        if let Some(r) = &mut self.raft {
+            r.ha.observe_input(input);
         }
     }
 
@@ -438,31 +419,8 @@ impl MasterActor {
         _ctx: &mut Context<Self>,
     ) {
         let Some(r) = &mut self.raft else { return };
-        let op = match msg {
-            Message::AgentRegistered { agent_id, .. } => {
-                let Some(record) = r.pending_agents.remove(&conn) else {
-                    return;
-                };
-                RegistryOp::AdmitAgent {
-                    agent_id: agent_id.clone(),
-                    record,
-                }
-            }
-            Message::Subscribed { framework_id, .. } => {
-                let Some(info) = r.pending_frameworks.remove(&conn) else {
-                    return;
-                };
-                let record = FrameworkRecord {
-                    name: info.name,
-                    roles: info.roles,
-                    failover_timeout_ms: info.failover_timeout_ms,
-                };
-                RegistryOp::AddFramework {
-                    framework_id: framework_id.clone(),
-                    record,
-                }
-            }
-            _ => return,
+        let Some(op) = r.ha.observe_output(conn, msg) else {
+            return;
         };
         r.raft.do_send(Propose(op));
     }
@@ -472,38 +430,9 @@ impl MasterActor {
     /// removal, also when no agent is connected to be told.
     pub(crate) fn registry_observe_allocator(&self, ev: &agora_allocator::AllocatorEvent) {
         let Some(r) = &self.raft else { return };
-        if let agora_allocator::AllocatorEvent::RemoveFramework { framework_id } = ev {
-            if self.core.framework_removed(framework_id) {
-                r.raft.do_send(Propose(RegistryOp::RemoveFramework {
-                    framework_id: framework_id.clone(),
-                }));
-            }
+        if let Some(op) = HaCore::observe_allocator(&self.core, ev) {
+            r.raft.do_send(Propose(op));
         }
-    }
-}
-
-/// The registry's framework entries as the core takes them.
-fn registry_frameworks(r: &RegistryState) -> (Vec<FrameworkId>, Vec<RegistryFramework>) {
-    let removed = r.removed_frameworks.keys().cloned().collect();
-    let known = r
-        .frameworks
-        .iter()
-        .map(|(id, f)| RegistryFramework {
-            id: id.clone(),
-            name: f.name.clone(),
-            roles: f.roles.clone(),
-            failover_timeout_ms: f.failover_timeout_ms,
-        })
-        .collect();
-    (removed, known)
-}
-
-fn not_leader(text: &str) -> Message {
-    // Not fatal: the client keeps going and tries the next master.
-    Message::Error {
-        code: ErrorCode::NotLeader,
-        message: text.to_string(),
-        fatal: false,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod core;
 pub mod ha;
+pub mod ha_core;
 pub mod http;
 pub mod operator_http;
 pub mod persist;

@@ -194,12 +194,8 @@ impl RaftActor {
     }
 
     fn leader_text(&self) -> String {
-        let l = self.node.leadership();
-        match (l.leader_id, self.http_of(l.leader_id)) {
-            (0, _) => "not the leader; no leader is known yet".to_string(),
-            (id, Some(http)) => format!("not the leader; the leader is master {id} (http {http})"),
-            (id, None) => format!("not the leader; the leader is master {id}"),
-        }
+        let id = self.node.leadership().leader_id;
+        crate::ha_core::leader_text(id, self.http_of(id).as_deref())
     }
 
     pub fn view(&self) -> HaView {
@@ -421,16 +417,11 @@ impl Handler<Propose> for RaftActor {
 }
 
 impl RaftActor {
-    /// Proposes `op` unless it changes nothing (re-registrations repeat admissions, and such
-    /// ops are not logged); whether it was proposed.
     fn propose_if_changed(
         &mut self,
         op: &RegistryOp,
     ) -> Result<bool, crate::registry::RegistryError> {
-        if !self.node.state().changes(op) {
-            return Ok(false);
-        }
-        self.node.propose(op).map(|()| true)
+        self.node.propose_if_changed(op)
     }
 }
 

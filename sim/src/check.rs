@@ -1,6 +1,6 @@
 //! Invariants, checked after every event, and the final checks of the liveness phase.
 
-use crate::world::World;
+use crate::world::{MasterNode, World};
 use agora_actors::{AgentId, Resources};
 
 fn parse(what: &str, text: &str) -> Result<Resources, String> {
@@ -19,8 +19,13 @@ fn same(a: &Resources, b: &Resources) -> bool {
 
 /// After every event.
 pub fn invariants(w: &World) -> Result<(), String> {
+    if let Some(v) = w.violations.first() {
+        return Err(v.clone());
+    }
     if w.touched_master || w.sc.check_every_events > 1 {
-        master_books(w)?;
+        for m in &w.masters {
+            master_books(m)?;
+        }
     }
     agents_not_overcommitted(w)?;
     for s in &w.scheds {
@@ -33,8 +38,8 @@ pub fn invariants(w: &World) -> Result<(), String> {
 
 /// Per agent at the master: used + offered <= total (so offers are disjoint from each other
 /// and from what runs), and free (allocator) + offered + used = total (conservation).
-fn master_books(w: &World) -> Result<(), String> {
-    let (Some(core), Some(alloc)) = (w.master.core.as_ref(), w.master.alloc.as_ref()) else {
+fn master_books(m: &MasterNode) -> Result<(), String> {
+    let (Some(core), Some(alloc)) = (m.core.as_ref(), m.alloc.as_ref()) else {
         return Ok(());
     };
     let state = core.state();
@@ -122,7 +127,7 @@ pub fn final_checks(w: &World) -> Result<(), String> {
             }
         }
     }
-    let Some(core) = w.master.core.as_ref() else {
+    let Some(core) = w.leader_core() else {
         return Err("no master at the end".into());
     };
     let state = core.state();

@@ -45,6 +45,8 @@ pub fn rampup_scenario(k: usize, duration: Duration, t_ms: u64) -> Scenario {
             resources: "cpus:1;mem:1024".into(),
             racks: 1,
         },
+        masters: 1,
+        raft: Default::default(),
         frameworks: vec![
             fw("holder", duration, t_ms, 0),
             fw("newcomer", Duration::Const, 5 * t_ms, NEWCOMER_DELAY_MS),

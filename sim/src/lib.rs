@@ -21,6 +21,7 @@ pub mod check;
 pub mod exec;
 pub mod experiments;
 pub mod fw;
+pub mod masters;
 pub mod metrics;
 pub mod persist;
 pub mod plot;
@@ -221,7 +222,7 @@ fn stuck(w: &World) -> String {
             ));
         }
     }
-    if let Some(core) = w.master.core.as_ref() {
+    if let Some(core) = w.leader_core() {
         let st = core.state();
         for f in &st.frameworks {
             out.push(format!(

@@ -76,7 +76,7 @@ impl Metrics {
         while self.next_ms <= w.now.ms() && self.samples.len() < MAX_SAMPLES {
             let at_ms = self.next_ms;
             self.next_ms += self.every_ms;
-            let Some(core) = w.master.core.as_ref() else {
+            let Some(core) = w.leader_core() else {
                 continue;
             };
             let st = core.state();

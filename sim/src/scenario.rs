@@ -29,6 +29,9 @@
 //! [faults]
 //! agent_crash_per_min = 1.0
 //! ```
+//!
+//! `masters = 3` runs a raft group of masters (see `docs/simulator.md`); its timing is in
+//! `[raft]` and its faults are `leader_crash_per_min` and `master_partition_per_min`.
 
 use agora_actors::Resources;
 use serde::Deserialize;
@@ -60,6 +63,12 @@ pub struct Scenario {
     #[serde(default = "d_liveness")]
     pub liveness_ms: u64,
     pub agents: AgentsSpec,
+    /// Masters: 1 (default) is one master whose registry survives its crashes; more is a raft
+    /// group of masters (the production registry node over in-memory storage).
+    #[serde(default = "one")]
+    pub masters: usize,
+    #[serde(default)]
+    pub raft: RaftSpec,
     #[serde(default)]
     pub frameworks: Vec<FrameworkSpec>,
     #[serde(default)]
@@ -276,13 +285,46 @@ pub struct FaultSpec {
     pub machine_crash_per_min: f64,
     /// How long a crashed agent (or machine) stays down (uniform in [0.5, 1.5] of this).
     pub agent_down_ms: u64,
+    /// A master process dies (with several masters: one picked at random among those up).
     pub master_crash_per_min: f64,
     pub master_down_ms: u64,
+    /// Several masters: the current leader dies (it restarts after `master_down_ms`).
+    pub leader_crash_per_min: f64,
+    /// Several masters: the current leader (or a random master when none leads) is cut off
+    /// from every other node for `partition_ms` (about); its client connections break after
+    /// `partition_break_ms`.
+    pub master_partition_per_min: f64,
     /// A client (agent or scheduler) is cut off from the master.
     pub partition_per_min: f64,
     pub partition_ms: u64,
     /// A partition longer than this breaks the node's connection (TCP gives up).
     pub partition_break_ms: u64,
+}
+
+/// Raft timing of a group of masters, in ticks of the virtual clock.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSpec {
+    pub tick_ms: u64,
+    /// Election timeout of master 1; master i waits `election_ticks + (i-1) * election_step`
+    /// ticks (fixed per master: raft-rs would draw it from an unseeded RNG).
+    pub election_ticks: usize,
+    pub election_step: usize,
+    pub heartbeat_ticks: usize,
+    /// A snapshot replaces the log after this many applied entries.
+    pub compact_after_entries: u64,
+}
+
+impl Default for RaftSpec {
+    fn default() -> Self {
+        RaftSpec {
+            tick_ms: 100,
+            election_ticks: 10,
+            election_step: 3,
+            heartbeat_ticks: 2,
+            compact_after_entries: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -407,6 +449,16 @@ impl Scenario {
                 ));
             }
         }
+        if self.masters == 0 || self.masters > 7 {
+            return Err(bad("masters", "must be 1..=7 (a raft group)".into()));
+        }
+        let r = &self.raft;
+        if r.tick_ms == 0 || r.heartbeat_ticks == 0 || r.election_ticks <= r.heartbeat_ticks {
+            return Err(bad(
+                "raft",
+                "need 1 <= tick_ms, 1 <= heartbeat_ticks < election_ticks".into(),
+            ));
+        }
         let f = &self.faults;
         for (name, p) in [
             ("faults.reset_per_msg", f.reset_per_msg),
@@ -426,6 +478,11 @@ impl Scenario {
             ("faults.machine_crash_per_min", f.machine_crash_per_min),
             ("faults.master_crash_per_min", f.master_crash_per_min),
             ("faults.partition_per_min", f.partition_per_min),
+            ("faults.leader_crash_per_min", f.leader_crash_per_min),
+            (
+                "faults.master_partition_per_min",
+                f.master_partition_per_min,
+            ),
         ] {
             if !(0.0..=600.0).contains(&r) {
                 return Err(bad(name, format!("must be in [0, 600], got {r}")));

@@ -23,9 +23,12 @@ use agora_allocator::{Allocator, DrfAllocator};
 use agora_master::core::{
     Action as MAction, Input as MInput, MasterConfig, MasterCore, MasterTimer,
 };
+use agora_master::registry::MemDisk;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 pub const CLUSTER: &str = "agora";
 
@@ -112,7 +115,26 @@ pub enum Ev {
     RestartAgent {
         node: usize,
     },
+    /// Restarts every crashed master whose downtime is over.
     RestartMaster,
+    /// A raft tick of master `m` (process incarnation `boot`).
+    RaftTick {
+        m: usize,
+        boot: u64,
+    },
+    /// A raft message between masters (raft ids, 1-based).
+    RaftMsg {
+        from: u64,
+        to: u64,
+        data: RaftBytes,
+    },
+    /// Master `m`'s partition may end / its client connections give up.
+    MasterHeal {
+        m: usize,
+    },
+    MasterPartitionBreak {
+        m: usize,
+    },
     Heal {
         ep: Ep,
     },
@@ -120,6 +142,21 @@ pub enum Ev {
         ep: Ep,
     },
     LivenessStart,
+}
+
+/// A raft message's bytes; its trace entry is its length and digest, not every byte.
+#[derive(Clone)]
+pub struct RaftBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for RaftBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}b:{:x}",
+            self.0.len(),
+            fnv(0xcbf2_9ce4_8422_2325, &self.0)
+        )
+    }
 }
 
 pub struct Conn {
@@ -132,16 +169,57 @@ pub struct Conn {
     /// Between a client and the master (faults apply); executor links are local.
     faulty: bool,
     master_inc: u64,
+    /// Which master the client dialed.
+    pub master: usize,
+    opened_at: Time,
+}
+
+impl Conn {
+    /// Between a client and a master (not an executor's local link).
+    pub fn client_is_remote(&self) -> bool {
+        self.faulty
+    }
+    pub fn opened_at(&self) -> Time {
+        self.opened_at
+    }
 }
 
 pub struct MasterNode {
+    /// Incarnation of the master's core (unique over all masters; with several masters it
+    /// changes whenever the master starts or stops leading): its timers and connections.
     pub inc: u64,
-    /// Survives master crashes.
+    /// One master only: its registry, which survives its crashes.
     pub registry: crate::persist::Registry,
+    /// Several masters: the raft node and leadership core while the process runs.
+    pub raft: Option<crate::masters::RaftMaster>,
+    /// Several masters: the registry's disk (survives crashes as far as it was flushed).
+    pub disk: Rc<RefCell<MemDisk>>,
+    /// Process incarnation (raft ticks).
+    pub boot: u64,
+    pub down_until: Option<Time>,
+    pub partitioned_until: Option<Time>,
     pub core: Option<MasterCore>,
     pub alloc: Option<DrfAllocator>,
-    coalesce_armed: bool,
-    wakeup_at: Option<Time>,
+    pub(crate) coalesce_armed: bool,
+    pub(crate) wakeup_at: Option<Time>,
+}
+
+impl MasterNode {
+    fn new() -> MasterNode {
+        MasterNode {
+            inc: 0,
+            registry: Default::default(),
+            raft: None,
+            disk: MemDisk::shared(),
+            boot: 0,
+            down_until: None,
+            partitioned_until: None,
+            core: None,
+            alloc: None,
+            coalesce_armed: false,
+            wakeup_at: None,
+        }
+    }
 }
 
 pub struct ExecNode {
@@ -168,6 +246,8 @@ pub struct AgentNode {
     exiting: BTreeSet<ContainerId>,
     pub partitioned_until: Option<Time>,
     pub hostname: String,
+    /// Index of the master it dials (several masters: it follows the leader).
+    pub target: usize,
 }
 
 pub struct SchedNode {
@@ -176,12 +256,13 @@ pub struct SchedNode {
     pub conn: Option<ConnId>,
     pub started: bool,
     pub partitioned_until: Option<Time>,
+    pub target: usize,
 }
 
 pub struct World {
     pub sc: Scenario,
     pub seed: u64,
-    rng: ChaCha8Rng,
+    pub(crate) rng: ChaCha8Rng,
     pub now: Time,
     seq: u64,
     /// Min-heap on (time, sequence); events boxed so the heap moves pointers, not messages
@@ -189,7 +270,15 @@ pub struct World {
     queue: std::collections::BinaryHeap<Queued>,
     pub hash: u64,
     pub events: u64,
-    pub master: MasterNode,
+    pub masters: Vec<MasterNode>,
+    /// Last master core incarnation handed out (incarnations are unique over all masters).
+    pub(crate) master_incs: u64,
+    /// Latest delivery time of raft messages per (from, to): links are FIFO, as TCP.
+    pub(crate) raft_fifo: BTreeMap<(u64, u64), Time>,
+    /// Raft term → the master that made offers in it (the one-offerer-per-term invariant).
+    pub offer_terms: BTreeMap<u64, usize>,
+    /// Invariant violations found while performing actions (reported by `check`).
+    pub violations: Vec<String>,
     pub agents: Vec<AgentNode>,
     pub scheds: Vec<SchedNode>,
     pub conns: BTreeMap<ConnId, Conn>,
@@ -246,6 +335,7 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 
 impl World {
     pub fn new(sc: Scenario, seed: u64) -> Result<World, String> {
+        let masters = sc.masters.max(1);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut scheds = Vec::new();
         for spec in &sc.frameworks {
@@ -261,6 +351,7 @@ impl World {
                 conn: None,
                 started: false,
                 partitioned_until: None,
+                target: 0,
             });
         }
         let agents = (0..sc.agents.count)
@@ -277,6 +368,7 @@ impl World {
                 exiting: BTreeSet::new(),
                 partitioned_until: None,
                 hostname: format!("agent-{i}"),
+                target: 0,
             })
             .collect();
         let mut w = World {
@@ -288,14 +380,11 @@ impl World {
             queue: std::collections::BinaryHeap::new(),
             hash: 0xcbf2_9ce4_8422_2325,
             events: 0,
-            master: MasterNode {
-                inc: 0,
-                registry: Default::default(),
-                core: None,
-                alloc: None,
-                coalesce_armed: false,
-                wakeup_at: None,
-            },
+            masters: (0..masters).map(|_| MasterNode::new()).collect(),
+            master_incs: 0,
+            raft_fifo: BTreeMap::new(),
+            offer_terms: BTreeMap::new(),
+            violations: Vec::new(),
             agents,
             scheds,
             conns: BTreeMap::new(),
@@ -306,7 +395,9 @@ impl World {
             touched_master: true,
             touched_agents: BTreeSet::new(),
         };
-        w.start_master()?;
+        for m in 0..w.masters.len() {
+            w.start_master(m)?;
+        }
         for i in 0..w.agents.len() {
             w.start_agent(i);
         }
@@ -332,15 +423,15 @@ impl World {
         });
     }
 
-    fn bump(&mut self, what: &'static str) {
+    pub(crate) fn bump(&mut self, what: &'static str) {
         *self.stats.entry(what).or_default() += 1;
     }
 
-    fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.rng.gen::<f64>() < p
     }
 
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn between(&mut self, lo: u64, hi: u64) -> u64 {
         if hi <= lo {
             lo
         } else {
@@ -384,8 +475,8 @@ impl World {
             }
             Ev::Dial { ep, inc } => self.dial(ep, inc),
             Ev::MasterTimer { inc, timer } => {
-                if inc == self.master.inc {
-                    self.master_input(MInput::Timer(timer));
+                if let Some(m) = self.master_of_inc(inc) {
+                    self.master_input(m, MInput::Timer(timer));
                 }
             }
             Ev::AllocRun { inc, why } => self.alloc_run(inc, why),
@@ -435,11 +526,11 @@ impl World {
                     self.start_agent(node);
                 }
             }
-            Ev::RestartMaster => {
-                if self.master.core.is_none() {
-                    let _ = self.start_master();
-                }
-            }
+            Ev::RestartMaster => self.restart_masters(),
+            Ev::RaftTick { m, boot } => self.raft_tick(m, boot),
+            Ev::RaftMsg { from, to, data } => self.raft_deliver(from, to, data.0),
+            Ev::MasterHeal { m } => self.master_heal(m),
+            Ev::MasterPartitionBreak { m } => self.master_partition_break(m),
             Ev::Heal { ep } => {
                 if let Some(p) = self.partition_of(&ep) {
                     if p.is_some_and(|until| until <= self.now) {
@@ -491,7 +582,7 @@ impl World {
     }
 
     /// Queues `msg` on `conn` from one side, through the (possibly faulty) network.
-    fn send(&mut self, conn: ConnId, from_client: bool, msg: Message) {
+    pub(crate) fn send(&mut self, conn: ConnId, from_client: bool, msg: Message) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -532,7 +623,9 @@ impl World {
         let mut delay = self.between(n.min_delay_ms, n.max_delay_ms);
         // A partition holds messages back, as TCP retransmissions do, until it heals (or the
         // connection gives up and breaks, and then they are lost with it).
-        if let Some(Some(until)) = self.partition_of(&client) {
+        let master_cut = self.masters[self.conns[&conn].master].partitioned_until;
+        let held = self.partition_of(&client).flatten().max(master_cut);
+        if let Some(until) = held {
             self.bump("msgs_held");
             delay += until.since(self.now);
         }
@@ -580,7 +673,8 @@ impl World {
         let client = c.client.clone();
         match (to_client, client) {
             (false, Ep::Agent(_)) | (false, Ep::Sched(_)) => {
-                self.master_input(MInput::Message { conn, msg })
+                let m = c.master;
+                self.master_input(m, MInput::Message { conn, msg })
             }
             (false, Ep::Exec(node, _)) => {
                 self.agent_input(node, AInput::FromExecutor { conn, msg })
@@ -601,7 +695,7 @@ impl World {
     }
 
     /// The connection breaks (reset, crash, partition): each live side notices after a delay.
-    fn break_conn(&mut self, conn: ConnId) {
+    pub(crate) fn break_conn(&mut self, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -627,16 +721,21 @@ impl World {
             c.up = false;
         }
         let master_inc = self.conns.get(&conn).map(|c| c.master_inc);
+        let m = self.conns.get(&conn).map(|c| c.master).unwrap_or(0);
         match ep {
             Ep::Master => {
-                if master_inc == Some(self.master.inc) {
-                    self.master_input(MInput::Disconnected { conn });
+                if let Some(r) = self.masters[m].raft.as_mut() {
+                    r.ha.conn_closed(conn);
+                }
+                if master_inc == Some(self.masters[m].inc) {
+                    self.master_input(m, MInput::Disconnected { conn });
                 }
             }
             Ep::Agent(node) => {
                 let is_master_link = self.agents[node].conn == Some(conn);
                 if is_master_link {
                     self.agents[node].conn = None;
+                    self.follow_after_close(&Ep::Agent(node), conn);
                     self.agent_input(node, AInput::MasterDisconnected);
                     self.redial(Ep::Agent(node));
                 } else if self.agents[node].core.is_some()
@@ -648,6 +747,7 @@ impl World {
             Ep::Sched(node) => {
                 if self.scheds[node].conn == Some(conn) {
                     self.scheds[node].conn = None;
+                    self.follow_after_close(&Ep::Sched(node), conn);
                     let acts = self.scheds[node]
                         .driver
                         .handle_disconnected(self.now, "connection lost");
@@ -709,7 +809,9 @@ impl World {
             }
         }
         let faulty = !matches!(ep, Ep::Exec(..));
-        if faulty && (self.master.core.is_none() || (self.faults_on && self.partitioned(&ep))) {
+        let m = self.target_of(&ep);
+        if faulty && (!self.master_reachable(m) || (self.faults_on && self.partitioned(&ep))) {
+            self.next_master(&ep);
             self.redial(ep);
             return;
         }
@@ -723,7 +825,9 @@ impl World {
                 closing: false,
                 fifo: [Time::ZERO; 2],
                 faulty,
-                master_inc: self.master.inc,
+                master_inc: self.masters[m].inc,
+                master: m,
+                opened_at: self.now,
             },
         );
         match &ep {
@@ -756,10 +860,11 @@ impl World {
             }
             _ => {
                 self.client_conn(&client) == Some(conn)
-                    && self.master.core.is_some()
-                    && c.master_inc == self.master.inc
+                    && self.master_process_up(c.master)
+                    && c.master_inc == self.masters[c.master].inc
             }
         };
+        let m = c.master;
         if !ok {
             // The server went away during the handshake: the client sees a failed dial.
             if self.client_conn(&client) == Some(conn) {
@@ -773,22 +878,33 @@ impl World {
                     }
                     Ep::Master => {}
                 }
+                self.next_master(&client);
                 self.redial(client);
             }
             return;
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.up = true;
+            c.opened_at = self.now;
         }
+        let refused = match &client {
+            Ep::Exec(..) => None,
+            _ => self.master_refuses(m),
+        };
         match client {
+            Ep::Agent(i) if refused.is_some() => self.agent_input(i, AInput::MasterConnected),
+            Ep::Sched(i) if refused.is_some() => {
+                let acts = self.scheds[i].driver.handle_connected(self.now);
+                self.sched_perform(i, acts);
+            }
             Ep::Agent(i) => {
                 let peer = Hello::new(CLUSTER, NodeKind::Agent, &self.agents[i].hostname);
-                self.master_input(MInput::Connected { conn, peer });
+                self.master_input(m, MInput::Connected { conn, peer });
                 self.agent_input(i, AInput::MasterConnected);
             }
             Ep::Sched(i) => {
                 let peer = Hello::new(CLUSTER, NodeKind::Scheduler, &self.scheds[i].name);
-                self.master_input(MInput::Connected { conn, peer });
+                self.master_input(m, MInput::Connected { conn, peer });
                 let acts = self.scheds[i].driver.handle_connected(self.now);
                 self.sched_perform(i, acts);
             }
@@ -802,10 +918,19 @@ impl World {
             }
             Ep::Master => {}
         }
+        if let Some(closing) = refused {
+            // A standby turns the client away, naming the leader; it tries the next master.
+            self.bump("not_leader_refusals");
+            self.send(conn, false, closing);
+            let client = self.conns.get(&conn).map(|c| c.client.clone());
+            if let Some(client) = client {
+                self.close_after_flush(conn, false, client);
+            }
+        }
     }
 
     /// The sender closes `conn` once what it already sent has arrived.
-    fn close_after_flush(&mut self, conn: ConnId, from_client: bool, notify: Ep) {
+    pub(crate) fn close_after_flush(&mut self, conn: ConnId, from_client: bool, notify: Ep) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -820,7 +945,7 @@ impl World {
 
     // ---- master and allocator -----------------------------------------------------------
 
-    fn master_config(&self) -> MasterConfig {
+    pub(crate) fn master_config(&self) -> MasterConfig {
         // A short completed-tasks ring keeps `state()`, read after every event, cheap.
         let d = MasterConfig::default();
         MasterConfig {
@@ -830,26 +955,55 @@ impl World {
         }
     }
 
-    fn start_master(&mut self) -> Result<(), String> {
-        self.master.inc += 1;
-        let inc = self.master.inc;
+    /// A new incarnation for master `m`'s core (unique over all masters).
+    pub(crate) fn new_master_inc(&mut self, m: usize) -> u64 {
+        self.master_incs += 1;
+        self.masters[m].inc = self.master_incs;
+        self.master_incs
+    }
+
+    /// The master whose current core incarnation is `inc`.
+    fn master_of_inc(&self, inc: u64) -> Option<usize> {
+        self.masters.iter().position(|n| n.inc == inc)
+    }
+
+    fn start_master(&mut self, m: usize) -> Result<(), String> {
+        if self.masters.len() > 1 {
+            return self.start_raft_master(m);
+        }
+        let inc = self.new_master_inc(m);
         let mut core = MasterCore::new(self.master_config(), inc);
         // As the HA shell does: removed agents and tasks declared lost stay so.
-        let records = agora_master::persist::agent_records_of(&self.master.registry.state);
+        let records = agora_master::persist::agent_records_of(&self.masters[m].registry.state);
         core.restore_agent_records(records);
         let alloc = crate::workload::allocator(&self.sc.allocator, self.seed)?;
         let acts = core.start(self.now);
-        self.master.core = Some(core);
-        self.master.alloc = Some(alloc);
-        self.master.coalesce_armed = false;
-        self.master.wakeup_at = None;
-        self.master_perform(acts);
+        self.install_core(m, core, alloc, acts);
         // As the HA shell does once it leads: the registry's agents get a window to return.
-        let input = MInput::RegistryAgents {
-            agent_ids: self.master.registry.agent_ids(),
-            reregister_timeout_ms: self.sc.agent_reregister_timeout_ms,
-        };
-        self.master_input(input);
+        let agent_ids = self.masters[m].registry.agent_ids();
+        self.registry_agents(m, agent_ids);
+        self.arm_allocation_interval(m);
+        Ok(())
+    }
+
+    /// Gives master `m` a started core (its first actions `acts`) and a fresh allocator.
+    pub(crate) fn install_core(
+        &mut self,
+        m: usize,
+        core: MasterCore,
+        alloc: DrfAllocator,
+        acts: Vec<MAction>,
+    ) {
+        let n = &mut self.masters[m];
+        n.core = Some(core);
+        n.alloc = Some(alloc);
+        n.coalesce_armed = false;
+        n.wakeup_at = None;
+        self.master_perform(m, acts);
+    }
+
+    pub(crate) fn arm_allocation_interval(&mut self, m: usize) {
+        let inc = self.masters[m].inc;
         let at = self.now.plus_ms(self.sc.allocator.interval_ms);
         self.push(
             at,
@@ -858,19 +1012,49 @@ impl World {
                 why: AllocWhy::Interval,
             },
         );
-        Ok(())
     }
 
-    fn crash_master(&mut self) {
+    /// The registry's agents get `agent_reregister_timeout_ms` to come back.
+    pub(crate) fn registry_agents(&mut self, m: usize, agent_ids: Vec<agora_actors::AgentId>) {
+        let input = MInput::RegistryAgents {
+            agent_ids,
+            reregister_timeout_ms: self.sc.agent_reregister_timeout_ms,
+        };
+        self.master_input(m, input);
+    }
+
+    fn restart_masters(&mut self) {
+        for m in 0..self.masters.len() {
+            let due = self.masters[m].down_until.is_none_or(|t| t <= self.now);
+            if !self.master_process_up(m) && due {
+                let _ = self.start_master(m);
+            }
+        }
+    }
+
+    /// The master process runs (with several masters: leading or not).
+    pub(crate) fn master_process_up(&self, m: usize) -> bool {
+        match self.masters.len() {
+            1 => self.masters[m].core.is_some(),
+            _ => self.masters[m].raft.is_some(),
+        }
+    }
+
+    pub(crate) fn crash_master(&mut self, m: usize) {
         self.bump("master_crashes");
-        self.master.core = None;
-        self.master.alloc = None;
-        self.master.registry.master_crashed();
-        self.master.inc += 1;
+        let n = &mut self.masters[m];
+        n.core = None;
+        n.alloc = None;
+        n.registry.master_crashed();
+        if n.raft.take().is_some() {
+            let lost = n.disk.borrow_mut().crash();
+            *self.stats.entry("registry_writes_lost").or_default() += lost as u64;
+        }
+        self.new_master_inc(m);
         let conns: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.up && c.faulty)
+            .filter(|(_, c)| c.up && c.faulty && c.master == m)
             .map(|(id, _)| *id)
             .collect();
         for conn in conns {
@@ -878,31 +1062,54 @@ impl World {
         }
     }
 
-    fn master_input(&mut self, input: MInput) {
-        let Some(core) = self.master.core.as_mut() else {
+    pub(crate) fn master_input(&mut self, m: usize, input: MInput) {
+        let n = &mut self.masters[m];
+        let Some(core) = n.core.as_mut() else {
             return;
         };
         self.touched_master = true;
-        if let MInput::Message { conn, msg } = &input {
-            self.master.registry.observe_input(*conn, msg);
+        match n.raft.as_mut() {
+            Some(r) => r.ha.observe_input(&input),
+            None => {
+                if let MInput::Message { conn, msg } = &input {
+                    n.registry.observe_input(*conn, msg);
+                }
+            }
         }
         let acts = core.handle(self.now, input);
         let lost = core.take_lost_task_changes();
-        self.master_perform(acts);
-        self.master.registry.tasks_lost(lost);
+        self.master_perform(m, acts);
+        // As the HA shell: tasks declared lost with their agent are written to the registry.
+        for (agent_id, tasks) in &lost {
+            let op = agora_master::registry::RegistryOp::TasksLost {
+                agent_id: agent_id.clone(),
+                tasks: tasks.clone(),
+            };
+            self.raft_propose(m, op);
+        }
+        self.masters[m].registry.tasks_lost(lost);
     }
 
-    fn master_perform(&mut self, acts: Vec<MAction>) {
-        let inc = self.master.inc;
+    pub(crate) fn master_perform(&mut self, m: usize, acts: Vec<MAction>) {
+        let inc = self.masters[m].inc;
         for a in acts {
             match a {
                 MAction::Send { conn, msg } => {
-                    self.master.registry.observe_output(conn, &msg);
+                    match self.masters[m].raft.is_some() {
+                        true => self.raft_observe_output(m, conn, &msg),
+                        false => self.masters[m].registry.observe_output(conn, &msg),
+                    }
                     self.send(conn, false, msg)
                 }
                 MAction::AgentUnreachable { agent_id } => {
                     self.bump("agents_unreachable");
-                    self.master.registry.agent_unreachable(agent_id)
+                    self.raft_propose(
+                        m,
+                        agora_master::registry::RegistryOp::RemoveAgent {
+                            agent_id: agent_id.clone(),
+                        },
+                    );
+                    self.masters[m].registry.agent_unreachable(agent_id)
                 }
                 MAction::Close { conn, last } => {
                     if let Some(msg) = last {
@@ -916,11 +1123,13 @@ impl World {
                 MAction::SetTimer { timer, at } => self.push(at, Ev::MasterTimer { inc, timer }),
                 MAction::Allocator(event) => {
                     let now = self.now;
-                    if let Some(alloc) = self.master.alloc.as_mut() {
+                    self.raft_observe_allocator(m, &event);
+                    let n = &mut self.masters[m];
+                    if let Some(alloc) = n.alloc.as_mut() {
                         alloc.handle(now, event);
                     }
-                    if !self.master.coalesce_armed {
-                        self.master.coalesce_armed = true;
+                    if !n.coalesce_armed {
+                        n.coalesce_armed = true;
                         let at = now.plus_ms(self.sc.allocator.coalesce_ms);
                         self.push(
                             at,
@@ -938,12 +1147,15 @@ impl World {
     /// One allocation run, as the allocator actor does it; decisions reach the master at once
     /// (the actor's message is local), so the books of both agree after every event.
     fn alloc_run(&mut self, inc: u64, why: AllocWhy) {
-        if inc != self.master.inc || self.master.alloc.is_none() {
+        let Some(m) = self.master_of_inc(inc) else {
+            return;
+        };
+        if self.masters[m].alloc.is_none() {
             return;
         }
         match why {
-            AllocWhy::Coalesce => self.master.coalesce_armed = false,
-            AllocWhy::Wakeup => self.master.wakeup_at = None,
+            AllocWhy::Coalesce => self.masters[m].coalesce_armed = false,
+            AllocWhy::Wakeup => self.masters[m].wakeup_at = None,
             AllocWhy::Interval => {
                 let at = self.now.plus_ms(self.sc.allocator.interval_ms);
                 self.push(
@@ -956,17 +1168,17 @@ impl World {
             }
         }
         let now = self.now;
-        let Some(alloc) = self.master.alloc.as_mut() else {
+        let Some(alloc) = self.masters[m].alloc.as_mut() else {
             return;
         };
         let allocations = alloc.allocate(now);
         if !allocations.is_empty() {
-            self.master_input(MInput::Allocations(allocations));
+            self.master_input(m, MInput::Allocations(allocations));
         }
-        let wanted = self.master.alloc.as_ref().and_then(|a| a.next_wakeup());
+        let wanted = self.masters[m].alloc.as_ref().and_then(|a| a.next_wakeup());
         if let Some(at) = wanted {
-            if self.master.wakeup_at != Some(at) {
-                self.master.wakeup_at = Some(at);
+            if self.masters[m].wakeup_at != Some(at) {
+                self.masters[m].wakeup_at = Some(at);
                 self.push(
                     at,
                     Ev::AllocRun {
@@ -1390,8 +1602,10 @@ impl World {
                 self.push(self.now.plus_ms(down), Ev::RestartAgent { node });
             }
         }
-        if self.master.core.is_some() && self.chance(f.master_crash_per_min / 60.0) {
-            self.crash_master();
+        if self.masters.len() > 1 {
+            self.master_faults();
+        } else if self.masters[0].core.is_some() && self.chance(f.master_crash_per_min / 60.0) {
+            self.crash_master(0);
             let down = self.between(f.master_down_ms / 2, f.master_down_ms * 3 / 2);
             self.push(self.now.plus_ms(down), Ev::RestartMaster);
         }
@@ -1433,9 +1647,11 @@ impl World {
         for s in &mut self.scheds {
             s.partitioned_until = None;
         }
-        if self.master.core.is_none() {
-            let _ = self.start_master();
+        for m in 0..self.masters.len() {
+            self.masters[m].down_until = None;
+            self.masters[m].partitioned_until = None;
         }
+        self.restart_masters();
     }
 
     /// Every batch framework has ended (its driver stopped).

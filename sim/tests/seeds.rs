@@ -137,3 +137,50 @@ fn bad_scenarios_are_refused_with_the_field_named() {
     .to_string();
     assert!(err.contains("dup_per_msg"), "{err}");
 }
+
+/// Seeds of another scenario in a list file: lines `NAME SEED  # why`.
+fn named_seed_list(rel: &str, name: &str) -> BTreeSet<u64> {
+    let text = std::fs::read_to_string(path(rel)).expect("seed list readable");
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next()? == name).then_some(())?;
+            words.next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Three raft masters with leader crashes and partitions: many seeds, the regression seeds of
+/// `faults-ha` in `sim/regression-seeds`, and no known failures skipped.
+#[test]
+fn ha_fault_seeds_hold_invariants_and_converge() {
+    let sc = scenario("faults-ha");
+    assert_eq!(sc.masters, 3);
+    let mut seeds: BTreeSet<u64> = (0..HA_SEEDS).collect();
+    seeds.extend(named_seed_list("regression-seeds", "faults-ha"));
+    let failures = run_seeds(&sc, seeds.into_iter().collect());
+    assert!(
+        failures.is_empty(),
+        "{} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// How many seeds of `faults-ha` CI runs (within the suite's time budget on 2 cores).
+const HA_SEEDS: u64 = 100;
+
+/// Raft's election timeouts come from the scenario, not from raft-rs's thread RNG: the same
+/// seed gives the same trace with three masters too, and leaders did change.
+#[test]
+fn ha_same_seed_same_trace() {
+    let sc = scenario("faults-ha");
+    let a = run(&sc, 3, |_, _| {}).unwrap();
+    let b = run(&sc, 3, |_, _| {}).unwrap();
+    assert_eq!(a.trace, b.trace);
+    assert_eq!(a.events, b.events);
+    assert!(a.ok(), "{:?}", a.failure);
+    let leaderships = a.faults.get("leaderships").copied().unwrap_or(0);
+    assert!(leaderships >= 2, "leaders changed: {:?}", a.faults);
+}

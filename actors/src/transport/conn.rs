@@ -495,6 +495,17 @@ pub(crate) fn start_link<S: ByteStream>(
     Box::new(StreamLink { state })
 }
 
+/// After a connection to address `idx` ended having been up `up_ms`: whether it counts as
+/// healthy, and the address index the next round starts with (not reduced modulo the list's
+/// length). A connection that outlived the longest backoff counts as healthy; one that is
+/// dropped right away keeps growing the delay. A peer that drops us at once (e.g. a standby
+/// master) is not retried first: the next address is, so a list of masters finds the leader.
+/// (The simulator's clients follow the same rule.)
+pub fn after_connection(idx: usize, up_ms: u64, cap_ms: u64) -> (bool, usize) {
+    let healthy = up_ms >= cap_ms;
+    (healthy, if healthy { idx } else { idx + 1 })
+}
+
 /// The redial loop. A round tries every address once, starting with the one that worked last;
 /// after each round without a lasting connection it sleeps a capped, jittered, growing delay.
 async fn link_loop<S: ByteStream>(
@@ -526,12 +537,7 @@ async fn link_loop<S: ByteStream>(
                     return;
                 }
                 Some(Outcome::Ended { up_ms, .. }) => {
-                    // A connection that outlived the longest backoff counts as healthy; one
-                    // that is dropped right away keeps growing the delay.
-                    healthy = up_ms >= backoff.cap_ms;
-                    // A peer that drops us at once (e.g. a standby master) is not retried
-                    // first: the next address is, so a list of masters finds the leader.
-                    start = if healthy { idx } else { idx + 1 };
+                    (healthy, start) = after_connection(idx, up_ms, backoff.cap_ms);
                     break;
                 }
             }

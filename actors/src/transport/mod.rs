@@ -16,7 +16,9 @@ mod conn;
 pub mod mem;
 pub mod tcp;
 
-pub use conn::{DIAL_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, MAX_CONNECTIONS_PER_LISTENER};
+pub use conn::{
+    after_connection, DIAL_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, MAX_CONNECTIONS_PER_LISTENER,
+};
 pub use mem::MemTransport;
 pub use tcp::TcpTransport;
 

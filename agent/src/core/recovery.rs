@@ -6,7 +6,7 @@
 
 use super::executors::{ExecPhase, ExecutorRecord};
 use super::tasks::TaskRecord;
-use super::{Action, AgentConfig, AgentCore, AgentTimer};
+use super::{Action, AgentConfig, AgentCore, AgentTimer, Input};
 use agora_actors::{
     AgentId, ContainerId, ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo, TaskId, TaskInfo,
     TaskState, TaskStatus, Time,
@@ -102,6 +102,18 @@ impl AgentCore {
                 .insert((t.framework_id, record.info.task_id.clone()), record);
         }
         let deadline = now.plus_ms(core.config.executor_register_timeout_ms);
+        // Containers whose launch had not completed when the agent died (no pid, and their
+        // executor never registered: its tasks still wait in `queued`): the launch died with
+        // the agent process (the containerizer has no record of them to recover, and removes
+        // leftovers), so their executors will never register. Found by the simulator (faults-ha seed 187): waiting
+        // for them ended their tasks TASK_FAILED after the register timeout, which frameworks
+        // do not retry; they are lost.
+        let never_launched: Vec<ContainerId> = checkpoint
+            .executors
+            .iter()
+            .filter(|e| e.pid.is_none() && !e.queued.is_empty())
+            .map(|e| e.container_id.clone())
+            .collect();
         for e in checkpoint.executors {
             let key = (e.framework_id, e.info.executor_id.clone());
             core.containers.insert(e.container_id.clone(), key.clone());
@@ -138,6 +150,16 @@ impl AgentCore {
                 &mut core.counters,
                 &mut out,
             );
+        }
+        for container_id in never_launched {
+            let input = Input::ContainerExited {
+                container_id,
+                exit_code: None,
+                signal: None,
+                reason: Some(super::REASON_CONTAINER_LOST.to_string()),
+                message: "the container's launch was cut short by an agent restart".into(),
+            };
+            out.extend(core.handle(now, input));
         }
         tracing::info!(
             agent = ?core.reg.agent_id,

@@ -119,6 +119,14 @@ impl MasterCore {
         let reports = self.check_reregistration(conn, &agent_id, &reg, reports)?;
         self.recovery.returned(now, &agent_id);
         let known = self.agents.contains_key(&agent_id);
+        // A repeated registration on the connection the agent already uses (it retried before
+        // our answer came) was sent before the launches made since that connection was bound:
+        // their RunTasks are still on their way to it (FIFO), not lost.
+        let in_flight_since = self
+            .agents
+            .get(&agent_id)
+            .filter(|a| a.conn == Some(conn))
+            .map(|a| a.conn_since);
         let changed = match self.agents.get(&agent_id) {
             Some(a) => {
                 a.total != reg.resources
@@ -142,7 +150,7 @@ impl MasterCore {
                 agent_id: agent_id.clone(),
             }));
         }
-        let rec = self.reconcile_agent_tasks(now, &agent_id, reports, !readd, out);
+        let rec = self.reconcile_agent_tasks(now, &agent_id, reports, !readd, in_flight_since, out);
         if readd {
             out.push(Action::Allocator(AllocatorEvent::AddAgent {
                 agent_id: agent_id.clone(),
@@ -232,6 +240,9 @@ impl MasterCore {
             .entry(agent_id.clone())
             .or_insert_with(|| new_agent(now, conn, reg));
         let old = agent.conn.replace(conn);
+        if old != Some(conn) {
+            agent.conn_since = now;
+        }
         agent.hostname = reg.hostname.clone();
         agent.endpoint = reg.endpoint.clone();
         agent.attributes = reg.attributes.clone();
@@ -321,6 +332,7 @@ impl MasterCore {
         agent_id: &AgentId,
         reports: Vec<TaskReport>,
         recover: bool,
+        in_flight_since: Option<Time>,
         out: &mut Out,
     ) -> Reconciled {
         let mut rec = Reconciled::default();
@@ -372,7 +384,7 @@ impl MasterCore {
                 }
             }
         }
-        self.lose_missing_tasks(now, agent_id, &seen, recover, out);
+        self.lose_missing_tasks(now, agent_id, &seen, recover, in_flight_since, out);
         rec
     }
 
@@ -453,13 +465,18 @@ impl MasterCore {
         agent_id: &AgentId,
         seen: &BTreeSet<(FrameworkId, agora_actors::TaskId)>,
         recover: bool,
+        in_flight_since: Option<Time>,
         out: &mut Out,
     ) {
+        let in_flight = |k: &(FrameworkId, agora_actors::TaskId)| match in_flight_since {
+            Some(since) => self.tasks.get(k).is_some_and(|t| t.launched_at >= since),
+            None => false,
+        };
         let missing: Vec<_> = match self.agents.get(agent_id) {
             Some(a) => a
                 .tasks
                 .iter()
-                .filter(|k| !seen.contains(*k))
+                .filter(|k| !seen.contains(*k) && !in_flight(k))
                 .cloned()
                 .collect(),
             None => return,
@@ -658,6 +675,7 @@ fn new_agent(now: Time, conn: ConnId, reg: &Registration) -> AgentEntry {
         attributes: reg.attributes.clone(),
         total: reg.resources.clone(),
         conn: Some(conn),
+        conn_since: now,
         registered_at: now,
         missed_pings: 0,
         ping_outstanding: false,

@@ -45,6 +45,8 @@ pub(crate) struct AgentEntry {
     pub attributes: Attributes,
     pub total: Resources,
     pub conn: Option<ConnId>,
+    /// When `conn` was bound to the agent: launches since then travel on it.
+    pub conn_since: Time,
     pub registered_at: Time,
     /// Ping rounds without a `Pong` (or spent disconnected).
     pub missed_pings: u32,

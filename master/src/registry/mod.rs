@@ -4,9 +4,11 @@
 //! sled under the master's work dir. A single master is a group of one on the same code path.
 //!
 //! * [`state`]: the state machine and its ops (pure);
-//! * [`storage`]: `raft::Storage` over sled, crash-safe;
+//! * [`storage`]: the [`RegistryStorage`] trait and `raft::Storage` over sled, crash-safe;
+//! * [`mem`]: the same in memory for the simulator, losing unflushed writes on a crash;
 //! * [`node`]: the raft driver (`Ready` loop) the master's shell ticks and steps.
 
+pub mod mem;
 pub mod node;
 pub mod state;
 pub mod storage;
@@ -14,13 +16,14 @@ pub mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use mem::{MemDisk, MemStorage};
 pub use node::{DriveOutput, Leadership, RegistryConfig, RegistryNode};
 pub use raft::StateRole;
 pub use state::{
     check_maintenance_change, AgentRecord, FrameworkRecord, RegistryLimits, RegistryOp,
     RegistryState, MAX_LOST_TASKS,
 };
-pub use storage::{Identity, SledStorage};
+pub use storage::{Identity, RegistryStorage, SledStorage};
 
 use std::collections::BTreeMap;
 

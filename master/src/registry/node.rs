@@ -1,10 +1,10 @@
-//! The registry's raft driver. It owns a `RawNode` over [`SledStorage`] and the applied
+//! The registry's raft driver. It owns a `RawNode` over a [`RegistryStorage`] (sled, or memory in the simulator) and the applied
 //! [`RegistryState`], and turns raft's `Ready` into plain outputs: raft messages to send to
 //! peers (already persisted where raft requires it), ops that became durable, and leadership
 //! changes. It does no network IO and reads no clock: the shell ticks it, steps peer messages
 //! into it, calls [`RegistryNode::drive`] and performs what comes out.
 
-use super::storage::{Identity, SledStorage};
+use super::storage::{Identity, RegistryStorage, SledStorage};
 use super::{RegistryError, RegistryLimits, RegistryOp, RegistryState};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, EntryType, Message as RaftMessage};
@@ -18,6 +18,10 @@ pub struct RegistryConfig {
     /// Election timeout in ticks (randomised in [n, 2n) by raft). With check-quorum, a leader
     /// that has not heard from a majority for this long steps down.
     pub election_ticks: usize,
+    /// Overrides raft's randomised range [n, 2n) with [n, n+1), one value: raft-rs draws the
+    /// timeout from an unseeded thread RNG, so the simulator fixes it (and gives every node
+    /// its own `election_ticks` so elections still break ties). Production leaves it off.
+    pub fixed_election_timeout: bool,
     pub heartbeat_ticks: usize,
     /// A snapshot replaces the log once this many entries are applied beyond the last one.
     pub compact_after_entries: u64,
@@ -29,6 +33,7 @@ impl RegistryConfig {
         RegistryConfig {
             identity,
             election_ticks: 10,
+            fixed_election_timeout: false,
             heartbeat_ticks: 2,
             compact_after_entries: 1_000,
             limits: RegistryLimits::default(),
@@ -60,29 +65,52 @@ pub struct DriveOutput {
     pub leadership: Option<Leadership>,
 }
 
-pub struct RegistryNode {
-    raw: RawNode<SledStorage>,
+/// The raft driver over a storage `S`: sled in production, memory in the simulator.
+pub struct RegistryNode<S: RegistryStorage = SledStorage> {
+    raw: RawNode<S>,
     state: RegistryState,
     applied: u64,
     config: RegistryConfig,
     last_seen: Leadership,
 }
 
-impl RegistryNode {
-    pub fn open(dir: &Path, config: RegistryConfig) -> Result<RegistryNode, RegistryError> {
-        let id = config.identity.node_id;
-        if !config.identity.peers.contains_key(&id) {
-            return Err(RegistryError::Config(format!(
-                "node id {id} is not in the peer list {}",
-                super::format_peers(&config.identity.peers)
-            )));
-        }
+impl RegistryNode<SledStorage> {
+    /// Opens (or creates) the registry stored in sled at `dir`.
+    pub fn open(dir: &Path, config: RegistryConfig) -> Result<Self, RegistryError> {
+        check_member(&config)?;
         let storage = SledStorage::open(dir, &config.identity)?;
+        RegistryNode::with_storage(storage, config)
+    }
+}
+
+fn check_member(config: &RegistryConfig) -> Result<(), RegistryError> {
+    let id = config.identity.node_id;
+    if !config.identity.peers.contains_key(&id) {
+        return Err(RegistryError::Config(format!(
+            "node id {id} is not in the peer list {}",
+            super::format_peers(&config.identity.peers)
+        )));
+    }
+    Ok(())
+}
+
+impl<S: RegistryStorage> RegistryNode<S> {
+    /// Starts the raft node over an opened storage (its identity already checked).
+    pub fn with_storage(storage: S, config: RegistryConfig) -> Result<Self, RegistryError> {
+        check_member(&config)?;
+        let id = config.identity.node_id;
         let applied = storage.applied()?;
         let state = RegistryState::decode(&storage.state_bytes()?)?;
+        let (min_election_tick, max_election_tick) = if config.fixed_election_timeout {
+            (config.election_ticks, config.election_ticks + 1)
+        } else {
+            (0, 0) // raft's default range
+        };
         let raft_config = raft::Config {
             id,
             election_tick: config.election_ticks,
+            min_election_tick,
+            max_election_tick,
             heartbeat_tick: config.heartbeat_ticks,
             applied,
             check_quorum: true,
@@ -163,6 +191,12 @@ impl RegistryNode {
         v
     }
 
+    /// The storage, for tests that write behind raft's back.
+    #[cfg(test)]
+    pub(crate) fn raw_store_mut(&mut self) -> &mut S {
+        self.raw.mut_store()
+    }
+
     /// One raft clock tick (the shell calls this every tick interval).
     pub fn tick(&mut self) {
         self.raw.tick();
@@ -191,6 +225,15 @@ impl RegistryNode {
         self.raw
             .propose(vec![], op.encode())
             .map_err(|e| RegistryError::Proposal(e.to_string()))
+    }
+
+    /// Proposes `op` unless it changes nothing (re-registrations repeat admissions, and such
+    /// ops are not logged); whether it was proposed.
+    pub fn propose_if_changed(&mut self, op: &RegistryOp) -> Result<bool, RegistryError> {
+        if !self.state.changes(op) {
+            return Ok(false);
+        }
+        self.propose(op).map(|()| true)
     }
 
     /// The Ready loop: persist, then hand out messages and applied ops.
@@ -223,14 +266,14 @@ impl RegistryNode {
             self.raw.mut_store().set_hard_state(hs)?;
         }
         // Raft's persistence rule: nothing that depends on these writes leaves before fsync.
-        self.raw.store().flush()?;
+        self.raw.mut_store().flush()?;
         push_messages(&mut out.messages, rd.take_persisted_messages());
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             let mut hs = self.raw.store().hard_state().clone();
             hs.commit = commit;
             self.raw.mut_store().set_hard_state(&hs)?;
-            self.raw.store().flush()?;
+            self.raw.mut_store().flush()?;
         }
         push_messages(&mut out.messages, light.take_messages());
         self.apply_entries(light.take_committed_entries(), out)?;
@@ -268,7 +311,7 @@ impl RegistryNode {
             self.applied = last;
             let bytes = self.state.encode();
             self.raw.mut_store().commit_applied(last, &bytes)?;
-            self.raw.store().flush()?;
+            self.raw.mut_store().flush()?;
         }
         Ok(())
     }
@@ -280,7 +323,7 @@ impl RegistryNode {
         }
         let conf = self.raw.raft.prs().conf().to_conf_state();
         self.raw.mut_store().compact(self.applied, &conf)?;
-        self.raw.store().flush()
+        self.raw.mut_store().flush()
     }
 }
 

@@ -175,7 +175,75 @@ impl SledStorage {
         self.log.apply_batch(batch).map_err(io)
     }
 
-    pub fn applied(&self) -> Result<u64, RegistryError> {
+    fn last(&self) -> Result<u64, raft::Error> {
+        match self.log.last().map_err(raft_io)? {
+            Some((k, _)) => index_of(&k).map_err(corrupt),
+            None => Ok(self.snap_meta.index),
+        }
+    }
+
+    fn entry(&self, idx: u64) -> Result<Entry, raft::Error> {
+        match self.log.get(key(idx)).map_err(raft_io)? {
+            Some(v) => pb("log entry", &v).map_err(corrupt),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+}
+
+/// What the registry's raft driver needs of its storage beyond `raft::Storage`: the writes of
+/// raft's `Ready` loop and a durability barrier. Production stores it in sled
+/// ([`SledStorage`]); the simulator keeps it in memory ([`super::mem::MemStorage`]) and loses
+/// on a simulated crash exactly what was written after the last `flush`.
+pub trait RegistryStorage: raft::Storage {
+    /// The index of the last applied entry (0 before the first).
+    fn applied(&self) -> Result<u64, RegistryError>;
+    /// The applied state as stored (empty before the first apply).
+    fn state_bytes(&self) -> Result<Vec<u8>, RegistryError>;
+    fn hard_state(&self) -> &HardState;
+    fn snapshot_index(&self) -> u64;
+    /// Appends `entries`, replacing any stored entries from the first new index on (a leader's
+    /// log wins over a follower's uncommitted tail). Not durable until `flush`.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), RegistryError>;
+    /// Stores the hard state; `commit` never goes down (an apply may have raised it already).
+    fn set_hard_state(&mut self, hs: &HardState) -> Result<(), RegistryError>;
+    /// Records that everything up to `applied` is applied, giving `state`, atomically with the
+    /// hard state's commit (raised to `applied` if needed).
+    fn commit_applied(&mut self, applied: u64, state: &[u8]) -> Result<(), RegistryError>;
+    /// Installs a snapshot received from the leader: its state becomes the applied state and
+    /// the whole log is replaced.
+    fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), RegistryError>;
+    /// Log compaction: a snapshot of the applied state at `applied` replaces the log up to it.
+    fn compact(&mut self, applied: u64, conf: &ConfState) -> Result<(), RegistryError>;
+    /// Makes everything written so far durable (fsync). Raft's rule: nothing that depends on a
+    /// write is sent or acknowledged before this returns.
+    fn flush(&mut self) -> Result<(), RegistryError>;
+}
+
+/// Checks a stored identity against the configured one (shared by every storage).
+pub(crate) fn check_identity(stored: &Identity, given: &Identity) -> Result<(), RegistryError> {
+    if stored.cluster != given.cluster {
+        return Err(RegistryError::OtherCluster {
+            stored: stored.cluster.clone(),
+            given: given.cluster.clone(),
+        });
+    }
+    if stored.node_id != given.node_id {
+        return Err(RegistryError::OtherNode {
+            stored: stored.node_id,
+            given: given.node_id,
+        });
+    }
+    if stored.peers != given.peers {
+        return Err(RegistryError::PeersChanged {
+            stored: super::format_peers(&stored.peers),
+            given: super::format_peers(&given.peers),
+        });
+    }
+    Ok(())
+}
+
+impl RegistryStorage for SledStorage {
+    fn applied(&self) -> Result<u64, RegistryError> {
         match self.registry.get(K_APPLIED).map_err(io)? {
             Some(b) => index_of(&b),
             None => Ok(0),
@@ -183,7 +251,7 @@ impl SledStorage {
     }
 
     /// The applied state as stored (empty before the first apply).
-    pub fn state_bytes(&self) -> Result<Vec<u8>, RegistryError> {
+    fn state_bytes(&self) -> Result<Vec<u8>, RegistryError> {
         Ok(self
             .registry
             .get(K_STATE)
@@ -192,17 +260,17 @@ impl SledStorage {
             .unwrap_or_default())
     }
 
-    pub fn hard_state(&self) -> &HardState {
+    fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
 
-    pub fn snapshot_index(&self) -> u64 {
+    fn snapshot_index(&self) -> u64 {
         self.snap_meta.index
     }
 
     /// Appends `entries`, replacing any stored entries from the first new index on (a leader's
     /// log wins over a follower's uncommitted tail). Not durable until `flush`.
-    pub fn append(&mut self, entries: &[Entry]) -> Result<(), RegistryError> {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), RegistryError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -218,7 +286,7 @@ impl SledStorage {
     }
 
     /// Stores the hard state; `commit` never goes down (an apply may have raised it already).
-    pub fn set_hard_state(&mut self, hs: &HardState) -> Result<(), RegistryError> {
+    fn set_hard_state(&mut self, hs: &HardState) -> Result<(), RegistryError> {
         let mut hs = hs.clone();
         hs.commit = hs.commit.max(self.hard_state.commit);
         self.meta.insert(K_HARD_STATE, to_bytes(&hs)).map_err(io)?;
@@ -228,7 +296,7 @@ impl SledStorage {
 
     /// Records that everything up to `applied` is applied, giving `state`, in one transaction
     /// with the hard state's commit (raised to `applied` if needed).
-    pub fn commit_applied(&mut self, applied: u64, state: &[u8]) -> Result<(), RegistryError> {
+    fn commit_applied(&mut self, applied: u64, state: &[u8]) -> Result<(), RegistryError> {
         let mut hs = self.hard_state.clone();
         hs.commit = hs.commit.max(applied);
         let hs_bytes = to_bytes(&hs);
@@ -247,7 +315,7 @@ impl SledStorage {
 
     /// Installs a snapshot received from the leader: its state becomes the applied state and
     /// the whole log is replaced.
-    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), RegistryError> {
+    fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), RegistryError> {
         let m = snap.get_metadata();
         if m.index <= self.snap_meta.index {
             return Ok(());
@@ -272,7 +340,7 @@ impl SledStorage {
     }
 
     /// Log compaction: a snapshot of the applied state at `applied` replaces the log up to it.
-    pub fn compact(&mut self, applied: u64, conf: &ConfState) -> Result<(), RegistryError> {
+    fn compact(&mut self, applied: u64, conf: &ConfState) -> Result<(), RegistryError> {
         if applied <= self.snap_meta.index {
             return Ok(());
         }
@@ -291,45 +359,9 @@ impl SledStorage {
     }
 
     /// Makes everything written so far durable (fsync).
-    pub fn flush(&self) -> Result<(), RegistryError> {
+    fn flush(&mut self) -> Result<(), RegistryError> {
         self.db.flush().map(|_| ()).map_err(io)
     }
-
-    fn last(&self) -> Result<u64, raft::Error> {
-        match self.log.last().map_err(raft_io)? {
-            Some((k, _)) => index_of(&k).map_err(corrupt),
-            None => Ok(self.snap_meta.index),
-        }
-    }
-
-    fn entry(&self, idx: u64) -> Result<Entry, raft::Error> {
-        match self.log.get(key(idx)).map_err(raft_io)? {
-            Some(v) => pb("log entry", &v).map_err(corrupt),
-            None => Err(raft::Error::Store(StorageError::Unavailable)),
-        }
-    }
-}
-
-fn check_identity(stored: &Identity, given: &Identity) -> Result<(), RegistryError> {
-    if stored.cluster != given.cluster {
-        return Err(RegistryError::OtherCluster {
-            stored: stored.cluster.clone(),
-            given: given.cluster.clone(),
-        });
-    }
-    if stored.node_id != given.node_id {
-        return Err(RegistryError::OtherNode {
-            stored: stored.node_id,
-            given: given.node_id,
-        });
-    }
-    if stored.peers != given.peers {
-        return Err(RegistryError::PeersChanged {
-            stored: super::format_peers(&stored.peers),
-            given: super::format_peers(&given.peers),
-        });
-    }
-    Ok(())
 }
 
 impl raft::Storage for SledStorage {

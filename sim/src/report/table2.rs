@@ -132,6 +132,8 @@ pub fn scenario(p: Point, spec: &ExperimentSpec) -> Scenario {
             resources: slot.into(),
             racks: 1,
         },
+        masters: 1,
+        raft: Default::default(),
         frameworks: vec![holder, job],
         // A fast LAN and an eager allocator: the model has no launch latency.
         network: NetworkSpec {

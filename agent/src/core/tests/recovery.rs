@@ -47,3 +47,21 @@ fn checkpoint_round_trip_resumes_tasks_and_pending_updates() {
     b.register(9, "t1");
     assert_eq!(b.task_state("t1"), Some(TaskState::Running));
 }
+
+/// Found by the simulator (faults-ha seed 187): the agent died while a container launch was
+/// in flight (no pid checkpointed). That launch died with it, so the recovered core ends the
+/// task `TASK_LOST` (container lost) at once instead of waiting for an executor that never
+/// comes and failing the task after the register timeout.
+#[test]
+fn a_launch_cut_short_by_a_restart_is_lost_not_failed() {
+    let mut a = Agent::registered();
+    a.run_new(command_task("t1", "cpus:1"));
+    let checkpoint = a.core.checkpoint();
+    assert!(checkpoint.executors.iter().all(|e| e.pid.is_none()));
+    let (core, _out) = AgentCore::recover(config(), 43, Time::ZERO, checkpoint);
+    let b = Agent {
+        core,
+        now: Time::ZERO,
+    };
+    assert_eq!(b.task_state("t1"), Some(TaskState::Lost));
+}

@@ -200,6 +200,32 @@ fn reregistration_without_a_task_declares_it_lost_and_recovers_it() {
     assert_eq!(h.task_state(&fw, "t2"), Some(TaskState::Staging));
 }
 
+/// Found by the simulator (faults-ha seed 164): an agent retried its re-registration on the
+/// same connection before the answer came; the master answered the first, launched a task
+/// there, then read the retry, which could not mention that task (its RunTask was still on its
+/// way). The task must not be declared lost; one launched before the connection was bound
+/// still is.
+#[test]
+fn repeated_reregistration_on_one_connection_keeps_launches_in_flight() {
+    let mut h = Harness::new();
+    let (old, agent) = h.register_agent("cpus:4;mem:1024");
+    let (sched, fw) = h.subscribe("web");
+    h.launch(sched, &fw, &agent, "t1", "cpus:1;mem:128");
+    h.disconnect(old);
+    h.advance(10);
+    let conn = h.connect(NodeKind::Agent);
+    let again = reregister(&h, &agent, "cpus:4;mem:1024", vec![], vec![]);
+    let first = h.send(conn, again.clone());
+    let lost = updates(&first, sched);
+    assert_eq!(lost.len(), 1, "t1 was launched on the old connection");
+    assert_eq!(lost[0].state, TaskState::Lost);
+    h.advance(10);
+    h.launch(sched, &fw, &agent, "t2", "cpus:1;mem:128");
+    let retry = h.send(conn, again);
+    assert!(updates(&retry, sched).is_empty(), "{retry:?}");
+    assert_eq!(h.task_state(&fw, "t2"), Some(TaskState::Staging));
+}
+
 #[test]
 fn master_restart_rebuilds_agents_frameworks_and_tasks_from_reports() {
     let mut h = Harness::new();
