@@ -4,6 +4,7 @@
 
 use super::{csv, mean, run_ok, Experiment, Output};
 use crate::plot::BarChart;
+use crate::scenario::Scenario;
 
 pub fn run(
     e: &Experiment,
@@ -78,23 +79,31 @@ pub fn run(
         }
         .to_svg(),
     ));
+    out.summary = summary(sc, seeds, &waits, &local_pct, &job_s);
+    Ok(out)
+}
+
+fn summary(sc: &Scenario, seeds: u64, waits: &[u64], local_pct: &[f64], job_s: &[f64]) -> String {
+    let most = |f: fn(&crate::scenario::FrameworkSpec) -> u64| {
+        sc.frameworks.iter().map(f).max().unwrap_or(0)
+    };
+    let replicas = most(|f| f.data_replicas as u64);
+    let penalty = most(|f| f.remote_read_penalty_pct);
     let mut md = format!(
-        "{} agents, {} jobs, blocks with {} replicas, {seeds} seeds per wait.\n\n\
-         | wait | local tasks | mean job (s) |\n|---|---|---|\n",
+        "{} agents, {} jobs, blocks with {replicas} replicas, {seeds} seeds per wait. A task \
+         run on an agent without its block takes {penalty}% longer (it reads the block over the \
+         network; `remote_read_penalty_pct`, an assumption of the workload model).\n\n\
+         | wait | local tasks | mean job (s) | job time vs no wait |\n|---|---|---|---|\n",
         sc.agents.count,
         sc.frameworks.len(),
-        sc.frameworks
-            .iter()
-            .map(|f| f.data_replicas)
-            .max()
-            .unwrap_or(0)
     );
     for (i, w) in waits.iter().enumerate() {
         md.push_str(&format!(
-            "| {} s | {:.1}% | {:.1} |\n",
+            "| {} s | {:.1}% | {:.1} | {:.2}× |\n",
             *w as f64 / 1000.0,
             local_pct[i],
-            job_s[i]
+            job_s[i],
+            job_s[i] / job_s[0]
         ));
     }
     md.push_str(
@@ -102,6 +111,5 @@ pub fn run(
          delay scheduling waiting 1 s, 95% waiting 5 s (and jobs ran faster as locality rose).*\n\n\
          ![locality](locality.svg)\n\n![jobs](locality-jobs.svg)\n",
     );
-    out.summary = md;
-    Ok(out)
+    md
 }
