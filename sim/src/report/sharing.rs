@@ -247,10 +247,11 @@ fn write_jobs(
          **Utilization over time** (seed 0; solid CPU, dashed memory, in % of the whole \
          cluster). The paper's Fig. 5 and 6 plot the same two quantities for Mesos and for \
          static partitioning over its 25-minute mix: the Mesos curves sit above the static ones \
-         while both run and end sooner. Here the shared curves are likewise above the static \
-         ones while all four roles have work, and the shared cluster finishes its last job at \
-         {:.0} s against {:.0} s for the static partitions (means over seeds); the static curve \
-         then falls as partitions whose role is done sit idle while others still work.\n\n\
+         while both run and end sooner. Here too the shared curves are above the static ones \
+         for most of the run; they fall below near its end, when the shared cluster is \
+         finishing its last jobs while the static partitions of the slower roles are still \
+         busy. The shared cluster finishes its last job at {:.0} s against {:.0} s for the \
+         static partitions (means over seeds).\n\n\
          ![utilization](sharing-utilization.svg)\n\n\
          **Mean job time per role.** The paper's Table 4 gives per-framework speed-ups; the bars \
          here are the mean job times behind the speed-up column above. As in the paper the \
