@@ -4,7 +4,8 @@
 //! Command forms (set by the scenario's frameworks): `sim:const:<ms>` runs exactly that long,
 //! `sim:exp:<mean ms>` an exponentially distributed time drawn from a hash of the run's seed
 //! and the task id (so the same task always takes the same time in one run), `sim:forever`
-//! until killed. Anything else is refused with `TASK_FAILED`.
+//! until killed. Anything else is refused with `TASK_FAILED`. A command may add the block its
+//! task reads (`workload::with_block`): away from the block it runs `remote_pct` longer.
 
 use agora_actors::sdk::{Executor, ExecutorCtx};
 use agora_actors::{TaskId, TaskInfo, TaskState, TaskStatus, UpdateSource};
@@ -20,10 +21,12 @@ pub struct SimExecutor {
     /// which exits when its task ends.
     per_task: bool,
     executor_id: String,
+    /// The agent's hostname (whether a task's block is local).
+    host: String,
 }
 
 impl SimExecutor {
-    pub fn new(seed: u64, executor_id: &str) -> Self {
+    pub fn new(seed: u64, executor_id: &str, host: &str) -> Self {
         SimExecutor {
             seed,
             tasks: BTreeMap::new(),
@@ -31,6 +34,7 @@ impl SimExecutor {
             next_token: 1,
             per_task: false,
             executor_id: executor_id.to_string(),
+            host: host.to_string(),
         }
     }
 
@@ -94,7 +98,12 @@ impl Executor for SimExecutor {
             .as_ref()
             .map(|c| c.value.as_str())
             .unwrap_or("");
-        let duration = match task_duration_ms(command, self.seed, task.task_id.as_str()) {
+        let id = task.task_id.as_str();
+        let duration = crate::workload::read_cost(command, &self.host).and_then(|(base, x)| {
+            let ms = task_duration_ms(base, self.seed, id)?;
+            Ok(ms.map(|ms| (ms as f64 * x).round() as u64))
+        });
+        let duration = match duration {
             Ok(d) => d,
             Err(why) => {
                 let status =

@@ -120,6 +120,18 @@ fn batch(spec: &FrameworkSpec, agents: usize, res: Resources) -> Result<BatchFra
         c.preferred_hosts = (0..spec.tasks)
             .map(|i| crate::workload::block_hosts(&spec.name, i, spec.data_replicas, agents))
             .collect();
+        if spec.remote_read_penalty_pct > 0 {
+            // Each task's command names its block's hosts, so a run elsewhere pays the read.
+            c.task_commands = (0..spec.tasks)
+                .map(|i| {
+                    let base = c.task_commands.get(i).map_or(cmd.as_str(), |t| &t.value);
+                    let hosts = &c.preferred_hosts[i];
+                    let read =
+                        crate::workload::with_block(base, hosts, spec.remote_read_penalty_pct);
+                    CommandInfo::shell(&read)
+                })
+                .collect();
+        }
     }
     c.locality_wait_ms = spec.locality_wait_ms;
     c.gang = spec.gang;

@@ -21,6 +21,7 @@
 //! role = "*"
 //! data_replicas = 3          # task i reads block i, stored on 3 agents (locality preference)
 //! locality_wait_ms = 1000    # delay scheduling wait for a preferred agent
+//! remote_read_penalty_pct = 50 # a task away from its block runs 50% longer
 //!
 //! [allocator]
 //! policy = "drf"             # "drf", "priority" or "lottery"
@@ -51,6 +52,8 @@ pub enum ScenarioError {
 pub const MAX_AGENTS: usize = 100_000;
 pub const MAX_FRAMEWORKS: usize = 10_000;
 pub const MAX_TASKS_PER_FRAMEWORK: usize = 1_000_000;
+/// Largest remote-read penalty (percent): a task 11× slower away from its data is a typo.
+pub const MAX_REMOTE_READ_PENALTY_PCT: u64 = 1_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +190,10 @@ pub struct FrameworkSpec {
     /// Batch: delay scheduling wait for an agent holding the task's block.
     #[serde(default)]
     pub locality_wait_ms: u64,
+    /// Batch with `data_replicas`: a task run away from its block reads it over the network
+    /// and takes this much longer (percent of its duration; 0: reads cost nothing).
+    #[serde(default)]
+    pub remote_read_penalty_pct: u64,
     /// Batch: decline filter (seconds); the SDK framework's default when absent.
     #[serde(default)]
     pub refuse_seconds: Option<f64>,
@@ -219,6 +226,7 @@ impl FrameworkSpec {
             role: d_role(),
             data_replicas: 0,
             locality_wait_ms: 0,
+            remote_read_penalty_pct: 0,
             refuse_seconds: None,
             unknown_lost_after_ms: d_unknown_lost(),
             count: 1,
@@ -440,6 +448,12 @@ impl Scenario {
                 return Err(bad(
                     &field("data_replicas"),
                     format!("more replicas than the {} agents", self.agents.count),
+                ));
+            }
+            if f.remote_read_penalty_pct > MAX_REMOTE_READ_PENALTY_PCT {
+                return Err(bad(
+                    &field("remote_read_penalty_pct"),
+                    format!("at most {MAX_REMOTE_READ_PENALTY_PCT}"),
                 ));
             }
             if f.tasks == 0 || f.tasks > MAX_TASKS_PER_FRAMEWORK {

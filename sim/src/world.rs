@@ -1450,7 +1450,8 @@ impl World {
             seed: self.rng.gen(),
             ..ExecutorDriverConfig::default()
         };
-        let exec = SimExecutor::new(self.seed, env.executor_id.as_str());
+        let host = &self.agents[node].hostname;
+        let exec = SimExecutor::new(self.seed, env.executor_id.as_str(), host);
         let mut driver = ExecutorDriverCore::new(exec, &env, config);
         let acts = driver.handle_start(self.now);
         self.agents[node]

@@ -146,3 +146,40 @@ fn gang_jobs_start_all_at_once_and_traces_set_durations() {
         r.frameworks[1]
     );
 }
+
+#[test]
+fn a_task_away_from_its_block_runs_longer_by_the_penalty() {
+    let mut sc = locality_scenario(0);
+    for f in sc.frameworks.iter_mut() {
+        f.remote_read_penalty_pct = 100;
+    }
+    let mut w = agora_sim::world::World::new(sc, 3).unwrap();
+    while !(w.now.ms() > 1_000 && w.batch_done()) && w.now.ms() < 120_000 {
+        assert!(w.step());
+    }
+    assert!(w.batch_done());
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for s in &w.scheds {
+        for t in s.driver.scheduler().batch().unwrap().tasks() {
+            let ms = t.timing.run_ms().unwrap();
+            match t.local {
+                Some(true) => local.push(ms),
+                _ => remote.push(ms),
+            }
+        }
+    }
+    // 3 s tasks: local ones take 3 s, remote ones 6 s (as the framework sees them: its
+    // RUNNING and terminal updates each come with a network delay of up to 20 ms).
+    assert!(
+        !local.is_empty() && !remote.is_empty(),
+        "{local:?} {remote:?}"
+    );
+    assert!(
+        local.iter().all(|&ms| (2_900..3_100).contains(&ms)),
+        "{local:?}"
+    );
+    assert!(
+        remote.iter().all(|&ms| (5_900..6_100).contains(&ms)),
+        "{remote:?}"
+    );
+}

@@ -7,7 +7,8 @@ use crate::FrameworkError;
 use agora_actors::sdk::{LocalityChoice, SchedulerCtx};
 #[cfg(test)]
 use agora_actors::OfferId as OfferIdT;
-use agora_actors::{Filters, Offer, Operation, Time};
+use agora_actors::{AgentId, Filters, Offer, OfferId, Operation, Time};
+use std::collections::BTreeMap;
 use tracing::debug;
 
 /// Most preferred hosts per task (a block has a few replicas, not hundreds).
@@ -120,13 +121,16 @@ impl BatchFramework {
     }
 
     /// A gang job: holds `offers` with the ones it already holds; once all pending tasks fit
-    /// into what it holds, launches them together and declines the rest.
+    /// into what it holds, launches them together and declines the rest. Offers held on one
+    /// agent count together (and are accepted together): resources freed on an agent at
+    /// different times come as separate offers, and a task may need more than any one of them.
     pub(super) fn gang_offers(&mut self, ctx: &mut SchedulerCtx, offers: Vec<Offer>) {
         for offer in offers {
             self.progress.offers_received += 1;
             self.held.insert(offer.id.clone(), offer);
         }
-        let fits: usize = self.held.values().map(|o| self.slots_in(o)).sum();
+        let per_agent = self.held_per_agent();
+        let fits: usize = per_agent.iter().map(|(_, o)| self.slots_in(o)).sum();
         if fits < self.pending.len() {
             debug!(
                 held = self.held.len(),
@@ -139,20 +143,45 @@ impl BatchFramework {
         let filters = Filters {
             refuse_seconds: self.config.refuse_seconds,
         };
-        for (_, offer) in std::mem::take(&mut self.held) {
+        self.held.clear();
+        for (ids, offer) in per_agent {
             let tasks = if self.pending.is_empty() {
                 Vec::new()
             } else {
                 self.place(ctx.now, &offer)
             };
             if tasks.is_empty() {
-                self.progress.offers_declined += 1;
-                ctx.decline(vec![offer.id], self.config.refuse_seconds);
+                self.progress.offers_declined += ids.len() as u64;
+                ctx.decline(ids, self.config.refuse_seconds);
             } else {
                 let ops = vec![Operation::Launch { tasks }];
-                ctx.accept(vec![offer.id], ops, filters);
+                ctx.accept(ids, ops, filters);
             }
         }
+    }
+
+    /// The held offers merged per agent: (their ids, one offer with their resources summed).
+    fn held_per_agent(&self) -> Vec<(Vec<OfferId>, Offer)> {
+        let mut per: BTreeMap<&AgentId, (Vec<OfferId>, Offer)> = BTreeMap::new();
+        let mut apart = Vec::new();
+        for (id, o) in &self.held {
+            let Some((ids, merged)) = per.get_mut(&o.agent_id) else {
+                per.insert(&o.agent_id, (vec![id.clone()], o.clone()));
+                continue;
+            };
+            match merged.resources.checked_add(&o.resources) {
+                Ok(sum) => {
+                    ids.push(id.clone());
+                    merged.resources = sum;
+                }
+                // Not expected of offers the master made; such an offer counts on its own.
+                Err(e) => {
+                    debug!(offer = %id, error = %e, "gang: offer not merged");
+                    apart.push((vec![id.clone()], o.clone()));
+                }
+            }
+        }
+        per.into_values().chain(apart).collect()
     }
 
     /// Gives back every held offer (the job stopped wanting them).

@@ -90,6 +90,35 @@ fn a_gang_holds_offers_until_all_tasks_fit() {
 }
 
 #[test]
+fn a_gang_counts_offers_on_one_agent_together() {
+    // Tasks of 2 cpus; an agent frees 1 cpu at a time, so each offer alone fits none.
+    let mut b = job(2, |c| {
+        c.gang = true;
+        c.task_resources = r("cpus:2;mem:100");
+    });
+    let mut c = ctx(10);
+    b.offers(&mut c, vec![offer("o1", "a1", "cpus:1;mem:100")]);
+    b.offers(&mut c, vec![offer("o2", "a1", "cpus:1;mem:100")]);
+    assert!(c.calls.is_empty(), "{:?}", c.calls);
+    let mut c = ctx(20);
+    b.offers(&mut c, vec![offer("o3", "a2", "cpus:2;mem:100")]);
+    // a1's two offers hold one task between them: both launch, a1's offers in one accept.
+    let accepts: Vec<Vec<String>> = c
+        .calls
+        .iter()
+        .filter_map(|call| match call {
+            agora_actors::sdk::Call::Accept { offer_ids, .. } => {
+                Some(offer_ids.iter().map(|o| o.to_string()).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepts, vec![vec!["o1", "o2"], vec!["o3"]]);
+    assert_eq!(launched_ids(&c).len(), 2);
+    assert!(b.held.is_empty());
+}
+
+#[test]
 fn per_task_commands_and_their_validation() {
     let mut b = job(2, |c| {
         c.task_commands = vec![

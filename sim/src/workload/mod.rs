@@ -1,6 +1,6 @@
 //! Workload pieces of a scenario beyond the SDK frameworks themselves: task durations read
 //! from CSV traces, and data blocks with replicas on agents (what locality preferences are
-//! made of).
+//! made of) and the cost of reading one from elsewhere.
 
 use crate::scenario::{ScenarioError, MAX_TASKS_PER_FRAMEWORK};
 
@@ -69,6 +69,32 @@ pub fn block_hosts(name: &str, index: usize, replicas: usize, agents: usize) -> 
     hosts.into_iter().map(|a| format!("agent-{a}")).collect()
 }
 
+/// A task command that reads a block: `BASE block=HOST,HOST,.. remote_pct=N`. The simulated
+/// executor runs it N% longer on an agent not in the list (the block comes over the network).
+pub fn with_block(base: &str, hosts: &[String], remote_pct: u64) -> String {
+    format!("{base} block={} remote_pct={remote_pct}", hosts.join(","))
+}
+
+/// Splits a task command into its duration form (`sim:...`) and the factor its duration is
+/// multiplied by on `host` (1 when the command reads no block or `host` holds it).
+pub fn read_cost<'a>(command: &'a str, host: &str) -> Result<(&'a str, f64), String> {
+    let mut words = command.split_whitespace();
+    let base = words.next().unwrap_or("");
+    let (mut local, mut pct) = (true, 0u64);
+    for w in words {
+        match w.split_once('=') {
+            Some(("block", hosts)) => local = hosts.split(',').any(|h| h == host),
+            Some(("remote_pct", n)) => {
+                pct = n
+                    .parse()
+                    .map_err(|_| format!("bad remote_pct in {command:?}"))?;
+            }
+            _ => return Err(format!("unknown word {w:?} in {command:?}")),
+        }
+    }
+    Ok((base, if local { 1.0 } else { 1.0 + pct as f64 / 100.0 }))
+}
+
 fn mix(name: &str, index: u64, salt: u64) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for b in name
@@ -117,6 +143,17 @@ mod tests {
         assert!(parse_trace("ms\n5\n").is_err());
         assert!(parse_trace("duration_ms\nfive\n").is_err());
         assert!(parse_trace("duration_ms\n").is_err());
+    }
+
+    #[test]
+    fn remote_reads_cost_the_penalty_and_local_ones_nothing() {
+        let hosts = vec!["agent-1".to_string(), "agent-4".to_string()];
+        let cmd = with_block("sim:const:4000", &hosts, 50);
+        assert_eq!(read_cost(&cmd, "agent-4"), Ok(("sim:const:4000", 1.0)));
+        assert_eq!(read_cost(&cmd, "agent-2"), Ok(("sim:const:4000", 1.5)));
+        assert_eq!(read_cost("sim:exp:10", "agent-2"), Ok(("sim:exp:10", 1.0)));
+        assert!(read_cost("sim:const:1 remote_pct=x", "a").is_err());
+        assert!(read_cost("sim:const:1 colour=red", "a").is_err());
     }
 
     #[test]
