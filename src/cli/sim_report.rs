@@ -83,9 +83,33 @@ fn run_into(
     for (name, text) in &o.files {
         std::fs::write(out.join(name), text).with_context(|| format!("writing {name}"))?;
     }
+    render_pngs(out, o.files.iter().map(|(name, _)| name.as_str()));
     let md = format!("## {}\n\n{}", e.spec.title, o.summary);
     std::fs::write(out.join("summary.md"), md).context("writing summary.md")?;
     Ok((e, o))
+}
+
+/// A PNG beside every SVG, for viewers that do not show SVG, when librsvg's `rsvg-convert` is
+/// installed (`apt install librsvg2-bin`); the SVGs stay the primary output, so without the
+/// tool this only says so. Rendered by a separate program because a rasteriser with font
+/// support would add a large dependency tree to every build of agora for an optional file.
+fn render_pngs<'a>(out: &Path, names: impl Iterator<Item = &'a str>) {
+    for svg in names.filter(|n| n.ends_with(".svg")) {
+        let png = format!("{}.png", svg.trim_end_matches(".svg"));
+        let status = std::process::Command::new("rsvg-convert")
+            .args(["--background-color", "white", "--zoom", "1.5", "-o"])
+            .arg(out.join(&png))
+            .arg(out.join(svg))
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => eprintln!("rsvg-convert failed on {svg} ({s}); no {png}"),
+            Err(_) => {
+                eprintln!("rsvg-convert not found (apt install librsvg2-bin): SVG plots only");
+                return;
+            }
+        }
+    }
 }
 
 pub fn run_experiment(
@@ -133,7 +157,8 @@ pub fn report(
          `sim/scenarios/exp-*.toml`; every number is a run of the real master, allocator, agent \
          and SDK cores in `agora sim` (see docs/simulator.md). Each section says what the paper \
          (Hindman et al., *Mesos*, NSDI 2011) reported beside what agora measured. The CSV \
-         files behind every plot are next to it in `docs/eval/<experiment>/`.\n\n",
+         files behind every plot are next to it in `docs/eval/<experiment>/`, with a PNG of each \
+         plot (rendered by `rsvg-convert` when it is installed).\n\n",
     );
     let started = std::time::Instant::now();
     for path in &files {
