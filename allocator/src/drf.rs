@@ -188,8 +188,11 @@ struct FrameworkState {
     /// Hashed (fixed keys): looked up for every candidate agent, and only ever iterated where
     /// order cannot matter (clearing them into `filter_index`, counting them).
     filters: HashMap<AgentId, Filter, FixedHash>,
-    /// Agents on which the framework holds something (index into `AgentState::held`).
-    holds: BTreeSet<AgentId>,
+    /// Agents on which the framework holds something (index into `AgentState::held`), by
+    /// slot in `agents`: an offer records a number instead of copying the agent's id. Slots
+    /// of removed agents are dropped here before they can be reused (`remove_agent`), and
+    /// every user sums over these agents, so slot order serves as well as id order.
+    holds: BTreeSet<u32>,
 }
 
 impl FrameworkState {
@@ -288,6 +291,12 @@ impl DrfAllocator {
     /// What `framework` holds on `agent` (offered or in use), if anything.
     pub fn held(&self, framework: &FrameworkId, agent: &AgentId) -> Option<&Resources> {
         self.agents.get(agent).and_then(|a| a.held.get(framework))
+    }
+
+    /// The agent in `slot` and what `framework` holds there, if anything.
+    fn held_at(&self, framework: &FrameworkId, slot: u32) -> Option<(&AgentId, &Resources)> {
+        let agent_id = self.agents.key_at(slot)?;
+        Some((agent_id, self.agents.at(slot)?.held.get(framework)?))
     }
 
     pub fn has_framework(&self, framework: &FrameworkId) -> bool {
@@ -435,8 +444,8 @@ impl DrfAllocator {
                 priority: f.priority,
             };
             let _ = sorter.set_info(id, &info);
-            for agent_id in &f.holds {
-                if let Some(held) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+            for &slot in &f.holds {
+                if let Some((agent_id, held)) = self.held_at(id, slot) {
                     let _ = sorter.allocated(id, agent_id, held);
                 }
             }
@@ -481,14 +490,14 @@ impl DrfAllocator {
     }
 
     fn remove_agent(&mut self, agent_id: &AgentId) -> Result<(), AllocatorError> {
-        let agent = self
-            .agents
-            .remove(agent_id)
-            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let slot = self.agents.slot(agent_id);
+        let (Some(slot), Some(agent)) = (slot, self.agents.remove(agent_id)) else {
+            return Err(AllocatorError::UnknownAgent(agent_id.clone()));
+        };
         for (framework_id, resources) in &agent.held {
             self.sorter_unallocated(framework_id, agent_id, resources);
             if let Some(f) = self.frameworks.get_mut(framework_id) {
-                f.holds.remove(agent_id);
+                f.holds.remove(&slot);
             }
         }
         let index = &mut self.filter_index;
@@ -560,17 +569,17 @@ impl DrfAllocator {
             .frameworks
             .remove(framework_id)
             .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
-        for agent_id in &f.holds {
-            let Some(agent) = self.agents.get_mut(agent_id) else {
+        for &slot in &f.holds {
+            let Some(agent) = self.agents.at_mut(slot) else {
                 continue;
             };
             let Some(held) = agent.held.remove(framework_id) else {
                 continue;
             };
-            match agent.free.checked_add(&held) {
-                Ok(free) => agent.free = free,
-                Err(e) => tracing::warn!(agent = %agent_id, error = %e,
-                    "allocator: cannot return a removed framework's resources"),
+            if let Err(e) = agent.free.checked_add(&held).map(|free| agent.free = free) {
+                let agent = self.agents.key_at(slot);
+                tracing::warn!(agent = ?agent, error = %e,
+                    "allocator: cannot return a removed framework's resources");
             }
         }
         for (agent_id, flt) in &f.filters {
@@ -748,10 +757,9 @@ impl DrfAllocator {
             agent: agent_id.clone(),
             source,
         };
-        let agent = self
-            .agents
-            .get_mut(agent_id)
-            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let unknown_agent = || AllocatorError::UnknownAgent(agent_id.clone());
+        let slot = self.agents.slot(agent_id).ok_or_else(unknown_agent)?;
+        let agent = self.agents.at_mut(slot).ok_or_else(unknown_agent)?;
         let f = self
             .frameworks
             .get_mut(framework_id)
@@ -769,9 +777,7 @@ impl DrfAllocator {
             }
         }
         agent.free = free;
-        if !f.holds.contains(agent_id) {
-            f.holds.insert(agent_id.clone());
-        }
+        f.holds.insert(slot);
         if let Err(e) = self.sorter.allocated(framework_id, agent_id, res) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
@@ -789,10 +795,9 @@ impl DrfAllocator {
             agent: agent_id.clone(),
             source,
         };
-        let agent = self
-            .agents
-            .get_mut(agent_id)
-            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let unknown_agent = || AllocatorError::UnknownAgent(agent_id.clone());
+        let slot = self.agents.slot(agent_id).ok_or_else(unknown_agent)?;
+        let agent = self.agents.at_mut(slot).ok_or_else(unknown_agent)?;
         let held = agent
             .held
             .get(framework_id)
@@ -803,7 +808,7 @@ impl DrfAllocator {
         if left.is_empty() {
             agent.held.remove(framework_id);
             if let Some(f) = self.frameworks.get_mut(framework_id) {
-                f.holds.remove(agent_id);
+                f.holds.remove(&slot);
             }
         } else {
             agent.held.insert(framework_id.clone(), left);
@@ -931,9 +936,7 @@ impl DrfAllocator {
             })?),
             None => None,
         };
-        if !f.holds.contains(agent_id) {
-            f.holds.insert(agent_id.clone());
-        }
+        f.holds.insert(slot);
         if let Err(e) = self.sorter.allocated(framework_id, agent_id, &res) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
@@ -1006,8 +1009,8 @@ impl DrfAllocator {
                 continue;
             }
             let sums = usage.entry(f.role.clone()).or_default();
-            for agent_id in &f.holds {
-                if let Some(held) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+            for &slot in &f.holds {
+                if let Some((_, held)) = self.held_at(id, slot) {
                     add_scalars(sums, held, 1);
                 }
             }
@@ -1030,7 +1033,10 @@ impl DrfAllocator {
     /// the filter index agree, and the sorter's sums match. For tests and the simulator.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut sums: BTreeMap<FrameworkId, Resources> = BTreeMap::new();
-        for (agent_id, agent) in &self.agents {
+        for (agent_id, slot) in self.agents.range_slots(..) {
+            let Some(agent) = self.agents.at(slot) else {
+                return Err(format!("{agent_id}: ordered but not in its slot {slot}"));
+            };
             let mut sum = agent.free.clone();
             for (framework_id, held) in &agent.held {
                 if held.is_empty() {
@@ -1040,7 +1046,7 @@ impl DrfAllocator {
                     .frameworks
                     .get(framework_id)
                     .ok_or_else(|| format!("{agent_id}: held by unknown {framework_id}"))?;
-                if !f.holds.contains(agent_id) {
+                if !f.holds.contains(&slot) {
                     return Err(format!("{framework_id}: holds index misses {agent_id}"));
                 }
                 sum = sum.checked_add(held).map_err(|e| e.to_string())?;
@@ -1065,13 +1071,13 @@ impl DrfAllocator {
     ) -> Result<(), String> {
         let mut filters = 0;
         for (framework_id, f) in &self.frameworks {
-            for agent_id in &f.holds {
+            for &slot in &f.holds {
                 let holds = self
                     .agents
-                    .get(agent_id)
+                    .at(slot)
                     .map(|a| a.held.contains_key(framework_id));
                 if holds != Some(true) {
-                    return Err(format!("{framework_id}: stale holds entry {agent_id}"));
+                    return Err(format!("{framework_id}: stale holds entry (slot {slot})"));
                 }
             }
             for (agent_id, flt) in &f.filters {
