@@ -299,9 +299,16 @@ impl Names {
         excluded: &BTreeSet<String>,
     ) -> bool {
         let mut clamped = false;
+        // Bags iterate by name and names are usually numbered in that same order (the first
+        // agent's bag numbers them), so the name after the last match is tried first.
+        let mut guess = 0;
         for (key, value) in r.iter() {
             let Value::Scalar(m) = value else { continue };
-            let i = self.id(&key.name, excluded);
+            let i = match self.names.get(guess) {
+                Some(n) if *n == key.name => guess,
+                _ => self.id(&key.name, excluded),
+            };
+            guess = i + 1;
             if held.len() <= i {
                 held.resize(i + 1, 0);
             }
