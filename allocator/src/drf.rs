@@ -184,10 +184,12 @@ struct FrameworkState {
     info: Option<FrameworkInfo>,
     active: bool,
     suppressed: bool,
-    /// Agent -> its decline filter.
+    /// Agent (by slot in `agents`) -> its decline filter.
     /// Hashed (fixed keys): looked up for every candidate agent, and only ever iterated where
-    /// order cannot matter (clearing them into `filter_index`, counting them).
-    filters: HashMap<AgentId, Filter, FixedHash>,
+    /// order cannot matter (clearing them into `filter_index`, counting them). Keyed by slot
+    /// so the lookup hashes one integer instead of an id string; `remove_agent` drops an
+    /// agent's filters before its slot can be reused.
+    filters: HashMap<u32, Filter, FixedHash>,
     /// Agents on which the framework holds something (index into `AgentState::held`), by
     /// slot in `agents`: an offer records a number instead of copying the agent's id. Slots
     /// of removed agents are dropped here before they can be reused (`remove_agent`), and
@@ -223,7 +225,9 @@ pub struct DrfAllocator {
     frameworks: OrdMap<FrameworkId, FrameworkState>,
     sorter: Box<dyn Sorter<FrameworkId>>,
     /// Every decline filter by expiry, so `next_wakeup` and expiry are cheap.
-    filter_index: BTreeSet<(Time, FrameworkId, AgentId)>,
+    /// By expiry, then framework slot and agent slot (only the expiry order matters: expired
+    /// filters are all dropped together, and the first expiry is the next wakeup).
+    filter_index: BTreeSet<(Time, u32, u32)>,
     /// Where the next cycle starts visiting agents (rotates for fairness between agents).
     next_start: Option<AgentId>,
     /// Revocations asked for and not yet given back (see `drf_revoke`).
@@ -309,12 +313,16 @@ impl DrfAllocator {
 
     /// True if a decline filter currently withholds what `agent` has free from `framework`.
     pub fn is_filtered(&self, framework: &FrameworkId, agent: &AgentId, now: Time) -> bool {
-        let (Some(f), Some(a)) = (self.frameworks.get(framework), self.agents.get(agent)) else {
+        let (Some(f), Some(slot)) = (self.frameworks.get(framework), self.agents.slot(agent))
+        else {
+            return false;
+        };
+        let Some(a) = self.agents.at(slot) else {
             return false;
         };
         let candidate = a.free.allocatable_to(&f.role);
         f.filters
-            .get(agent)
+            .get(&slot)
             .is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate))
     }
 
@@ -501,9 +509,9 @@ impl DrfAllocator {
             }
         }
         let index = &mut self.filter_index;
-        self.frameworks.for_each_mut(|framework_id, f| {
-            if let Some(flt) = f.filters.remove(agent_id) {
-                index.remove(&(flt.until, framework_id.clone(), agent_id.clone()));
+        self.frameworks.for_each_mut(|framework_slot, _, f| {
+            if let Some(flt) = f.filters.remove(&slot) {
+                index.remove(&(flt.until, framework_slot, slot));
             }
         });
         self.sorter.remove_total(&agent.total);
@@ -565,10 +573,12 @@ impl DrfAllocator {
     }
 
     fn remove_framework(&mut self, framework_id: &FrameworkId) -> Result<(), AllocatorError> {
-        let f = self
-            .frameworks
-            .remove(framework_id)
-            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        let framework_slot = self.frameworks.slot(framework_id);
+        let (Some(framework_slot), Some(f)) =
+            (framework_slot, self.frameworks.remove(framework_id))
+        else {
+            return Err(AllocatorError::UnknownFramework(framework_id.clone()));
+        };
         for &slot in &f.holds {
             let Some(agent) = self.agents.at_mut(slot) else {
                 continue;
@@ -582,9 +592,9 @@ impl DrfAllocator {
                     "allocator: cannot return a removed framework's resources");
             }
         }
-        for (agent_id, flt) in &f.filters {
+        for (&agent_slot, flt) in &f.filters {
             self.filter_index
-                .remove(&(flt.until, framework_id.clone(), agent_id.clone()));
+                .remove(&(flt.until, framework_slot, agent_slot));
         }
         if let Err(e) = self.sorter.remove_client(framework_id) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
@@ -629,14 +639,13 @@ impl DrfAllocator {
     }
 
     fn revive(&mut self, framework_id: &FrameworkId) -> Result<(), AllocatorError> {
-        let f = self
-            .frameworks
-            .get_mut(framework_id)
-            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        let unknown = || AllocatorError::UnknownFramework(framework_id.clone());
+        let framework_slot = self.frameworks.slot(framework_id).ok_or_else(unknown)?;
+        let f = self.frameworks.at_mut(framework_slot).ok_or_else(unknown)?;
         f.suppressed = false;
-        for (agent_id, flt) in std::mem::take(&mut f.filters) {
+        for (agent_slot, flt) in std::mem::take(&mut f.filters) {
             self.filter_index
-                .remove(&(flt.until, framework_id.clone(), agent_id));
+                .remove(&(flt.until, framework_slot, agent_slot));
         }
         self.sync_sorter(framework_id);
         Ok(())
@@ -691,13 +700,19 @@ impl DrfAllocator {
         until: Time,
         refused: &Resources,
     ) {
-        let Some(f) = self.frameworks.get_mut(framework_id) else {
+        let (Some(framework_slot), Some(agent_slot)) = (
+            self.frameworks.slot(framework_id),
+            self.agents.slot(agent_id),
+        ) else {
             return;
         };
-        let (until, refused) = match f.filters.get(agent_id) {
+        let Some(f) = self.frameworks.at_mut(framework_slot) else {
+            return;
+        };
+        let (until, refused) = match f.filters.get(&agent_slot) {
             Some(old) => {
                 self.filter_index
-                    .remove(&(old.until, framework_id.clone(), agent_id.clone()));
+                    .remove(&(old.until, framework_slot, agent_slot));
                 let merged = old
                     .refused
                     .checked_add(refused)
@@ -706,20 +721,19 @@ impl DrfAllocator {
             }
             None => (until, refused.clone()),
         };
-        f.filters
-            .insert(agent_id.clone(), Filter { until, refused });
+        f.filters.insert(agent_slot, Filter { until, refused });
         self.filter_index
-            .insert((until, framework_id.clone(), agent_id.clone()));
+            .insert((until, framework_slot, agent_slot));
     }
 
     fn expire_filters(&mut self, now: Time) {
         while self.filter_index.first().is_some_and(|(t, _, _)| *t <= now) {
-            let Some((until, framework_id, agent_id)) = self.filter_index.pop_first() else {
+            let Some((until, framework_slot, agent_slot)) = self.filter_index.pop_first() else {
                 break;
             };
-            if let Some(f) = self.frameworks.get_mut(&framework_id) {
-                if f.filters.get(&agent_id).map(|flt| flt.until) == Some(until) {
-                    f.filters.remove(&agent_id);
+            if let Some(f) = self.frameworks.at_mut(framework_slot) {
+                if f.filters.get(&agent_slot).map(|flt| flt.until) == Some(until) {
+                    f.filters.remove(&agent_slot);
                 }
             }
         }
@@ -869,7 +883,6 @@ impl DrfAllocator {
         slot: u32,
         quota: Option<(&QuotaCycle, bool)>,
     ) -> Option<(FrameworkId, Option<Resources>)> {
-        let agent_id = self.agents.key_at(slot)?;
         let agent = self.agents.at(slot)?;
         let (frameworks, config) = (&self.frameworks, &self.config);
         // Usually nothing on the agent is reserved: then every role's candidate is the whole
@@ -899,7 +912,7 @@ impl DrfAllocator {
                 return false;
             }
             if !f.filters.is_empty() {
-                let filtered = f.filters.get(agent_id);
+                let filtered = f.filters.get(&slot);
                 if filtered.is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate)) {
                     return false;
                 }
@@ -1070,7 +1083,10 @@ impl DrfAllocator {
         sums: &BTreeMap<FrameworkId, Resources>,
     ) -> Result<(), String> {
         let mut filters = 0;
-        for (framework_id, f) in &self.frameworks {
+        for (framework_id, framework_slot) in self.frameworks.range_slots(..) {
+            let Some(f) = self.frameworks.at(framework_slot) else {
+                return Err(format!("{framework_id}: ordered but not in its slot"));
+            };
             for &slot in &f.holds {
                 let holds = self
                     .agents
@@ -1080,11 +1096,14 @@ impl DrfAllocator {
                     return Err(format!("{framework_id}: stale holds entry (slot {slot})"));
                 }
             }
-            for (agent_id, flt) in &f.filters {
+            for (&agent_slot, flt) in &f.filters {
                 filters += 1;
+                let Some(agent_id) = self.agents.key_at(agent_slot) else {
+                    return Err(format!("{framework_id}: filter on a vacant agent slot"));
+                };
                 if !self
                     .filter_index
-                    .contains(&(flt.until, framework_id.clone(), agent_id.clone()))
+                    .contains(&(flt.until, framework_slot, agent_slot))
                 {
                     return Err(format!("{framework_id}: filter on {agent_id} not indexed"));
                 }
