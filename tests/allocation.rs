@@ -45,21 +45,27 @@ fn role_allocations(http: &str) -> Vec<(String, String)> {
 
 #[test]
 fn operators_see_roles_set_weights_and_switch_allocators_without_losing_offers() {
-    let c = Cluster::start(ClusterOpts {
+    let mut c = Cluster::start(ClusterOpts {
+        agents: 0,
         master_flags: ["--allocator", "priority", "--allocation-interval-ms", "100"]
             .iter()
             .map(|s| s.to_string())
             .collect(),
         ..Default::default()
     });
-    let http = c.master_http.as_str();
-    let (code, out) = c.run_cli(&["allocator", "--master", http]);
+    let (code, out) = c.run_cli(&["allocator", "--master", &c.master_http]);
     assert_eq!((code, out.trim()), (0, "priority"), "{out}");
 
     // Two frameworks in two roles each hold one agent's offer (they never answer it; the
-    // offer timeout is 10 s, longer than this test's checks).
+    // offer timeout is 10 s, longer than this test's checks). Both subscribe before any agent
+    // exists, so however slow the machine, the first agent goes to one of them and the second
+    // to the other (it has the lower share then): one offer each, never both to the first.
     let mut eng = subscribe_with_role(&c.master_addr, "eng-fw", "eng/backend");
     let mut ads = subscribe_with_role(&c.master_addr, "ads-fw", "ads");
+    let resources = ClusterOpts::default().agent_resources;
+    c.add_agent(0, &resources, "rack:r0");
+    c.add_agent(1, &resources, "rack:r1");
+    let http = c.master_http.as_str();
     assert_eq!(eng.next_offers(SECS).len(), 1);
     assert_eq!(ads.next_offers(SECS).len(), 1);
     let before = wait_until("both roles hold an offer", SECS, || {
@@ -231,6 +237,19 @@ fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_p
     assert_eq!(code, 0, "{out}");
     let mut prod = subscribe_with_role(&c.master_addr, "prod-fw", "prod");
 
+    assert_newest_two_revoked(&c, &mut batch, &offer, &mut prod);
+}
+
+/// The victim's scheduler is warned first (agent, resources, the newest tasks t3 and t2,
+/// deadline = its 1500 ms grace period); the kills come only after the grace period, end
+/// TASK_KILLED with reason `preempted`; the starving framework is then offered the freed
+/// CPUs, and the older tasks t0 and t1 keep running.
+fn assert_newest_two_revoked(
+    c: &Cluster,
+    batch: &mut RawClient,
+    offer: &Offer,
+    starving: &mut RawClient,
+) {
     let (warned_at, warning) = batch.expect("revocation warning", SECS, |m| match m {
         Message::RevocationWarning { .. } => Some((std::time::Instant::now(), m.clone())),
         _ => None,
@@ -254,7 +273,7 @@ fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_p
         "{resources}"
     );
 
-    for st in wait_all(&mut batch, &["t3", "t2"], TaskState::Killed) {
+    for st in wait_all(batch, &["t3", "t2"], TaskState::Killed) {
         assert_eq!(st.reason.as_deref(), Some("preempted"), "{st:?}");
         assert!(
             warned_at.elapsed() >= Duration::from_millis(1400),
@@ -262,14 +281,18 @@ fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_p
             warned_at.elapsed()
         );
     }
-    let cpus = wait_until("prod offered the freed cpus", SECS, || {
-        let offers = prod.next_offers(Duration::from_secs(2));
-        let cpus: i64 = offers
-            .iter()
-            .map(|o| o.resources.scalar_total("cpus").0)
-            .sum();
-        (cpus >= 2000).then_some(cpus)
-    });
+    let cpus = wait_until(
+        "the starving framework offered the freed cpus",
+        SECS,
+        || {
+            let offers = starving.next_offers(Duration::from_secs(2));
+            let cpus: i64 = offers
+                .iter()
+                .map(|o| o.resources.scalar_total("cpus").0)
+                .sum();
+            (cpus >= 2000).then_some(cpus)
+        },
+    );
     assert!(cpus >= 2000);
     let state = c.state();
     let live: Vec<String> = state["tasks"]
@@ -283,6 +306,50 @@ fn over_share_tasks_are_revoked_for_a_starving_guaranteed_role_after_the_grace_p
         "the older tasks keep running: {live:?}"
     );
     assert!(!live.contains(&"t3".to_string()), "{live:?}");
+}
+
+/// Fair-share revocation (`--revoke-below-fair-share 0.5`): batch (weight 1) fills a
+/// 4 cpu / 4096 MB agent with four 1 cpu / 1024 MB tasks: dominant share 1. web (weight 1, no
+/// quota) subscribes: the fair share of each is 1/2, web's share is 0 < 0.5 x 1/2, and nothing
+/// is free, so web is offered nothing. After --fair-share-wait-ms it counts as starving and
+/// the allocator asks for web's fair share back from batch — 2 cpus, 2048 MB, which leaves
+/// batch at its own fair share: the two newest tasks. (Without the flag, the default, nothing
+/// is revoked: `allocator/tests/features.rs` checks that.)
+#[test]
+fn over_share_tasks_are_revoked_for_a_role_starving_far_below_its_fair_share() {
+    let mut c = Cluster::start(ClusterOpts {
+        agents: 1,
+        agent_resources: "cpus:4;mem:4096".into(),
+        master_flags: flags(&[
+            "--allocation-interval-ms",
+            "200",
+            "--revoke-below-fair-share",
+            "0.5",
+            "--fair-share-wait-ms",
+            "1000",
+        ]),
+    });
+    let mut info = FrameworkInfo::new("batch-fw");
+    info.roles = vec!["batch".into()];
+    info.revocation_grace_ms = Some(1500);
+    let mut batch = RawClient::subscribe_with(&c.master_addr, info);
+    let offer = batch.next_offers(SECS).remove(0);
+    let tasks: Vec<(String, &str)> = (0..4)
+        .map(|i| (format!("t{i}"), "cpus:1;mem:1024"))
+        .collect();
+    let tasks: Vec<(&str, &str)> = tasks.iter().map(|(i, r)| (i.as_str(), *r)).collect();
+    launch_sleepers(&mut batch, &offer, &tasks);
+    wait_all_running(&mut batch, &["t0", "t1", "t2", "t3"]);
+    c.note_executors();
+
+    let subscribed_at = std::time::Instant::now();
+    let mut web = subscribe_with_role(&c.master_addr, "web-fw", "web");
+    assert_newest_two_revoked(&c, &mut batch, &offer, &mut web);
+    assert!(
+        subscribed_at.elapsed() >= Duration::from_millis(1000 + 1400),
+        "web waited, then the grace period ran: {:?}",
+        subscribed_at.elapsed()
+    );
 }
 
 /// Static reservations (`cpus(ads):2` on the agent) are offered only to `ads` and its

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::sched_child;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -813,4 +814,77 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+#[ignore = "the scheduler process of the standby test, started by it; not a test of its own"]
+fn scheduler_child_process() {
+    sched_child::run_if_asked();
+}
+
+/// A standby scheduler follows the leader: both instances (given all three master addresses)
+/// move to the new leader after kill -9 of the old one; there the active instance keeps its
+/// framework (a new leader gives it time to come back before a standby may take over) and the
+/// standby waits again; when the active instance is killed in turn, the standby takes over at
+/// the new leader and receives each task's terminal update once.
+#[test]
+fn a_standby_scheduler_follows_the_leader_and_takes_over_after_it() {
+    use sched_child::*;
+    let long = Duration::from_secs(40);
+    let mut g = Group::start(3);
+    let (l1, _) = g.wait_leader(None);
+    g.add_agent(1);
+    wait_until("agent at the leader", long, || {
+        get_json(&g.https[l1], "/state")
+            .filter(|s| s["agents"].as_array().map(|a| a.len()) == Some(1))
+    });
+    let masters = g.master_list();
+    let env = [
+        (CHILD_ENV, "active"),
+        ("AGORA_TEST_TASKS", "t1,t2"),
+        ("AGORA_TEST_CMD", "sleep 20"),
+    ];
+    let mut active = spawn_scheduler(g.dir.path(), "active", &masters, &env);
+    let sub = wait_event(&active, "active subscribed", long, |e| {
+        e.starts_with("subscribed ")
+    });
+    let fid = sub.split(' ').nth(1).expect("framework id").to_string();
+    for t in ["t1", "t2"] {
+        wait_event(&active, &format!("{t} running"), long, |e| {
+            e.starts_with(&format!("update {t} TASK_RUNNING"))
+        });
+    }
+    g.note_executors();
+    let env = [(CHILD_ENV, "standby"), ("AGORA_TEST_FID", fid.as_str())];
+    let standby = spawn_scheduler(g.dir.path(), "standby", &masters, &env);
+    wait_event(&standby, "standing by", long, |e| {
+        e.starts_with("standing_by ")
+    });
+
+    g.masters[l1].as_mut().unwrap().kill9();
+    let (l2, _) = g.wait_leader(Some(l1));
+    let count = |p: &Proc, prefix: &str| events(p).iter().filter(|e| e.starts_with(prefix)).count();
+    wait_until("both instances at the new leader", long, || {
+        let s = get_json(&g.https[l2], "/state")?;
+        let f = &s["frameworks"][0];
+        (f["active"] == true && f["standby_schedulers"] == 1).then_some(())
+    });
+    assert_eq!(count(&active, "subscribed "), 2, "re-subscribed once");
+    assert_eq!(
+        count(&standby, "subscribed "),
+        0,
+        "the standby did not take over"
+    );
+
+    active.kill9();
+    wait_event(&standby, "standby takes over", long, |e| {
+        e == format!("subscribed {fid} true")
+    });
+    wait_until("both terminal updates", long, || {
+        (terminal_updates(&standby).len() == 2).then_some(())
+    });
+    for (t, states) in terminal_updates(&standby) {
+        assert_eq!(states, ["TASK_FINISHED"], "{t}");
+    }
+    assert!(terminal_updates(&active).is_empty());
 }

@@ -6,6 +6,7 @@
 mod common;
 
 use agora_actors::*;
+use common::sched_child::{self, *};
 use common::*;
 use std::time::Duration;
 
@@ -159,4 +160,124 @@ fn restart_master(c: &mut Cluster) {
     .map(String::from)
     .to_vec();
     c.master = spawn(c.dir.path(), "master-restarted", &args);
+}
+
+// ---- standby scheduler instances (schedulers are child processes: `common::sched_child`) ----
+
+#[test]
+#[ignore = "the scheduler process of the standby tests, started by them; not a test of its own"]
+fn scheduler_child_process() {
+    sched_child::run_if_asked();
+}
+
+/// A one-agent cluster and an active scheduler child launching `tasks` (comma-separated) with
+/// `command`; returns them with the framework id it subscribed as.
+fn cluster_with_active(tasks: &str, command: &str, teardown: &str) -> (Cluster, Proc, String) {
+    let c = Cluster::start(ClusterOpts {
+        agents: 1,
+        master_flags: ["--allocation-interval-ms", "100"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    let env = [
+        (CHILD_ENV, "active"),
+        ("AGORA_TEST_TASKS", tasks),
+        ("AGORA_TEST_CMD", command),
+        ("AGORA_TEST_TEARDOWN", teardown),
+    ];
+    let active = spawn_scheduler(c.dir.path(), "active", &c.master_addr, &env);
+    let sub = wait_event(&active, "active subscribed", SECS, |e| {
+        e.starts_with("subscribed ")
+    });
+    let fid = sub.split(' ').nth(1).expect("framework id").to_string();
+    (c, active, fid)
+}
+
+/// A standby scheduler child for framework `fid`, once the master told it to stand by; with
+/// the `StandingBy` text.
+fn standby_for(c: &Cluster, tasks: &str, fid: &str) -> (Proc, String) {
+    let env = [
+        (CHILD_ENV, "standby"),
+        ("AGORA_TEST_TASKS", tasks),
+        ("AGORA_TEST_FID", fid),
+    ];
+    let standby = spawn_scheduler(c.dir.path(), "standby", &c.master_addr, &env);
+    let why = wait_event(&standby, "standby standing by", SECS, |e| {
+        e.starts_with("standing_by ")
+    });
+    (standby, why)
+}
+
+#[test]
+fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
+    let tasks = "t1,t2,t3";
+    let (c, mut active, fid) = cluster_with_active(tasks, "sleep 6", "0");
+    for t in ["t1", "t2", "t3"] {
+        wait_event(&active, &format!("{t} running"), SECS, |e| {
+            e.starts_with(&format!("update {t} TASK_RUNNING"))
+        });
+    }
+    let (standby, why) = standby_for(&c, tasks, &fid);
+    assert!(why.contains("active scheduler"), "{why}");
+    let s = c.state();
+    assert_eq!(s["frameworks"][0]["standby_schedulers"], 1, "{s}");
+
+    active.kill9();
+    let killed_at = std::time::Instant::now();
+    wait_event(&standby, "standby takes over", SECS, |e| {
+        e == format!("subscribed {fid} true")
+    });
+    let takeover = killed_at.elapsed();
+    assert!(
+        takeover < Duration::from_millis(CHILD_FAILOVER_TIMEOUT_MS),
+        "{takeover:?}"
+    );
+    println!(
+        "standby took over {} ms after kill -9",
+        takeover.as_millis()
+    );
+    // The tasks were untouched, and each one's terminal update reaches the new instance once.
+    wait_until("every task's terminal update", SECS, || {
+        (terminal_updates(&standby).len() == 3).then_some(())
+    });
+    let got = terminal_updates(&standby);
+    for (t, states) in &got {
+        assert_eq!(states, &["TASK_FINISHED"], "{t}: {states:?}");
+    }
+    assert!(
+        terminal_updates(&active).is_empty(),
+        "the tasks outlive the kill"
+    );
+    assert!(!events(&standby).iter().any(|e| e.starts_with("error")));
+    let s = c.state();
+    assert_eq!(s["frameworks"][0]["active"], true, "{s}");
+    assert_eq!(s["frameworks"][0]["standby_schedulers"], 0, "{s}");
+}
+
+#[test]
+fn a_standby_never_takes_over_from_a_live_scheduler_and_ends_with_its_framework() {
+    let tasks = "t1,t2";
+    let (c, mut active, fid) = cluster_with_active(tasks, "sleep 3", "1");
+    let (mut standby, _) = standby_for(&c, tasks, &fid);
+    // The active instance sees both tasks end, tears the framework down and exits ...
+    wait_event(&active, "active exits", SECS, |e| e == "exit 0");
+    let got = terminal_updates(&active);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.values().all(|s| s == &["TASK_FINISHED"]), "{got:?}");
+    // ... and the standby, which never took over, learns at its next poll that the
+    // framework is gone, and stops.
+    let why = wait_event(&standby, "standby told", SECS, |e| e.starts_with("error "));
+    assert!(
+        why.contains("fatal=true") && why.contains("was removed"),
+        "{why}"
+    );
+    wait_event(&standby, "standby exits", SECS, |e| e.starts_with("exit "));
+    assert!(
+        !events(&standby).iter().any(|e| e.starts_with("subscribed")),
+        "{:?}",
+        events(&standby)
+    );
+    assert!(terminal_updates(&standby).is_empty());
+    let _ = (active.alive(), standby.alive());
 }

@@ -263,6 +263,13 @@ mod tests {
             Message::Subscribe {
                 framework: info.clone(),
             },
+            Message::SubscribeStandby {
+                framework: info.clone(),
+            },
+            Message::StandingBy {
+                framework_id: fw.clone(),
+                message: "standing by".into(),
+            },
             Message::Accept {
                 framework_id: fw.clone(),
                 offer_ids: vec![offer.clone()],

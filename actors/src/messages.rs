@@ -574,6 +574,21 @@ pub enum Message {
     Raft {
         data: Vec<u8>,
     },
+
+    // ---- standby schedulers (appended so older variants keep their wire tags) --------------
+    /// A second scheduler instance of an existing framework (`framework.id` set) asks to
+    /// stand by: while the framework's active scheduler is connected the master answers
+    /// `StandingBy`; when it disconnects the master promotes a standby (`Subscribed`).
+    /// Re-sent periodically by the standby, which doubles as its liveness check.
+    SubscribeStandby {
+        framework: FrameworkInfo,
+    },
+    /// The answer to `SubscribeStandby` while another instance is active: not an error, the
+    /// standby keeps its connection and waits.
+    StandingBy {
+        framework_id: FrameworkId,
+        message: String,
+    },
 }
 
 impl Message {
@@ -615,6 +630,8 @@ impl Message {
             Message::ShutdownExecutor { .. } => "shutdown_executor",
             Message::Error { .. } => "error",
             Message::Raft { .. } => "raft",
+            Message::SubscribeStandby { .. } => "subscribe_standby",
+            Message::StandingBy { .. } => "standing_by",
         }
     }
 

@@ -63,6 +63,14 @@ pub struct DrfConfig {
     /// flight" (counted as coming) before the allocator may ask again. Must exceed the
     /// master's grace periods.
     pub revocation_retry_ms: u64,
+    /// Fair-share revocation (see `crate::revocation::plan_fair_share`), in thousandths: a
+    /// starving role whose dominant share is below this fraction of its fair share has
+    /// resources revoked from roles above theirs. 0 (the default) turns the rule off; at
+    /// most 1000.
+    pub revoke_below_fair_share_milli: u32,
+    /// How long a framework that wants offers must have been offered nothing to count as
+    /// starving for the fair-share rule.
+    pub fair_share_wait_ms: u64,
 }
 
 /// The framework orderings the allocator can run.
@@ -120,6 +128,8 @@ impl Default for DrfConfig {
             policy: PolicyKind::Drf,
             lottery_seed: 0,
             revocation_retry_ms: 120_000,
+            revoke_below_fair_share_milli: 0,
+            fair_share_wait_ms: 10_000,
         }
     }
 }
@@ -130,6 +140,12 @@ impl DrfConfig {
         if n == 0 || n > MAX_OFFERS_PER_CYCLE_LIMIT {
             return Err(AllocatorError::Config(format!(
                 "max_offers_per_framework_per_cycle must be in 1..={MAX_OFFERS_PER_CYCLE_LIMIT}, got {n}"
+            )));
+        }
+        if self.revoke_below_fair_share_milli > 1000 {
+            return Err(AllocatorError::Config(format!(
+                "the fair-share revocation fraction must be in 0..=1, got {}",
+                self.revoke_below_fair_share_milli as f64 / 1000.0
             )));
         }
         let max_units = agora_actors::resources::MAX_SCALAR_UNITS as u64;
@@ -232,6 +248,8 @@ pub struct DrfAllocator {
     next_start: Option<AgentId>,
     /// Revocations asked for and not yet given back (see `drf_revoke`).
     revoking: drf_revoke::InFlight,
+    /// Since when each framework has wanted offers and been offered nothing (see `drf_revoke`).
+    starving: drf_revoke::Starving,
 }
 
 impl std::fmt::Debug for DrfAllocator {
@@ -268,6 +286,7 @@ impl DrfAllocator {
             filter_index: BTreeSet::new(),
             next_start: None,
             revoking: drf_revoke::InFlight::default(),
+            starving: drf_revoke::Starving::default(),
         })
     }
 
@@ -1294,6 +1313,7 @@ impl Allocator for DrfAllocator {
         for framework_id in capped {
             self.sync_sorter(&framework_id);
         }
+        self.starving.offered(now, &out); // HOOK(revocation)
         out
     }
 

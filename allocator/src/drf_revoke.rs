@@ -1,10 +1,14 @@
 //! The allocator's side of revocation (a child module of `drf`): after each allocation run it
-//! gathers what `crate::revocation::plan` needs from the ledger, and remembers what it asked
-//! for (in flight) until the framework gives it back, so one need is asked for once.
+//! gathers what `crate::revocation::plan` (and, when enabled, `plan_fair_share`) needs from
+//! the ledger, and remembers what it asked for (in flight) until the framework gives it back,
+//! so one need is asked for once. It also keeps, per framework, since when it has wanted
+//! offers and been offered nothing: what "starving" means for the fair-share rule.
 
 use super::DrfAllocator;
 use crate::quota::{add_scalars, Scalars};
-use crate::revocation::{plan, Holder, RevocationInput, RoleNeed};
+use crate::revocation::{
+    plan, plan_fair_share, FairRole, FairShareInput, Holder, RevocationInput, RoleNeed,
+};
 use crate::RevocationRequest;
 use agora_actors::resources::{Key, Value};
 use agora_actors::{FrameworkId, Resources, Time};
@@ -38,10 +42,7 @@ impl InFlight {
     fn total(&self) -> Scalars {
         let mut out = Scalars::new();
         for (s, _) in self.by_framework.values() {
-            for (k, v) in s {
-                let e = out.entry(k.clone()).or_default();
-                e.0 = e.0.saturating_add(v.0);
-            }
+            merge(&mut out, s);
         }
         out
     }
@@ -56,6 +57,48 @@ impl InFlight {
             m.0 = m.0.saturating_add(v.0);
         }
         e.1 = until;
+    }
+}
+
+/// Per framework that wants offers (active, not suppressed): since when it has been offered
+/// nothing. A framework is *starving* once that is `fair_share_wait_ms` ago. Being offered
+/// anything restarts the wait (whether it then accepts or declines: a framework that declines
+/// what it is offered is not short of offers), and so does not wanting offers.
+#[derive(Debug, Default)]
+pub(super) struct Starving {
+    since: BTreeMap<FrameworkId, Time>,
+}
+
+impl Starving {
+    /// An allocation run made these offers.
+    pub(super) fn offered(&mut self, now: Time, allocations: &[crate::Allocation]) {
+        for a in allocations {
+            if let Some(t) = self.since.get_mut(&a.framework_id) {
+                *t = now;
+            }
+        }
+    }
+
+    /// Brings the table in line with which frameworks want offers now (bounded by them).
+    fn refresh(&mut self, now: Time, wanting: &BTreeMap<FrameworkId, bool>) {
+        self.since.retain(|id, _| wanting.get(id) == Some(&true));
+        for (id, wants) in wanting {
+            if *wants {
+                self.since.entry(id.clone()).or_insert(now);
+            }
+        }
+    }
+
+    fn is_starving(&self, id: &FrameworkId, now: Time, wait_ms: u64) -> bool {
+        self.since.get(id).is_some_and(|t| now.since(*t) >= wait_ms)
+    }
+}
+
+/// Adds `from` to `into`, per resource.
+fn merge(into: &mut Scalars, from: &Scalars) {
+    for (k, v) in from {
+        let e = into.entry(k.clone()).or_default();
+        e.0 = e.0.saturating_add(v.0);
     }
 }
 
@@ -106,11 +149,7 @@ impl DrfAllocator {
                     unreserved_scalars(&mut held, r);
                 }
             }
-            let usage = input.role_usage.entry(f.role.clone()).or_default();
-            for (k, v) in &held {
-                let e = usage.entry(k.clone()).or_default();
-                e.0 = e.0.saturating_add(v.0);
-            }
+            merge(input.role_usage.entry(f.role.clone()).or_default(), &held);
             if let Some(need) = input.roles.get_mut(&f.role) {
                 need.waiting |= self.sorter.is_active(id);
             }
@@ -139,14 +178,92 @@ impl DrfAllocator {
         input
     }
 
-    /// Decides revocations after an allocation run (see `crate::revocation`).
+    /// The figures of the fair-share rule, on top of what the guarantee rule gathered.
+    fn fair_share_input(&self, now: Time, base: RevocationInput) -> FairShareInput {
+        let excluded = &self.config.fair_sharing_excluded;
+        let mut totals = Scalars::new();
+        for agent in self.agents.values() {
+            add_scalars(&mut totals, &agent.total, 1);
+        }
+        totals.retain(|k, _| !excluded.contains(k));
+        let mut roles: BTreeMap<String, FairRole> = BTreeMap::new();
+        let wait_ms = self.config.fair_share_wait_ms;
+        for (id, f) in &self.frameworks {
+            let wants = f.active && !f.suppressed;
+            let mut held = Scalars::new();
+            for &slot in &f.holds {
+                if let Some((_, r)) = self.held_at(id, slot) {
+                    add_scalars(&mut held, r, 1);
+                }
+            }
+            if !wants && held.is_empty() {
+                continue; // not taking part in sharing
+            }
+            let role = roles.entry(f.role.clone()).or_insert_with(|| FairRole {
+                weight: self
+                    .weights
+                    .get(&f.role)
+                    .map_or(1.0, |w| w.0 as f64 / 1000.0),
+                usage: base.role_usage.get(&f.role).cloned().unwrap_or_default(),
+                guarantee: self
+                    .quotas
+                    .get(&f.role)
+                    .map(|q| q.guarantee.clone())
+                    .unwrap_or_default(),
+                ..FairRole::default()
+            });
+            merge(&mut role.held, &held);
+            // A framework no agent could ever serve (its up-front filters refuse them all)
+            // would only have others' tasks killed for nothing.
+            role.starving |= wants
+                && self.starving.is_starving(id, now, wait_ms)
+                && self
+                    .agents
+                    .values()
+                    .any(|a| super::upfront::accepts(f, a, &a.total));
+        }
+        for role in roles.values_mut() {
+            role.held.retain(|k, _| !excluded.contains(k));
+        }
+        FairShareInput {
+            fraction: self.config.revoke_below_fair_share_milli as f64 / 1000.0,
+            totals,
+            roles,
+            free: base.free,
+            in_flight: base.in_flight,
+            holders: base.holders,
+        }
+    }
+
+    /// Decides revocations after an allocation run (see `crate::revocation`): first for
+    /// unmet guarantees, then (if enabled) for starving roles far below their fair share.
     pub(super) fn plan_revocations(&mut self, now: Time) -> Vec<RevocationRequest> {
         let retry_ms = self.config.revocation_retry_ms;
-        if retry_ms == 0 || self.quotas.is_empty() {
+        let fair_share = self.config.revoke_below_fair_share_milli > 0;
+        if retry_ms == 0 || (self.quotas.is_empty() && !fair_share) {
             return Vec::new();
         }
         self.revoking.expire(now);
-        let decided = plan(&self.revocation_input());
+        let input = self.revocation_input();
+        let mut decided = if self.quotas.is_empty() {
+            Vec::new()
+        } else {
+            plan(&input)
+        };
+        if fair_share {
+            let wanting = self
+                .frameworks
+                .iter()
+                .map(|(id, f)| (id.clone(), f.active && !f.suppressed))
+                .collect();
+            self.starving.refresh(now, &wanting);
+            let mut input = self.fair_share_input(now, input);
+            // What the guarantee rule just asked for is coming too.
+            for r in &decided {
+                merge(&mut input.in_flight, &r.resources);
+            }
+            decided.extend(plan_fair_share(&input));
+        }
         let until = now.plus_ms(retry_ms);
         decided
             .into_iter()

@@ -261,6 +261,144 @@ fn a_waiting_guaranteed_role_makes_one_revocation_request() {
     assert!(a.revocations(Time(5)).is_empty(), "prod has its guarantee");
 }
 
+/// Fair-share revocation (`revoke_below_fair_share_milli`): batch and web (weight 1 each) share
+/// a 4 cpu / 4096 MB agent, so each one's fair share is 1/2 = 2 cpus, 2048 MB. batch took the
+/// whole agent (share 1) before web arrived; web holds nothing (share 0 < 0.5 x 1/2). Once
+/// web has wanted offers and been offered nothing for the wait (1 s here), the allocator asks
+/// batch for web's fair share back — 2 cpus and 2048 MB, which leaves batch exactly at its own
+/// — once; when batch gives it back web is offered it and is no longer starving.
+#[test]
+fn a_starving_role_far_below_its_fair_share_gets_resources_revoked_after_the_wait() {
+    let setup = |milli: u32| {
+        let cfg = DrfConfig {
+            revoke_below_fair_share_milli: milli,
+            fair_share_wait_ms: 1_000,
+            ..DrfConfig::default()
+        };
+        let mut a = DrfAllocator::new(cfg).unwrap();
+        add_agent(&mut a, "s1", "cpus:4;mem:4096", "");
+        add_fw(&mut a, info("batch", "batch"));
+        assert_eq!(run(&mut a, 0).len(), 1);
+        add_fw(&mut a, info("web", "web"));
+        a
+    };
+    // Off by default (and with 0): never.
+    let mut off = setup(0);
+    for t in [100, 5_000, 60_000] {
+        assert!(run(&mut off, t).is_empty());
+        assert!(off.revocations(Time(t)).is_empty());
+    }
+    let mut a = setup(500);
+    assert!(run(&mut a, 100).is_empty());
+    assert!(a.revocations(Time(100)).is_empty(), "web starts waiting");
+    assert!(run(&mut a, 1_000).is_empty());
+    assert!(a.revocations(Time(1_000)).is_empty(), "900 ms: not yet");
+    assert!(run(&mut a, 1_100).is_empty());
+    let asked = a.revocations(Time(1_100));
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].framework_id, fid("batch"));
+    assert_eq!(asked[0].resources, r("cpus:2;mem:2048"));
+    assert_eq!(asked[0].for_role, "web");
+    assert!(
+        a.revocations(Time(1_200)).is_empty(),
+        "in flight: asked once"
+    );
+    ok(
+        &mut a,
+        AllocatorEvent::Recover {
+            framework_id: fid("batch"),
+            agent_id: aid("s1"),
+            resources: r("cpus:2;mem:2048"),
+            refuse_ms: None,
+        },
+    );
+    let got = run(&mut a, 1_300);
+    assert_eq!(got, [("web".into(), "s1".into(), "cpus:2;mem:2048".into())]);
+    assert!(
+        a.revocations(Time(10_000)).is_empty(),
+        "web has its fair share"
+    );
+    // A bad fraction is refused.
+    let bad = DrfConfig {
+        revoke_below_fair_share_milli: 1_001,
+        ..DrfConfig::default()
+    };
+    assert!(DrfAllocator::new(bad).is_err());
+}
+
+/// A framework that is offered something (and declines it) is not starving: the wait starts
+/// again with every offer.
+#[test]
+fn a_framework_offered_something_is_not_starving() {
+    let cfg = DrfConfig {
+        revoke_below_fair_share_milli: 500,
+        fair_share_wait_ms: 1_000,
+        ..DrfConfig::default()
+    };
+    let mut a = DrfAllocator::new(cfg).unwrap();
+    add_agent(&mut a, "s1", "cpus:4;mem:4096", "");
+    add_agent(&mut a, "s2", "cpus:1;mem:128", "");
+    add_fw(&mut a, info("batch", "batch"));
+    // batch takes s1 only: s2 goes to it too, then is given back with no filter.
+    run(&mut a, 0);
+    ok(
+        &mut a,
+        AllocatorEvent::Recover {
+            framework_id: fid("batch"),
+            agent_id: aid("s2"),
+            resources: r("cpus:1;mem:128"),
+            refuse_ms: Some(60_000),
+        },
+    );
+    add_fw(&mut a, info("web", "web"));
+    a.revocations(Time(0));
+    // web is offered s2 at 900 ms and declines it for a minute.
+    assert_eq!(
+        run(&mut a, 900),
+        [("web".into(), "s2".into(), "cpus:1;mem:128".into())]
+    );
+    ok(
+        &mut a,
+        AllocatorEvent::Recover {
+            framework_id: fid("web"),
+            agent_id: aid("s2"),
+            resources: r("cpus:1;mem:128"),
+            refuse_ms: Some(60_000),
+        },
+    );
+    assert!(a.revocations(Time(1_500)).is_empty(), "offered 600 ms ago");
+    assert!(run(&mut a, 1_950).is_empty());
+    assert_eq!(
+        a.revocations(Time(1_950)).len(),
+        1,
+        "1050 ms without an offer"
+    );
+}
+
+/// A framework whose up-front filters refuse every agent never has others' tasks revoked for
+/// it: nothing freed could ever be offered to it.
+#[test]
+fn a_framework_no_agent_could_serve_does_not_starve_anyone() {
+    let cfg = DrfConfig {
+        revoke_below_fair_share_milli: 500,
+        fair_share_wait_ms: 1_000,
+        ..DrfConfig::default()
+    };
+    let mut a = DrfAllocator::new(cfg).unwrap();
+    add_agent(&mut a, "s1", "cpus:4;mem:4096", "rack:r1");
+    add_fw(&mut a, info("batch", "batch"));
+    run(&mut a, 0);
+    let mut picky = info("picky", "web");
+    picky.offer_filters.constraints = vec![AttributeConstraint::parse("rack = r9").unwrap()];
+    add_fw(&mut a, picky);
+    assert!(a.revocations(Time(0)).is_empty());
+    assert!(a.revocations(Time(60_000)).is_empty());
+    // The same framework without the filter would have been starving by then.
+    add_fw(&mut a, info("web", "web"));
+    a.revocations(Time(60_000));
+    assert_eq!(a.revocations(Time(61_000)).len(), 1);
+}
+
 #[test]
 fn revocation_is_retried_after_the_retry_period_and_can_be_turned_off() {
     let setup = |retry_ms: u64| {

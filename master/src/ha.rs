@@ -419,7 +419,10 @@ impl MasterActor {
         };
         if let Some(rec) = AgentRecord::of_registration(msg) {
             r.pending_agents.insert(*conn, rec);
-        } else if let Message::Subscribe { framework } = msg {
+        } else if let Message::Subscribe { framework } | Message::SubscribeStandby { framework } =
+            msg
+        {
+            // A standby's info is what the registry records if the master promotes it.
             r.pending_frameworks.insert(*conn, framework.clone());
         }
     }

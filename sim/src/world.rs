@@ -1014,8 +1014,6 @@ impl World {
         }
         self.agent_perform(node, acts);
         self.recover_containers(node);
-        let a = &mut self.agents[node];
-        a.disk.core = a.core.as_ref().map(|c| c.checkpoint());
         self.push(
             self.now,
             Ev::Dial {
@@ -1073,7 +1071,10 @@ impl World {
             "agent_crashes"
         });
         let a = &mut self.agents[node];
-        a.core = None;
+        // The checkpoint the shell wrote after the core's last step (see `agent_input`).
+        if let Some(core) = a.core.take() {
+            a.disk.core = Some(core.checkpoint());
+        }
         a.inc += 1;
         a.pending.clear();
         if machine {
@@ -1120,8 +1121,10 @@ impl World {
         };
         self.touched_agents.insert(node);
         let acts = core.handle(self.now, input);
-        // As the real shell: the checkpoint is written before the step's actions are performed.
-        self.agents[node].disk.core = self.agents[node].core.as_ref().map(|c| c.checkpoint());
+        // As the real shell, the checkpoint is written after every step, before the step's
+        // actions are performed; so the disk always holds exactly the core's state between
+        // events. The copy is therefore taken only when the agent dies (`crash_agent`): the same
+        // bytes, without cloning every agent's books on every ping.
         self.agent_perform(node, acts);
     }
 

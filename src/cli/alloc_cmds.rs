@@ -36,6 +36,21 @@ pub struct AllocatorArgs {
     /// revocation off.
     #[arg(long, default_value_t = 120_000, env = "AGORA_REVOCATION_RETRY_MS")]
     pub revocation_retry_ms: u64,
+    /// Fair-share revocation: a role whose dominant share is below FRACTION x its fair share
+    /// (its weight over the weights of the roles taking part), and whose framework has wanted
+    /// offers and been offered nothing for --fair-share-wait-ms, gets resources revoked from
+    /// roles above their fair share (never below it, never guaranteed allocations). 0 (the
+    /// default) turns it off; at most 1.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "FRACTION",
+        env = "AGORA_REVOKE_BELOW_FAIR_SHARE"
+    )]
+    pub revoke_below_fair_share: f64,
+    /// How long a framework must have been offered nothing to count as starving.
+    #[arg(long, default_value_t = 10_000, env = "AGORA_FAIR_SHARE_WAIT_MS")]
+    pub fair_share_wait_ms: u64,
 }
 
 impl Default for AllocatorArgs {
@@ -46,6 +61,8 @@ impl Default for AllocatorArgs {
             lottery_seed: 0,
             max_offers_per_framework: 1000,
             revocation_retry_ms: 120_000,
+            revoke_below_fair_share: 0.0,
+            fair_share_wait_ms: 10_000,
         }
     }
 }
@@ -61,12 +78,19 @@ impl AllocatorArgs {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
+        let fraction = self.revoke_below_fair_share;
+        if !(0.0..=1.0).contains(&fraction) {
+            anyhow::bail!("--revoke-below-fair-share must be between 0 and 1, got {fraction}");
+        }
         let cfg = DrfConfig {
             policy,
             fair_sharing_excluded: excluded,
             lottery_seed: self.lottery_seed,
             max_offers_per_framework_per_cycle: self.max_offers_per_framework,
             revocation_retry_ms: self.revocation_retry_ms,
+            // Thousandths: the allocator's config stays integral (comparable, hashable).
+            revoke_below_fair_share_milli: (fraction * 1000.0).round() as u32,
+            fair_share_wait_ms: self.fair_share_wait_ms,
             ..DrfConfig::default()
         };
         cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;

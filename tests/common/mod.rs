@@ -4,6 +4,7 @@
 
 #[path = "../../src/cli/http_get.rs"]
 pub mod http_get;
+pub mod sched_child;
 
 use agora_actors::codec::{decode_body, encode_frame};
 use agora_actors::transport::DEFAULT_MAX_FRAME_BYTES;

@@ -55,7 +55,19 @@ pub struct SchedulerDriverConfig {
     pub max_timers: usize,
     /// Seeds the jitter of retry backoffs (the shell passes something process-specific).
     pub jitter_seed: u64,
+    /// Start as a standby instance of the framework whose id `framework_info().id` names:
+    /// connect and wait (`SubscribeStandby`) while another instance is active; the master
+    /// promotes this one when the active instance disconnects. Once promoted the driver
+    /// behaves like any other (it re-subscribes as the active instance after a reconnect).
+    pub standby: bool,
+    /// How often a standby repeats `SubscribeStandby`. The master answers each one, so this
+    /// is also how a standby notices a silent master (no answer for
+    /// [`STANDBY_SILENT_POLLS`] intervals: reconnect, which follows a new leader).
+    pub standby_poll_ms: u64,
 }
+
+/// Unanswered standby polls after which the master counts as silent.
+pub const STANDBY_SILENT_POLLS: u64 = 3;
 
 impl Default for SchedulerDriverConfig {
     fn default() -> Self {
@@ -66,6 +78,8 @@ impl Default for SchedulerDriverConfig {
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
             max_timers: DEFAULT_MAX_TIMERS,
             jitter_seed: 0,
+            standby: false,
+            standby_poll_ms: 1_000,
         }
     }
 }
@@ -80,6 +94,8 @@ pub enum DriverTimer {
     SubscribeRetry { generation: u64 },
     /// Check that the master has been heard from recently.
     HeartbeatCheck { generation: u64 },
+    /// A standby repeats `SubscribeStandby` (and checks that the master still answers).
+    StandbyPoll { generation: u64 },
 }
 
 /// What the shell must do for the core.
@@ -110,6 +126,8 @@ pub struct DriverStats {
     pub subscribe_attempts: u64,
     /// Times the master was declared silent and the connection redialed.
     pub silent_master_reconnects: u64,
+    /// `SubscribeStandby` messages sent while standing by.
+    pub standby_polls: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +137,8 @@ enum ConnState {
     Subscribing {
         attempt: u32,
     },
+    /// A standby: the master confirmed that another instance is active.
+    StandingBy,
     Subscribed,
 }
 
@@ -168,6 +188,8 @@ pub struct SchedulerDriverCore<S: Scheduler> {
     timers_outstanding: usize,
     stopped: Option<i32>,
     stats: DriverStats,
+    /// A standby not (yet) promoted: subscribes with `SubscribeStandby`.
+    standing_by: bool,
 }
 
 impl<S: Scheduler> SchedulerDriverCore<S> {
@@ -176,6 +198,7 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
     pub fn new(scheduler: S, config: SchedulerDriverConfig) -> Self {
         let framework_id = scheduler.framework_info().id;
         let seen = SeenUpdates::new(config.dedup_capacity);
+        let standing_by = config.standby;
         SchedulerDriverCore {
             scheduler,
             config,
@@ -188,6 +211,7 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
             timers_outstanding: 0,
             stopped: None,
             stats: DriverStats::default(),
+            standing_by,
         }
     }
 
@@ -206,6 +230,10 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
     pub fn is_subscribed(&self) -> bool {
         self.conn == ConnState::Subscribed
     }
+    /// True while this is a standby instance the master has not promoted.
+    pub fn is_standing_by(&self) -> bool {
+        self.standing_by
+    }
     /// The exit code, once the driver has stopped.
     pub fn stopped(&self) -> Option<i32> {
         self.stopped
@@ -219,10 +247,16 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
         if self.stopped.is_some() {
             return Vec::new();
         }
+        if self.standing_by && self.framework_id.is_none() {
+            let why =
+                "a standby scheduler needs the framework id of the instance it stands by for \
+                       (FrameworkInfo::id)";
+            return self.on_error(now, ErrorCode::BadRequest, why, true);
+        }
         self.generation += 1;
         self.last_heard = now;
         self.conn = ConnState::Subscribing { attempt: 0 };
-        info!(framework_id = ?self.framework_id, "connected to the master; subscribing");
+        info!(framework_id = ?self.framework_id, standby = self.standing_by, "connected to the master; subscribing");
         self.subscribe_actions(now, 0)
     }
 
@@ -280,6 +314,10 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
                 };
                 self.run(now, |s, ctx| s.revocation_warning(ctx, &w)).1
             }
+            Message::StandingBy {
+                framework_id,
+                message,
+            } => self.on_standing_by(now, framework_id, &message),
             Message::Heartbeat => Vec::new(),
             other => {
                 debug!(
@@ -303,6 +341,7 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
             }
             DriverTimer::SubscribeRetry { generation } => self.on_subscribe_retry(now, generation),
             DriverTimer::HeartbeatCheck { generation } => self.on_heartbeat_check(now, generation),
+            DriverTimer::StandbyPoll { generation } => self.on_standby_poll(now, generation),
         }
     }
 
@@ -342,6 +381,9 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
             warn!(%old, new = %id, "the master assigned a different framework id; tasks of the old one are not ours any more");
         }
         let resubscribed = self.framework_id.is_some();
+        if std::mem::take(&mut self.standing_by) {
+            info!(framework_id = %id, "promoted: this standby is now the active scheduler");
+        }
         info!(framework_id = %id, resubscribed, heartbeat_interval_ms = hb_ms, "subscribed");
         self.framework_id = Some(id.clone());
         self.conn = ConnState::Subscribed;
@@ -356,6 +398,25 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
             insert_before_stop(&mut out, DriverAction::SetTimer { timer, at });
         }
         out
+    }
+
+    /// The master says another instance is active. Told to the scheduler once per connection
+    /// (not on every poll).
+    fn on_standing_by(&mut self, now: Time, id: FrameworkId, message: &str) -> Vec<DriverAction> {
+        if !self.standing_by || self.conn == ConnState::Disconnected {
+            debug!(framework_id = %id, "ignoring StandingBy: not a waiting standby");
+            return Vec::new();
+        }
+        if self.framework_id.as_ref() != Some(&id) {
+            warn!(framework_id = %id, "StandingBy for another framework ignored");
+            return Vec::new();
+        }
+        if self.conn == ConnState::StandingBy {
+            return Vec::new();
+        }
+        info!(framework_id = %id, message, "standing by");
+        self.conn = ConnState::StandingBy;
+        self.run(now, |s, ctx| s.standing_by(ctx, message)).1
     }
 
     fn on_offers(&mut self, now: Time, offers: Vec<Offer>) -> Vec<DriverAction> {
@@ -452,13 +513,34 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
         let ConnState::Subscribing { attempt } = self.conn else {
             return Vec::new();
         };
-        if generation != self.generation {
+        if generation != self.generation || self.standing_by {
             return Vec::new();
         }
         let attempt = attempt.saturating_add(1);
         self.conn = ConnState::Subscribing { attempt };
         warn!(attempt, "no answer to Subscribe yet; sending it again");
         self.subscribe_actions(now, attempt)
+    }
+
+    /// A standby repeats its `SubscribeStandby` at a fixed, bounded interval; a master that
+    /// stopped answering is redialed (the transport tries the next address: follows the leader).
+    fn on_standby_poll(&mut self, now: Time, generation: u64) -> Vec<DriverAction> {
+        let waiting = matches!(
+            self.conn,
+            ConnState::Subscribing { .. } | ConnState::StandingBy
+        );
+        if generation != self.generation || !self.standing_by || !waiting {
+            return Vec::new();
+        }
+        let poll_ms = self.config.standby_poll_ms.max(1);
+        if now.since(self.last_heard) >= poll_ms.saturating_mul(STANDBY_SILENT_POLLS) {
+            warn!(
+                silent_ms = now.since(self.last_heard),
+                "the master does not answer the standby; reconnecting"
+            );
+            return self.declare_silent(now);
+        }
+        self.subscribe_actions(now, 0)
     }
 
     fn on_heartbeat_check(&mut self, now: Time, generation: u64) -> Vec<DriverAction> {
@@ -479,6 +561,11 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
             silent_ms = now.since(self.last_heard),
             "the master has gone silent; reconnecting"
         );
+        self.declare_silent(now)
+    }
+
+    /// Drops the connection to a silent master and dials again.
+    fn declare_silent(&mut self, now: Time) -> Vec<DriverAction> {
         self.stats.silent_master_reconnects += 1;
         self.generation += 1;
         self.conn = ConnState::Disconnected;
@@ -501,12 +588,23 @@ impl<S: Scheduler> SchedulerDriverCore<S> {
     }
 
     fn subscribe_actions(&mut self, now: Time, attempt: u32) -> Vec<DriverAction> {
-        self.stats.subscribe_attempts += 1;
         let mut framework: FrameworkInfo = self.scheduler.framework_info();
         if self.framework_id.is_some() {
             // Re-subscribing with the same id is what keeps the framework's tasks alive.
             framework.id = self.framework_id.clone();
         }
+        if self.standing_by {
+            self.stats.standby_polls += 1;
+            let timer = DriverTimer::StandbyPoll {
+                generation: self.generation,
+            };
+            let at = now.plus_ms(self.config.standby_poll_ms.max(1));
+            return vec![
+                DriverAction::Send(Message::SubscribeStandby { framework }),
+                DriverAction::SetTimer { timer, at },
+            ];
+        }
+        self.stats.subscribe_attempts += 1;
         let wait_ms = backoff_ms(
             attempt,
             self.config.subscribe_retry_base_ms,
@@ -696,6 +794,12 @@ impl Scheduler for Box<dyn Scheduler> {
     }
     fn disconnected(&mut self, ctx: &mut SchedulerCtx) {
         (**self).disconnected(ctx)
+    }
+    fn standing_by(&mut self, ctx: &mut SchedulerCtx, message: &str) {
+        (**self).standing_by(ctx, message)
+    }
+    fn revocation_warning(&mut self, ctx: &mut SchedulerCtx, w: &super::RevocationWarning) {
+        (**self).revocation_warning(ctx, w)
     }
     fn timer(&mut self, ctx: &mut SchedulerCtx, token: u64) {
         (**self).timer(ctx, token)

@@ -19,6 +19,11 @@ pub enum SdkError {
     /// `SchedulerDriver::start` was given no master address.
     #[error("no master address given")]
     NoMasters,
+    /// A standby scheduler was started without the framework id it stands by for.
+    #[error(
+        "a standby scheduler needs the framework id of the active instance (FrameworkInfo::id)"
+    )]
+    StandbyWithoutId,
     /// The driver actor is gone (it stopped, or its actor system did), so it cannot run the request.
     #[error("the driver has stopped")]
     DriverStopped,

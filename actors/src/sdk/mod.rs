@@ -170,6 +170,10 @@ pub trait Scheduler: 'static {
     fn error(&mut self, _ctx: &mut SchedulerCtx, _message: &str, _fatal: bool) {}
     /// The connection to the master is lost; the driver is re-subscribing.
     fn disconnected(&mut self, _ctx: &mut SchedulerCtx) {}
+    /// A standby instance (`SchedulerDriverConfig::standby`) learnt that another instance of
+    /// its framework is active: it waits, its calls are dropped, and `subscribed` follows
+    /// when the master promotes it. Called once per connection.
+    fn standing_by(&mut self, _ctx: &mut SchedulerCtx, _message: &str) {}
     fn timer(&mut self, _ctx: &mut SchedulerCtx, _token: u64) {}
 }
 

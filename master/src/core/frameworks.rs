@@ -1,7 +1,7 @@
 //! Frameworks: subscribe, failover, disconnect, removal (teardown or failover timeout).
 
 use super::model::{Binding, FrameworkEntry};
-use super::{reasons, validate, Action, MasterCore, MasterError, MasterTimer, Out};
+use super::{reasons, standby, validate, Action, MasterCore, MasterError, MasterTimer, Out};
 use agora_actors::transport::ConnId;
 use agora_actors::{ErrorCode, FrameworkId, FrameworkInfo, Message, TaskState, Time};
 use agora_allocator::AllocatorEvent;
@@ -17,6 +17,10 @@ impl MasterCore {
         out: &mut Out,
     ) -> Result<(), MasterError> {
         let info = validate::framework_info(&info).map_err(MasterError::InvalidFramework)?;
+        if let Some(Binding::Standby(fw)) = self.conns.get(&conn).map(|c| c.binding.clone()) {
+            // A standby that subscribes normally takes over explicitly, like any instance.
+            self.drop_standby(&fw, conn);
+        }
         if let Some(Binding::Framework(fw)) = self.conns.get(&conn).map(|c| c.binding.clone()) {
             if info.id.as_ref() != Some(&fw) {
                 return Err(MasterError::AlreadySubscribed(fw));
@@ -25,7 +29,7 @@ impl MasterCore {
             debug!(conn, framework = %fw, "repeated subscribe");
             out.push(Action::Send {
                 conn,
-                msg: self.subscribed(&fw),
+                msg: self.subscribed_message(&fw),
             });
             return Ok(());
         }
@@ -52,7 +56,7 @@ impl MasterCore {
         }
     }
 
-    fn subscribed(&self, fw: &FrameworkId) -> Message {
+    pub(crate) fn subscribed_message(&self, fw: &FrameworkId) -> Message {
         Message::Subscribed {
             framework_id: fw.clone(),
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
@@ -85,13 +89,15 @@ impl MasterCore {
             suppressed: false,
             offers: BTreeSet::new(),
             tasks: BTreeSet::new(),
+            standbys: Vec::new(),
+            standby_takeover_at: now,
         };
         self.frameworks.insert(id.clone(), entry);
         self.bind(conn, Binding::Framework(id.clone()));
         self.counters.frameworks_subscribed += 1;
         out.push(Action::Send {
             conn,
-            msg: self.subscribed(&id),
+            msg: self.subscribed_message(&id),
         });
         out.push(Action::Allocator(AllocatorEvent::AddFramework {
             used: self.framework_used_by_agent(&id),
@@ -104,7 +110,7 @@ impl MasterCore {
 
     /// A scheduler takes over a known framework id: allowed only for the same framework
     /// (name and user match); the previous scheduler, if still connected, is cut off.
-    fn failover_framework(
+    pub(super) fn failover_framework(
         &mut self,
         now: Time,
         conn: ConnId,
@@ -154,7 +160,7 @@ impl MasterCore {
         info!(framework = %id, conn, roles_changed, "framework re-subscribed");
         out.push(Action::Send {
             conn,
-            msg: self.subscribed(&id),
+            msg: self.subscribed_message(&id),
         });
         if roles_changed {
             // The allocator has no "update framework" event: re-add it with what it holds.
@@ -204,6 +210,8 @@ impl MasterCore {
             suppressed: false,
             offers: BTreeSet::new(),
             tasks: BTreeSet::new(),
+            standbys: Vec::new(),
+            standby_takeover_at: standby::recovered_takeover_at(now, info.failover_timeout_ms),
         };
         self.frameworks.insert(id.clone(), entry);
         out.push(Action::Allocator(AllocatorEvent::AddFramework {
@@ -238,8 +246,12 @@ impl MasterCore {
         }
         entry.conn = None;
         entry.generation += 1;
+        entry.standby_takeover_at = now;
         let (generation, timeout_ms) = (entry.generation, entry.info.failover_timeout_ms);
         self.counters.frameworks_disconnected += 1;
+        if self.promote_standby(now, fw, out) {
+            return;
+        }
         info!(framework = %fw, timeout_ms, "scheduler disconnected; waiting for failover");
         self.rescind_framework_offers(fw, true, false, out);
         out.push(Action::Allocator(AllocatorEvent::DeactivateFramework {

@@ -21,6 +21,7 @@ mod offers;
 mod recovery;
 mod reservations;
 mod revoke;
+mod standby;
 mod state;
 mod tasks;
 mod validate;
@@ -268,6 +269,7 @@ impl MasterCore {
             Binding::Unbound => debug!(conn, "unbound connection closed"),
             Binding::Agent(agent_id) => self.agent_disconnected(&agent_id, conn, out),
             Binding::Framework(fw) => self.scheduler_disconnected(now, &fw, conn, out),
+            Binding::Standby(fw) => self.drop_standby(&fw, conn),
         }
     }
 
@@ -367,6 +369,9 @@ impl MasterCore {
     ) -> Result<(), MasterError> {
         match msg {
             Message::Subscribe { framework } => self.subscribe(now, conn, framework, out),
+            Message::SubscribeStandby { framework } => {
+                self.subscribe_standby(now, conn, framework, out)
+            }
             Message::Accept {
                 framework_id,
                 offer_ids,

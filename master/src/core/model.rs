@@ -15,6 +15,8 @@ pub(crate) enum Binding {
     Unbound,
     Agent(AgentId),
     Framework(FrameworkId),
+    /// A standby scheduler waiting to take this framework over.
+    Standby(FrameworkId),
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,11 @@ pub(crate) struct FrameworkEntry {
     pub offers: BTreeSet<OfferId>,
     /// Non-terminal tasks.
     pub tasks: BTreeSet<TaskId>,
+    /// Standby scheduler instances waiting, longest-waiting first, with what they subscribe
+    /// with (see `standby.rs`).
+    pub standbys: Vec<(ConnId, FrameworkInfo)>,
+    /// From when a standby's poll may take over while no scheduler is connected.
+    pub standby_takeover_at: Time,
 }
 
 #[derive(Debug, Clone)]

@@ -106,18 +106,38 @@ impl<S: Scheduler> SchedulerDriver<S> {
         cluster: &str,
         scheduler: S,
     ) -> Result<(Addr<Self>, DriverExit), SdkError> {
+        Self::start_defaults(transport, masters, cluster, scheduler, false)
+    }
+
+    /// Starts a standby instance: `scheduler.framework_info().id` must name the framework it
+    /// stands by for. It waits connected to the leading master and takes over (its
+    /// `subscribed` is called) when the active instance disconnects.
+    pub fn start_standby(
+        transport: Arc<dyn Transport>,
+        masters: Vec<String>,
+        cluster: &str,
+        scheduler: S,
+    ) -> Result<(Addr<Self>, DriverExit), SdkError> {
+        if scheduler.framework_info().id.is_none() {
+            return Err(SdkError::StandbyWithoutId);
+        }
+        Self::start_defaults(transport, masters, cluster, scheduler, true)
+    }
+
+    fn start_defaults(
+        transport: Arc<dyn Transport>,
+        masters: Vec<String>,
+        cluster: &str,
+        scheduler: S,
+        standby: bool,
+    ) -> Result<(Addr<Self>, DriverExit), SdkError> {
         let config = SchedulerDriverConfig {
             jitter_seed: process_seed(),
+            standby,
             ..SchedulerDriverConfig::default()
         };
-        Self::start_with(
-            transport,
-            masters,
-            cluster,
-            scheduler,
-            config,
-            Backoff::default(),
-        )
+        let backoff = Backoff::default();
+        Self::start_with(transport, masters, cluster, scheduler, config, backoff)
     }
 
     /// [`start`](Self::start) with explicit tunables and redial backoff.

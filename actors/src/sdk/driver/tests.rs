@@ -16,11 +16,20 @@ struct Rec {
     timer_on_subscribe: Option<u64>,
     /// Call revive from `disconnected` (must be dropped: not subscribed).
     revive_when_disconnected: bool,
+    /// Subscribe with this framework id (a restarted or standby instance).
+    id: Option<FrameworkId>,
 }
 
 impl Scheduler for Rec {
     fn framework_info(&self) -> FrameworkInfo {
-        FrameworkInfo::new("rec")
+        let mut info = FrameworkInfo::new("rec");
+        info.id = self.id.clone();
+        info
+    }
+    fn standing_by(&mut self, ctx: &mut SchedulerCtx, message: &str) {
+        self.log.push(format!("standing_by {message}"));
+        // Calls made while standing by are dropped: the instance is not the active one.
+        ctx.revive();
     }
     fn subscribed(&mut self, ctx: &mut SchedulerCtx, id: &FrameworkId, resubscribed: bool) {
         self.log.push(format!("subscribed {id} {resubscribed}"));
@@ -590,6 +599,160 @@ fn a_scheduler_bringing_its_id_fails_over_to_it() {
         Some(Message::Subscribe { framework }) => assert_eq!(framework.id, Some(fid("old-id"))),
         other => panic!("expected Subscribe, got {other:?}"),
     }
+}
+
+fn standby_core(poll_ms: u64) -> SchedulerDriverCore<Rec> {
+    let rec = Rec {
+        id: Some(fid("f1")),
+        ..Rec::default()
+    };
+    let config = SchedulerDriverConfig {
+        standby: true,
+        standby_poll_ms: poll_ms,
+        ..SchedulerDriverConfig::default()
+    };
+    SchedulerDriverCore::new(rec, config)
+}
+
+fn standing_by_msg(id: &str) -> Message {
+    Message::StandingBy {
+        framework_id: fid(id),
+        message: "framework has an active scheduler, standing by".into(),
+    }
+}
+
+#[test]
+fn a_standby_polls_at_a_bounded_interval_until_promoted_then_acts_as_the_active_one() {
+    let mut c = standby_core(500);
+    let out = c.handle_connected(Time(0));
+    let gen = match &out[..] {
+        [DriverAction::Send(Message::SubscribeStandby { framework }), DriverAction::SetTimer {
+            timer: DriverTimer::StandbyPoll { generation },
+            at,
+        }] => {
+            assert_eq!(framework.id, Some(fid("f1")));
+            assert_eq!(*at, Time(500));
+            *generation
+        }
+        other => panic!("{other:?}"),
+    };
+    // StandingBy is not an error: the scheduler is told once, its calls are dropped.
+    let out = c.handle_message(Time(10), standing_by_msg("f1"));
+    assert!(sends(&out).is_empty(), "{out:?}");
+    assert_eq!(c.stats().dropped_calls, 1);
+    assert!(c.handle_message(Time(20), standing_by_msg("f1")).is_empty());
+    assert!(c.is_standing_by() && !c.is_subscribed() && c.stopped().is_none());
+    // The poll repeats SubscribeStandby; the regular subscribe retry timer does nothing.
+    let out = c.handle_timer(Time(500), DriverTimer::StandbyPoll { generation: gen });
+    assert!(matches!(
+        &sends(&out)[..],
+        [Message::SubscribeStandby { .. }]
+    ));
+    assert!(c
+        .handle_timer(Time(500), DriverTimer::SubscribeRetry { generation: gen })
+        .is_empty());
+    // Offers cannot reach a standby, but if they did they would be ignored.
+    assert!(c
+        .handle_message(
+            Time(600),
+            Message::Offers {
+                offers: vec![offer("o1")]
+            }
+        )
+        .is_empty());
+    // Promotion: Subscribed arrives; the scheduler is told it re-subscribed to its framework.
+    let out = c.handle_message(Time(700), subscribed_msg("f1"));
+    assert!(c.is_subscribed() && !c.is_standing_by());
+    assert!(out
+        .iter()
+        .all(|a| !matches!(a, DriverAction::Send(Message::SubscribeStandby { .. }))));
+    // Stale poll timers are ignored now, and offers are handled.
+    assert!(c
+        .handle_timer(Time(1000), DriverTimer::StandbyPoll { generation: gen })
+        .is_empty());
+    let out = c.handle_message(
+        Time(1100),
+        Message::Offers {
+            offers: vec![offer("o1")],
+        },
+    );
+    assert!(matches!(&sends(&out)[..], [Message::Decline { .. }]));
+    // After a reconnect the promoted instance subscribes as the active one.
+    c.handle_disconnected(Time(1200), "gone");
+    let out = c.handle_connected(Time(1300));
+    match &sends(&out)[..] {
+        [Message::Subscribe { framework }] => assert_eq!(framework.id, Some(fid("f1"))),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.scheduler().log,
+        [
+            "standing_by framework has an active scheduler, standing by",
+            "subscribed f1 true",
+            "offers 1",
+            "disconnected"
+        ]
+    );
+}
+
+#[test]
+fn a_standby_whose_master_stops_answering_reconnects() {
+    let mut c = standby_core(1_000);
+    c.handle_connected(Time(0));
+    c.handle_message(Time(100), standing_by_msg("f1"));
+    // Two polls go unanswered: still waiting.
+    let gen = 1;
+    let out = c.handle_timer(Time(1_000), DriverTimer::StandbyPoll { generation: gen });
+    assert!(matches!(
+        &sends(&out)[..],
+        [Message::SubscribeStandby { .. }]
+    ));
+    let out = c.handle_timer(Time(2_000), DriverTimer::StandbyPoll { generation: gen });
+    assert!(matches!(
+        &sends(&out)[..],
+        [Message::SubscribeStandby { .. }]
+    ));
+    // Three poll intervals after the master was last heard: redial (the next master).
+    let out = c.handle_timer(Time(3_100), DriverTimer::StandbyPoll { generation: gen });
+    assert!(out.contains(&DriverAction::Reconnect), "{out:?}");
+    assert_eq!(c.stats().silent_master_reconnects, 1);
+    // On the new connection it stands by again.
+    let out = c.handle_connected(Time(3_200));
+    assert!(matches!(
+        &sends(&out)[..],
+        [Message::SubscribeStandby { .. }]
+    ));
+    assert!(c.is_standing_by());
+}
+
+#[test]
+fn a_standby_without_a_framework_id_stops_with_a_clear_error() {
+    let config = SchedulerDriverConfig {
+        standby: true,
+        ..SchedulerDriverConfig::default()
+    };
+    let mut c = SchedulerDriverCore::new(Rec::default(), config);
+    let out = c.handle_connected(Time(0));
+    assert!(sends(&out).is_empty());
+    assert_eq!(out.last(), Some(&DriverAction::Stop { code: 1 }));
+    assert!(
+        c.scheduler().log[0].contains("needs the framework id"),
+        "{:?}",
+        c.scheduler().log
+    );
+}
+
+#[test]
+fn a_standby_told_its_framework_was_removed_stops() {
+    let mut c = standby_core(1_000);
+    c.handle_connected(Time(0));
+    c.handle_message(Time(10), standing_by_msg("f1"));
+    let out = c.handle_message(
+        Time(20),
+        Message::fatal(ErrorCode::Forbidden, "framework f1 was removed"),
+    );
+    assert_eq!(out.last(), Some(&DriverAction::Stop { code: 1 }));
+    assert_eq!(c.stopped(), Some(1));
 }
 
 pub(crate) mod shell {

@@ -9,6 +9,7 @@ mod offers;
 mod random;
 mod reservations;
 mod revoke;
+mod standby;
 mod tasks;
 
 use super::*;
