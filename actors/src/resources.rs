@@ -5,9 +5,11 @@
 //! Every operation is exact: `a + b - b == a` (for ranges and sets: when `b` shares no port or
 //! item with `a`, since those unite on addition), and `contains` is true iff `subtract` succeeds.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// Largest scalar quantity accepted (in whole units): far above any real machine, far below
 /// overflow of the milli-unit i64 even after summing a million agents.
@@ -282,9 +284,63 @@ impl fmt::Debug for Key {
 }
 
 /// A bag of resources. Entries with empty values are never stored, so `==` is semantic.
-#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+///
+/// The entries are shared and copied on write: the allocator copies an agent's whole free
+/// pool into every offer, and with a plain map each copy cost a tree node and one `String`
+/// per entry; now it is a reference count. `None` is the empty bag, so `new()` allocates
+/// nothing. The wire format is that of the plain map (see the `Serialize` impl).
+#[derive(Clone, Default)]
 pub struct Resources {
+    entries: Option<Arc<BTreeMap<Key, Value>>>,
+}
+
+/// What an empty bag's entries read as.
+static NO_ENTRIES: BTreeMap<Key, Value> = BTreeMap::new();
+
+impl PartialEq for Resources {
+    fn eq(&self, o: &Self) -> bool {
+        match (&self.entries, &o.entries) {
+            // An offer and the pool it was copied from share one map: no walk needed.
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => true,
+            _ => self.map() == o.map(),
+        }
+    }
+}
+impl Eq for Resources {}
+
+impl Hash for Resources {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.map().hash(state);
+    }
+}
+
+/// The serialized form, unchanged from when `Resources` held a plain map: a struct named
+/// `Resources` with one field `entries`.
+#[derive(Serialize)]
+#[serde(rename = "Resources")]
+struct WireRef<'a> {
+    entries: &'a BTreeMap<Key, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Resources")]
+struct Wire {
     entries: BTreeMap<Key, Value>,
+}
+
+impl Serialize for Resources {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireRef {
+            entries: self.map(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Resources {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Wire::deserialize(d).map(|w| Resources::from_map(w.entries))
+    }
 }
 
 fn valid_name(s: &str) -> bool {
@@ -297,6 +353,42 @@ fn valid_name(s: &str) -> bool {
 impl Resources {
     pub fn new() -> Resources {
         Resources::default()
+    }
+
+    #[inline]
+    fn map(&self) -> &BTreeMap<Key, Value> {
+        self.entries.as_deref().unwrap_or(&NO_ENTRIES)
+    }
+
+    /// The entries for writing; clones them first if another bag shares them.
+    fn map_mut(&mut self) -> &mut BTreeMap<Key, Value> {
+        Arc::make_mut(self.entries.get_or_insert_with(Default::default))
+    }
+
+    fn from_map(entries: BTreeMap<Key, Value>) -> Resources {
+        Resources {
+            entries: (!entries.is_empty()).then(|| Arc::new(entries)),
+        }
+    }
+
+    /// Keeps "empty" as `None` after removals.
+    fn drop_if_empty(&mut self) {
+        if self.entries.as_ref().is_some_and(|m| m.is_empty()) {
+            self.entries = None;
+        }
+    }
+
+    /// True if adding these entries one by one to an empty bag would store them unchanged
+    /// (none empty, within the entry limit): then copying the bag is the same as adding it.
+    /// Bags built here always are; a bag decoded from a peer might not be.
+    fn is_normal(&self) -> bool {
+        let m = self.map();
+        m.len() <= MAX_ENTRIES && m.values().all(|v| !v.is_empty())
+    }
+
+    /// True if some entry is reserved for a role.
+    fn has_reservations(&self) -> bool {
+        self.map().keys().any(|k| k.role.is_some())
     }
 
     /// Parses the text form. Whitespace around parts is ignored; empty string is empty bag.
@@ -403,10 +495,10 @@ impl Resources {
         if value.is_empty() {
             return Ok(());
         }
-        if !self.entries.contains_key(&key) && self.entries.len() >= MAX_ENTRIES {
+        if !self.map().contains_key(&key) && self.map().len() >= MAX_ENTRIES {
             return Err(ResourceError::TooMany(MAX_ENTRIES));
         }
-        let merged = match (self.entries.get(&key), value) {
+        let merged = match (self.map().get(&key), value) {
             (None, v) => v,
             (Some(Value::Scalar(a)), Value::Scalar(b)) => {
                 let sum =
@@ -431,9 +523,10 @@ impl Resources {
         // Raw values (e.g. rebuilt from a peer) may be negative, so a sum can come to zero:
         // drop it rather than store an empty entry, which would make `==` non-semantic.
         if merged.is_empty() {
-            self.entries.remove(&key);
+            self.map_mut().remove(&key);
+            self.drop_if_empty();
         } else {
-            self.entries.insert(key, merged);
+            self.map_mut().insert(key, merged);
         }
         Ok(())
     }
@@ -450,19 +543,19 @@ impl Resources {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.map().is_empty()
     }
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Value)> {
-        self.entries.iter()
+        self.map().iter()
     }
     pub fn get(&self, key: &Key) -> Option<&Value> {
-        self.entries.get(key)
+        self.map().get(key)
     }
 
     /// Total of a scalar over all roles (zero if absent or not a scalar).
     pub fn scalar_total(&self, name: &str) -> Milli {
         Milli(
-            self.entries
+            self.map()
                 .iter()
                 .filter(|(k, _)| k.name == name)
                 .map(|(_, v)| if let Value::Scalar(m) = v { m.0 } else { 0 })
@@ -472,21 +565,21 @@ impl Resources {
 
     /// Union of the port-style ranges named `name` over all roles.
     pub fn ranges_total(&self, name: &str) -> Ranges {
-        self.entries.iter().filter(|(k, _)| k.name == name).fold(
-            Ranges::default(),
-            |acc, (_, v)| {
+        self.map()
+            .iter()
+            .filter(|(k, _)| k.name == name)
+            .fold(Ranges::default(), |acc, (_, v)| {
                 if let Value::Ranges(r) = v {
                     acc.union(r)
                 } else {
                     acc
                 }
-            },
-        )
+            })
     }
 
     /// Names of all scalar resources present (sorted, deduplicated across roles).
     pub fn scalar_names(&self) -> BTreeSet<String> {
-        self.entries
+        self.map()
             .iter()
             .filter(|(_, v)| matches!(v, Value::Scalar(_)))
             .map(|(k, _)| k.name.clone())
@@ -496,8 +589,12 @@ impl Resources {
     /// Scalars add; ranges and sets unite (a port shared by both counts once), so `(a + b) - b`
     /// gives back `a` exactly when they share no port or set item.
     pub fn checked_add(&self, o: &Resources) -> Result<Resources, ResourceError> {
+        // Adding to nothing (a pool given back whole, a first holding) shares `o`.
+        if self.is_empty() && o.is_normal() {
+            return Ok(o.clone());
+        }
         let mut out = self.clone();
-        for (k, v) in &o.entries {
+        for (k, v) in o.map() {
             out.add_entry(k.clone(), v.clone())?;
         }
         Ok(out)
@@ -505,22 +602,25 @@ impl Resources {
 
     /// True iff every entry of `o` is covered by the same key of `self`.
     pub fn contains(&self, o: &Resources) -> bool {
-        o.entries
-            .iter()
-            .all(|(k, v)| match (self.entries.get(k), v) {
-                (Some(Value::Scalar(a)), Value::Scalar(b)) => a.0 >= b.0,
-                (Some(Value::Ranges(a)), Value::Ranges(b)) => a.contains(b),
-                (Some(Value::Set(a)), Value::Set(b)) => b.is_subset(a),
-                _ => false,
-            })
+        o.map().iter().all(|(k, v)| match (self.map().get(k), v) {
+            (Some(Value::Scalar(a)), Value::Scalar(b)) => a.0 >= b.0,
+            (Some(Value::Ranges(a)), Value::Ranges(b)) => a.contains(b),
+            (Some(Value::Set(a)), Value::Set(b)) => b.is_subset(a),
+            _ => false,
+        })
     }
 
     /// `self - o`, failing (and changing nothing) unless `self.contains(o)`.
     pub fn checked_sub(&self, o: &Resources) -> Result<Resources, ResourceError> {
+        // Taking everything (a whole offer declined) leaves nothing: every entry of `o`
+        // covers itself exactly.
+        if self == o {
+            return Ok(Resources::new());
+        }
         let mut out = self.clone();
-        for (k, v) in &o.entries {
+        for (k, v) in o.map() {
             let have = out
-                .entries
+                .map()
                 .get(k)
                 .ok_or_else(|| ResourceError::Insufficient(format!("{k:?}")))?;
             let left = match (have, v) {
@@ -536,19 +636,23 @@ impl Resources {
                 _ => return Err(ResourceError::Insufficient(format!("{k:?}"))),
             };
             if left.is_empty() {
-                out.entries.remove(k);
+                out.map_mut().remove(k);
             } else {
-                out.entries.insert(k.clone(), left);
+                out.map_mut().insert(k.clone(), left);
             }
         }
+        out.drop_if_empty();
         Ok(out)
     }
 
     /// Only the entries usable by `role`: unreserved ones and those reserved for the role or one
     /// of its ancestors (`eng` reservations serve `eng/backend`).
     pub fn allocatable_to(&self, role: &str) -> Resources {
+        if !self.has_reservations() {
+            return self.clone();
+        }
         let entries = self
-            .entries
+            .map()
             .iter()
             .filter(|(k, _)| match &k.role {
                 None => true,
@@ -556,13 +660,16 @@ impl Resources {
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Resources { entries }
+        Resources::from_map(entries)
     }
 
     /// Same resources with every reservation dropped (for share calculations).
     pub fn unreserved_view(&self) -> Resources {
+        if !self.has_reservations() && self.is_normal() {
+            return self.clone();
+        }
         let mut out = Resources::new();
-        for (k, v) in &self.entries {
+        for (k, v) in self.map() {
             let key = Key {
                 name: k.name.clone(),
                 role: None,
@@ -577,7 +684,7 @@ impl Resources {
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self
-            .entries
+            .map()
             .iter()
             .map(|(k, v)| format!("{k:?}:{v}"))
             .collect();
@@ -671,6 +778,57 @@ mod tests {
         );
         assert!(!x.contains(&r("cpus:3")));
         assert_eq!(x.unreserved_view().to_string(), "cpus:10");
+    }
+
+    /// The shared-map representation must encode exactly as the plain map it replaced in the
+    /// framed wire format (bincode), and decode back to an equal bag.
+    #[test]
+    fn wire_format_is_that_of_the_plain_map() {
+        #[derive(Serialize)]
+        #[serde(rename = "Resources")]
+        struct Plain {
+            entries: BTreeMap<Key, Value>,
+        }
+        let x = r("cpus:4;mem:4096;ports:[31000-32000];cpus(ads):8;zones:{b,a}");
+        let plain = Plain {
+            entries: x.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        let cfg = bincode::config::standard();
+        let ours = bincode::serde::encode_to_vec(&x, cfg).unwrap();
+        assert_eq!(ours, bincode::serde::encode_to_vec(&plain, cfg).unwrap());
+        let (back, _): (Resources, usize) = bincode::serde::decode_from_slice(&ours, cfg).unwrap();
+        assert_eq!(back, x);
+        let empty = bincode::serde::encode_to_vec(Resources::new(), cfg).unwrap();
+        let plain_empty = Plain {
+            entries: BTreeMap::new(),
+        };
+        assert_eq!(
+            empty,
+            bincode::serde::encode_to_vec(&plain_empty, cfg).unwrap()
+        );
+    }
+
+    /// Copies share their entries until one is changed; a change never shows in the other.
+    #[test]
+    fn copies_are_independent_after_a_change() {
+        let a = r("cpus:4;mem:1024");
+        let mut b = a.clone();
+        b.add_entry(
+            Key {
+                name: "cpus".into(),
+                role: None,
+            },
+            Value::Scalar(Milli(500)),
+        )
+        .unwrap();
+        assert_eq!(a.to_string(), "cpus:4;mem:1024");
+        assert_eq!(b.to_string(), "cpus:4.5;mem:1024");
+        assert!(a.checked_sub(&a.clone()).unwrap().is_empty());
+        assert_eq!(Resources::new().checked_add(&a).unwrap(), a);
+        assert_eq!(
+            a.checked_sub(&r("cpus:4;mem:1024")).unwrap(),
+            Resources::new()
+        );
     }
 
     #[test]

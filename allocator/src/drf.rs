@@ -202,12 +202,17 @@ struct FrameworkState {
     info: Option<FrameworkInfo>,
     active: bool,
     suppressed: bool,
-    /// Agent -> its decline filter.
+    /// Agent (by slot in `agents`) -> its decline filter.
     /// Hashed (fixed keys): looked up for every candidate agent, and only ever iterated where
-    /// order cannot matter (clearing them into `filter_index`, counting them).
-    filters: HashMap<AgentId, Filter, FixedHash>,
-    /// Agents on which the framework holds something (index into `AgentState::held`).
-    holds: BTreeSet<AgentId>,
+    /// order cannot matter (clearing them into `filter_index`, counting them). Keyed by slot
+    /// so the lookup hashes one integer instead of an id string; `remove_agent` drops an
+    /// agent's filters before its slot can be reused.
+    filters: HashMap<u32, Filter, FixedHash>,
+    /// Agents on which the framework holds something (index into `AgentState::held`), by
+    /// slot in `agents`: an offer records a number instead of copying the agent's id. Slots
+    /// of removed agents are dropped here before they can be reused (`remove_agent`), and
+    /// every user sums over these agents, so slot order serves as well as id order.
+    holds: BTreeSet<u32>,
 }
 
 impl FrameworkState {
@@ -238,7 +243,9 @@ pub struct DrfAllocator {
     frameworks: OrdMap<FrameworkId, FrameworkState>,
     sorter: Box<dyn Sorter<FrameworkId>>,
     /// Every decline filter by expiry, so `next_wakeup` and expiry are cheap.
-    filter_index: BTreeSet<(Time, FrameworkId, AgentId)>,
+    /// By expiry, then framework slot and agent slot (only the expiry order matters: expired
+    /// filters are all dropped together, and the first expiry is the next wakeup).
+    filter_index: BTreeSet<(Time, u32, u32)>,
     /// Where the next cycle starts visiting agents (rotates for fairness between agents).
     next_start: Option<AgentId>,
     /// Revocations asked for and not yet given back (see `drf_revoke`).
@@ -311,6 +318,12 @@ impl DrfAllocator {
         self.agents.get(agent).and_then(|a| a.held.get(framework))
     }
 
+    /// The agent in `slot` and what `framework` holds there, if anything.
+    fn held_at(&self, framework: &FrameworkId, slot: u32) -> Option<(&AgentId, &Resources)> {
+        let agent_id = self.agents.key_at(slot)?;
+        Some((agent_id, self.agents.at(slot)?.held.get(framework)?))
+    }
+
     pub fn has_framework(&self, framework: &FrameworkId) -> bool {
         self.frameworks.contains_key(framework)
     }
@@ -321,12 +334,16 @@ impl DrfAllocator {
 
     /// True if a decline filter currently withholds what `agent` has free from `framework`.
     pub fn is_filtered(&self, framework: &FrameworkId, agent: &AgentId, now: Time) -> bool {
-        let (Some(f), Some(a)) = (self.frameworks.get(framework), self.agents.get(agent)) else {
+        let (Some(f), Some(slot)) = (self.frameworks.get(framework), self.agents.slot(agent))
+        else {
+            return false;
+        };
+        let Some(a) = self.agents.at(slot) else {
             return false;
         };
         let candidate = a.free.allocatable_to(&f.role);
         f.filters
-            .get(agent)
+            .get(&slot)
             .is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate))
     }
 
@@ -458,8 +475,8 @@ impl DrfAllocator {
                 priority: f.priority,
             };
             let _ = sorter.set_info(id, &info);
-            for agent_id in &f.holds {
-                if let Some(held) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+            for &slot in &f.holds {
+                if let Some((agent_id, held)) = self.held_at(id, slot) {
                     let _ = sorter.allocated(id, agent_id, held);
                 }
             }
@@ -519,20 +536,20 @@ impl DrfAllocator {
     }
 
     fn remove_agent(&mut self, agent_id: &AgentId) -> Result<(), AllocatorError> {
-        let agent = self
-            .agents
-            .remove(agent_id)
-            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let slot = self.agents.slot(agent_id);
+        let (Some(slot), Some(agent)) = (slot, self.agents.remove(agent_id)) else {
+            return Err(AllocatorError::UnknownAgent(agent_id.clone()));
+        };
         for (framework_id, resources) in &agent.held {
             self.sorter_unallocated(framework_id, agent_id, resources);
             if let Some(f) = self.frameworks.get_mut(framework_id) {
-                f.holds.remove(agent_id);
+                f.holds.remove(&slot);
             }
         }
         let index = &mut self.filter_index;
-        self.frameworks.for_each_mut(|framework_id, f| {
-            if let Some(flt) = f.filters.remove(agent_id) {
-                index.remove(&(flt.until, framework_id.clone(), agent_id.clone()));
+        self.frameworks.for_each_mut(|framework_slot, _, f| {
+            if let Some(flt) = f.filters.remove(&slot) {
+                index.remove(&(flt.until, framework_slot, slot));
             }
         });
         self.sorter.remove_total(&agent.total);
@@ -594,26 +611,28 @@ impl DrfAllocator {
     }
 
     fn remove_framework(&mut self, framework_id: &FrameworkId) -> Result<(), AllocatorError> {
-        let f = self
-            .frameworks
-            .remove(framework_id)
-            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
-        for agent_id in &f.holds {
-            let Some(agent) = self.agents.get_mut(agent_id) else {
+        let framework_slot = self.frameworks.slot(framework_id);
+        let (Some(framework_slot), Some(f)) =
+            (framework_slot, self.frameworks.remove(framework_id))
+        else {
+            return Err(AllocatorError::UnknownFramework(framework_id.clone()));
+        };
+        for &slot in &f.holds {
+            let Some(agent) = self.agents.at_mut(slot) else {
                 continue;
             };
             let Some(held) = agent.held.remove(framework_id) else {
                 continue;
             };
-            match agent.free.checked_add(&held) {
-                Ok(free) => agent.free = free,
-                Err(e) => tracing::warn!(agent = %agent_id, error = %e,
-                    "allocator: cannot return a removed framework's resources"),
+            if let Err(e) = agent.free.checked_add(&held).map(|free| agent.free = free) {
+                let agent = self.agents.key_at(slot);
+                tracing::warn!(agent = ?agent, error = %e,
+                    "allocator: cannot return a removed framework's resources");
             }
         }
-        for (agent_id, flt) in &f.filters {
+        for (&agent_slot, flt) in &f.filters {
             self.filter_index
-                .remove(&(flt.until, framework_id.clone(), agent_id.clone()));
+                .remove(&(flt.until, framework_slot, agent_slot));
         }
         if let Err(e) = self.sorter.remove_client(framework_id) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
@@ -658,14 +677,13 @@ impl DrfAllocator {
     }
 
     fn revive(&mut self, framework_id: &FrameworkId) -> Result<(), AllocatorError> {
-        let f = self
-            .frameworks
-            .get_mut(framework_id)
-            .ok_or_else(|| AllocatorError::UnknownFramework(framework_id.clone()))?;
+        let unknown = || AllocatorError::UnknownFramework(framework_id.clone());
+        let framework_slot = self.frameworks.slot(framework_id).ok_or_else(unknown)?;
+        let f = self.frameworks.at_mut(framework_slot).ok_or_else(unknown)?;
         f.suppressed = false;
-        for (agent_id, flt) in std::mem::take(&mut f.filters) {
+        for (agent_slot, flt) in std::mem::take(&mut f.filters) {
             self.filter_index
-                .remove(&(flt.until, framework_id.clone(), agent_id));
+                .remove(&(flt.until, framework_slot, agent_slot));
         }
         self.sync_sorter(framework_id);
         Ok(())
@@ -720,13 +738,19 @@ impl DrfAllocator {
         until: Time,
         refused: &Resources,
     ) {
-        let Some(f) = self.frameworks.get_mut(framework_id) else {
+        let (Some(framework_slot), Some(agent_slot)) = (
+            self.frameworks.slot(framework_id),
+            self.agents.slot(agent_id),
+        ) else {
             return;
         };
-        let (until, refused) = match f.filters.get(agent_id) {
+        let Some(f) = self.frameworks.at_mut(framework_slot) else {
+            return;
+        };
+        let (until, refused) = match f.filters.get(&agent_slot) {
             Some(old) => {
                 self.filter_index
-                    .remove(&(old.until, framework_id.clone(), agent_id.clone()));
+                    .remove(&(old.until, framework_slot, agent_slot));
                 let merged = old
                     .refused
                     .checked_add(refused)
@@ -735,20 +759,19 @@ impl DrfAllocator {
             }
             None => (until, refused.clone()),
         };
-        f.filters
-            .insert(agent_id.clone(), Filter { until, refused });
+        f.filters.insert(agent_slot, Filter { until, refused });
         self.filter_index
-            .insert((until, framework_id.clone(), agent_id.clone()));
+            .insert((until, framework_slot, agent_slot));
     }
 
     fn expire_filters(&mut self, now: Time) {
         while self.filter_index.first().is_some_and(|(t, _, _)| *t <= now) {
-            let Some((until, framework_id, agent_id)) = self.filter_index.pop_first() else {
+            let Some((until, framework_slot, agent_slot)) = self.filter_index.pop_first() else {
                 break;
             };
-            if let Some(f) = self.frameworks.get_mut(&framework_id) {
-                if f.filters.get(&agent_id).map(|flt| flt.until) == Some(until) {
-                    f.filters.remove(&agent_id);
+            if let Some(f) = self.frameworks.at_mut(framework_slot) {
+                if f.filters.get(&agent_slot).map(|flt| flt.until) == Some(until) {
+                    f.filters.remove(&agent_slot);
                 }
             }
         }
@@ -786,10 +809,9 @@ impl DrfAllocator {
             agent: agent_id.clone(),
             source,
         };
-        let agent = self
-            .agents
-            .get_mut(agent_id)
-            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let unknown_agent = || AllocatorError::UnknownAgent(agent_id.clone());
+        let slot = self.agents.slot(agent_id).ok_or_else(unknown_agent)?;
+        let agent = self.agents.at_mut(slot).ok_or_else(unknown_agent)?;
         let f = self
             .frameworks
             .get_mut(framework_id)
@@ -807,9 +829,7 @@ impl DrfAllocator {
             }
         }
         agent.free = free;
-        if !f.holds.contains(agent_id) {
-            f.holds.insert(agent_id.clone());
-        }
+        f.holds.insert(slot);
         if let Err(e) = self.sorter.allocated(framework_id, agent_id, res) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
@@ -827,10 +847,9 @@ impl DrfAllocator {
             agent: agent_id.clone(),
             source,
         };
-        let agent = self
-            .agents
-            .get_mut(agent_id)
-            .ok_or_else(|| AllocatorError::UnknownAgent(agent_id.clone()))?;
+        let unknown_agent = || AllocatorError::UnknownAgent(agent_id.clone());
+        let slot = self.agents.slot(agent_id).ok_or_else(unknown_agent)?;
+        let agent = self.agents.at_mut(slot).ok_or_else(unknown_agent)?;
         let held = agent
             .held
             .get(framework_id)
@@ -841,7 +860,7 @@ impl DrfAllocator {
         if left.is_empty() {
             agent.held.remove(framework_id);
             if let Some(f) = self.frameworks.get_mut(framework_id) {
-                f.holds.remove(agent_id);
+                f.holds.remove(&slot);
             }
         } else {
             agent.held.insert(framework_id.clone(), left);
@@ -902,7 +921,6 @@ impl DrfAllocator {
         slot: u32,
         quota: Option<(&QuotaCycle, bool)>,
     ) -> Option<(FrameworkId, Option<Resources>)> {
-        let agent_id = self.agents.key_at(slot)?;
         let agent = self.agents.at(slot)?;
         let (frameworks, config) = (&self.frameworks, &self.config);
         // Usually nothing on the agent is reserved: then every role's candidate is the whole
@@ -932,7 +950,7 @@ impl DrfAllocator {
                 return false;
             }
             if !f.filters.is_empty() {
-                let filtered = f.filters.get(agent_id);
+                let filtered = f.filters.get(&slot);
                 if filtered.is_some_and(|flt| flt.until > now && flt.refused.contains(&candidate)) {
                     return false;
                 }
@@ -969,9 +987,7 @@ impl DrfAllocator {
             })?),
             None => None,
         };
-        if !f.holds.contains(agent_id) {
-            f.holds.insert(agent_id.clone());
-        }
+        f.holds.insert(slot);
         if let Err(e) = self.sorter.allocated(framework_id, agent_id, &res) {
             tracing::warn!(framework = %framework_id, error = %e, "allocator: sorter out of step");
         }
@@ -1044,8 +1060,8 @@ impl DrfAllocator {
                 continue;
             }
             let sums = usage.entry(f.role.clone()).or_default();
-            for agent_id in &f.holds {
-                if let Some(held) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+            for &slot in &f.holds {
+                if let Some((_, held)) = self.held_at(id, slot) {
                     add_scalars(sums, held, 1);
                 }
             }
@@ -1068,7 +1084,10 @@ impl DrfAllocator {
     /// the filter index agree, and the sorter's sums match. For tests and the simulator.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut sums: BTreeMap<FrameworkId, Resources> = BTreeMap::new();
-        for (agent_id, agent) in &self.agents {
+        for (agent_id, slot) in self.agents.range_slots(..) {
+            let Some(agent) = self.agents.at(slot) else {
+                return Err(format!("{agent_id}: ordered but not in its slot {slot}"));
+            };
             let mut sum = agent.free.clone();
             for (framework_id, held) in &agent.held {
                 if held.is_empty() {
@@ -1078,7 +1097,7 @@ impl DrfAllocator {
                     .frameworks
                     .get(framework_id)
                     .ok_or_else(|| format!("{agent_id}: held by unknown {framework_id}"))?;
-                if !f.holds.contains(agent_id) {
+                if !f.holds.contains(&slot) {
                     return Err(format!("{framework_id}: holds index misses {agent_id}"));
                 }
                 sum = sum.checked_add(held).map_err(|e| e.to_string())?;
@@ -1102,21 +1121,27 @@ impl DrfAllocator {
         sums: &BTreeMap<FrameworkId, Resources>,
     ) -> Result<(), String> {
         let mut filters = 0;
-        for (framework_id, f) in &self.frameworks {
-            for agent_id in &f.holds {
+        for (framework_id, framework_slot) in self.frameworks.range_slots(..) {
+            let Some(f) = self.frameworks.at(framework_slot) else {
+                return Err(format!("{framework_id}: ordered but not in its slot"));
+            };
+            for &slot in &f.holds {
                 let holds = self
                     .agents
-                    .get(agent_id)
+                    .at(slot)
                     .map(|a| a.held.contains_key(framework_id));
                 if holds != Some(true) {
-                    return Err(format!("{framework_id}: stale holds entry {agent_id}"));
+                    return Err(format!("{framework_id}: stale holds entry (slot {slot})"));
                 }
             }
-            for (agent_id, flt) in &f.filters {
+            for (&agent_slot, flt) in &f.filters {
                 filters += 1;
+                let Some(agent_id) = self.agents.key_at(agent_slot) else {
+                    return Err(format!("{framework_id}: filter on a vacant agent slot"));
+                };
                 if !self
                     .filter_index
-                    .contains(&(flt.until, framework_id.clone(), agent_id.clone()))
+                    .contains(&(flt.until, framework_slot, agent_slot))
                 {
                     return Err(format!("{framework_id}: filter on {agent_id} not indexed"));
                 }

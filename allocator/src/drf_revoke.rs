@@ -144,8 +144,8 @@ impl DrfAllocator {
         }
         for (id, f) in &self.frameworks {
             let mut held = Scalars::new();
-            for agent_id in &f.holds {
-                if let Some(r) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+            for &slot in &f.holds {
+                if let Some((_, r)) = self.held_at(id, slot) {
                     unreserved_scalars(&mut held, r);
                 }
             }
@@ -191,8 +191,8 @@ impl DrfAllocator {
         for (id, f) in &self.frameworks {
             let wants = f.active && !f.suppressed;
             let mut held = Scalars::new();
-            for agent_id in &f.holds {
-                if let Some(r) = self.agents.get(agent_id).and_then(|a| a.held.get(id)) {
+            for &slot in &f.holds {
+                if let Some((_, r)) = self.held_at(id, slot) {
                     add_scalars(&mut held, r, 1);
                 }
             }

@@ -24,6 +24,7 @@ pub mod priority;
 pub mod quota;
 pub mod revocation;
 pub mod roles;
+mod share_order;
 pub mod sorter;
 
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};

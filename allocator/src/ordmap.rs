@@ -176,11 +176,12 @@ impl<K: Ord + Hash + Clone, V> OrdMap<K, V> {
     pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
         self.iter().map(|(_, v)| v)
     }
-    /// Calls `f` on every entry, in key order, with mutable access to the value.
-    pub fn for_each_mut(&mut self, mut f: impl FnMut(&K, &mut V)) {
+    /// Calls `f` on every entry (its slot, key and value), in key order, with mutable access
+    /// to the value.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(u32, &K, &mut V)) {
         for &s in self.order.values() {
             if let Some((k, v)) = self.slots[s as usize].as_mut() {
-                f(k, v);
+                f(s, k, v);
             }
         }
     }

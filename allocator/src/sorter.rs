@@ -12,6 +12,7 @@
 //! `&mut self`), and a hierarchical allocator nests a role sorter over per-role framework sorters.
 
 use crate::ordmap::OrdMap;
+use crate::share_order::ShareOrder;
 use agora_actors::resources::Value;
 use agora_actors::{AgentId, Milli, Resources};
 use std::cmp::Ordering;
@@ -298,9 +299,16 @@ impl Names {
         excluded: &BTreeSet<String>,
     ) -> bool {
         let mut clamped = false;
+        // Bags iterate by name and names are usually numbered in that same order (the first
+        // agent's bag numbers them), so the name after the last match is tried first.
+        let mut guess = 0;
         for (key, value) in r.iter() {
             let Value::Scalar(m) = value else { continue };
-            let i = self.id(&key.name, excluded);
+            let i = match self.names.get(guess) {
+                Some(n) if *n == key.name => guess,
+                _ => self.id(&key.name, excluded),
+            };
+            guess = i + 1;
             if held.len() <= i {
                 held.resize(i + 1, 0);
             }
@@ -366,8 +374,9 @@ pub struct DrfSorter<C: Ord + Clone + Hash> {
     /// name) but compares as an integer: with many equal shares a string tie-break would
     /// dominate every re-file.
     /// Keyed by `(share, rank)` alone: ranks are unique, so the client never decides the
-    /// order and a lookup needs no copy of the client's id.
-    order: BTreeMap<(Share, u128), C>,
+    /// order and a lookup needs no copy of the client's id. Bucketed by share (see
+    /// `ShareOrder`), since clients share few share values.
+    order: ShareOrder<C>,
     /// Clients whose allocation changed since their share was last computed.
     dirty: BTreeSet<C>,
     totals: BTreeMap<String, Milli>,
@@ -392,7 +401,7 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
     pub fn new(excluded: BTreeSet<String>) -> Self {
         DrfSorter {
             clients: OrdMap::new(),
-            order: BTreeMap::new(),
+            order: ShareOrder::default(),
             dirty: BTreeSet::new(),
             totals: BTreeMap::new(),
             names: Names::default(),
@@ -481,7 +490,7 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
                 Some(state) => {
                     state.rank = rank;
                     if state.active {
-                        self.order.insert((state.share, rank), k.clone());
+                        self.order.insert(state.share, rank, k.clone());
                     }
                 }
                 None => new_rank = rank,
@@ -573,13 +582,13 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
         let share = self.names.share(&state.held).weighted(state.weight_milli);
         let (old, active, rank) = (state.share, state.active, state.rank);
         if active && remove_old {
-            self.order.remove(&(old, rank));
+            self.order.remove(old, rank);
         }
         if let Some(state) = self.clients.get_mut(client) {
             state.share = share;
         }
         if active {
-            self.order.insert((share, rank), client.clone());
+            self.order.insert(share, rank, client.clone());
         }
     }
 
@@ -610,15 +619,10 @@ impl<C: Ord + Clone + Hash + fmt::Display> DrfSorter<C> {
         let old = std::mem::replace(&mut state.share, share);
         if state.active && old != share {
             // The allocation loop usually changes the client it just picked, the first in
-            // order: take it from the front without a keyed search.
-            let first = self.order.first_key_value().map(|(k, _)| *k);
-            let c = if first.is_some_and(|(sh, r)| r == state.rank && sh == old) {
-                self.order.pop_first().map(|(_, c)| c)
-            } else {
-                self.order.remove(&(old, state.rank))
-            };
+            // order: `ShareOrder` takes it from the front of its bucket without a search.
+            let c = self.order.remove(old, state.rank);
             let c = c.unwrap_or_else(|| client.clone());
-            self.order.insert((share, state.rank), c);
+            self.order.insert(share, state.rank, c);
         }
         Ok(())
     }
@@ -647,7 +651,7 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
             .remove(client)
             .ok_or_else(|| SorterError::UnknownClient(client.to_string()))?;
         if state.active {
-            self.order.remove(&(state.share, state.rank));
+            self.order.remove(state.share, state.rank);
         }
         self.dirty.remove(client);
         Ok(())
@@ -680,7 +684,7 @@ impl<C: Ord + Clone + Hash + fmt::Display + Send> Sorter<C> for DrfSorter<C> {
         if state.active {
             state.active = false;
             let (share, rank) = (state.share, state.rank);
-            self.order.remove(&(share, rank));
+            self.order.remove(share, rank);
         }
         Ok(())
     }

@@ -895,3 +895,50 @@ fn a_filter_covers_only_what_was_refused_so_freed_resources_are_offered_at_once(
         [("A".into(), "s1".into(), "cpus:4;mem:4096".into())]
     );
 }
+
+/// The ledger indexes holdings and decline filters by agent and framework *slot*, and slots
+/// of removed agents and frameworks are reused: nothing of the old occupant may carry over to
+/// the new one.
+#[test]
+fn a_reused_slot_inherits_no_filter_and_no_holding() {
+    let mut a = drf();
+    add_agent(&mut a, "s1", "cpus:4;mem:4096");
+    add_agent(&mut a, "s2", "cpus:4;mem:4096");
+    add_fw(&mut a, "A");
+    add_fw(&mut a, "B");
+    // A gets s1, B gets s2; A declines s1 for an hour and keeps nothing.
+    let first = a.allocate(Time(0));
+    assert_eq!(first.len(), 2);
+    let to_a = first.iter().find(|x| x.framework_id == fid("A")).unwrap();
+    let declined = to_a.agent_id.to_string();
+    recover(&mut a, 0, "A", &declined, &to_a.resources, Some(3_600_000));
+    assert!(a.is_filtered(&fid("A"), &aid(&declined), Time(1)));
+    // The declined agent leaves; a new agent takes its slot. A must be offered it.
+    ok(
+        &mut a,
+        1,
+        AllocatorEvent::RemoveAgent {
+            agent_id: aid(&declined),
+        },
+    );
+    assert_eq!(a.next_wakeup(), None, "the filter left with its agent");
+    add_agent(&mut a, "s3", "cpus:2;mem:1024");
+    assert!(!a.is_filtered(&fid("A"), &aid("s3"), Time(2)));
+    let second = a.allocate(Time(2));
+    assert_eq!(
+        summary(&second),
+        [("A".into(), "s3".into(), "cpus:2;mem:1024".into())]
+    );
+    // B leaves (its holding returns to the free pool); C takes B's framework slot and holds
+    // nothing, and is not filtered anywhere.
+    ok(&mut a, 3, fw_event("remove", "B"));
+    add_fw(&mut a, "C");
+    assert!(a.held(&fid("C"), &aid("s2")).is_none());
+    let third = a.allocate(Time(4));
+    assert_eq!(
+        summary(&third),
+        [("C".into(), "s2".into(), "cpus:4;mem:4096".into())]
+    );
+    assert_eq!(a.held(&fid("C"), &aid("s2")), Some(&r("cpus:4;mem:4096")));
+    a.check_invariants().expect("ledger consistent");
+}
