@@ -26,6 +26,7 @@ pub mod revocation;
 pub mod roles;
 mod share_order;
 pub mod sorter;
+mod ticket_tree;
 
 use agora_actors::{AgentId, Attributes, FrameworkId, FrameworkInfo, Resources, Time};
 

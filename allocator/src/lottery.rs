@@ -7,6 +7,7 @@
 //! Accounting (allocations, shares for operators) is a plain `DrfSorter`.
 
 use crate::sorter::{ClientInfo, DrfSorter, Sorter, SorterError};
+use crate::ticket_tree::TicketTree;
 use agora_actors::{AgentId, FrameworkId, Resources};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,6 +20,8 @@ pub struct LotterySorter {
     rng: ChaCha8Rng,
     /// Active clients and their tickets, rebuilt when activity, roles or weights change.
     tickets: Option<Vec<(FrameworkId, u64)>>,
+    /// The same tickets, for O(log n) draws; rebuilt with `tickets`.
+    tree: TicketTree,
 }
 
 impl LotterySorter {
@@ -29,6 +32,7 @@ impl LotterySorter {
             weights: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             tickets: None,
+            tree: TicketTree::default(),
         }
     }
 
@@ -41,7 +45,7 @@ impl LotterySorter {
                 let role = self.roles.get(*c).map(String::as_str).unwrap_or("*");
                 *per_role.entry(role).or_default() += 1;
             }
-            let list = active
+            let list: Vec<(FrameworkId, u64)> = active
                 .iter()
                 .map(|c| {
                     let role = self.roles.get(*c).map(String::as_str).unwrap_or("*");
@@ -50,6 +54,7 @@ impl LotterySorter {
                     ((*c).clone(), (w * 1_000_000 / n).max(1))
                 })
                 .collect();
+            self.tree = TicketTree::new(list.iter().map(|(_, t)| *t));
             self.tickets = Some(list);
         }
         self.tickets.as_deref().unwrap_or(&[])
@@ -131,28 +136,23 @@ impl Sorter<FrameworkId> for LotterySorter {
     fn find_first(&mut self, accept: &mut dyn FnMut(&FrameworkId) -> bool) -> Option<FrameworkId> {
         self.tickets();
         let list = self.tickets.as_deref().unwrap_or(&[]);
-        // Only the ticket counts are copied per draw; ids stay in the cached list.
-        let mut pool: Vec<u64> = list.iter().map(|(_, t)| *t).collect();
-        let mut sum: u64 = pool.iter().sum();
-        while sum > 0 {
-            let mut ticket = self.rng.gen_range(0..sum);
-            let idx = pool
-                .iter()
-                .position(|t| {
-                    if ticket < *t {
-                        return true;
-                    }
-                    ticket -= *t;
-                    false
-                })
-                .unwrap_or(pool.len() - 1);
+        // A refuser is set aside by zeroing its tickets for the rest of this call, then given
+        // them back: the tree serves every call of the cycle.
+        let mut set_aside: Vec<(usize, u64)> = Vec::new();
+        let mut chosen = None;
+        while self.tree.total() > 0 {
+            let idx = self.tree.find(self.rng.gen_range(0..self.tree.total()));
             if accept(&list[idx].0) {
-                return Some(list[idx].0.clone());
+                chosen = Some(list[idx].0.clone());
+                break;
             }
-            sum -= pool[idx];
-            pool[idx] = 0;
+            set_aside.push((idx, self.tree.count(idx)));
+            self.tree.set(idx, 0);
         }
-        None
+        for (idx, count) in set_aside {
+            self.tree.set(idx, count);
+        }
+        chosen
     }
 
     fn share(&self, client: &FrameworkId) -> Option<f64> {

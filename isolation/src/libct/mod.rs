@@ -524,6 +524,23 @@ struct BundleExtra {
     io_weight: Option<u16>,
 }
 
+/// The executor program the agent runs, when the container would not see it at its host
+/// path: absent from an operator's rootfs, or, in the host's, under a directory the container
+/// gets its own of (`/tmp`: an agora built or unpacked there). It is then bind-mounted under
+/// `CONTAINER_EXEC_DIR` and run from there.
+fn executor_to_mount(config: &ContainerConfig) -> Option<PathBuf> {
+    let exe = PathBuf::from(config.argv.first()?);
+    if !exe.is_absolute() || !exe.is_file() {
+        return None;
+    }
+    let rel = exe.strip_prefix("/").ok()?;
+    let visible = match &config.rootfs {
+        Some(root) => root.join(rel).exists(),
+        None => !spec::hidden_from_container(rel),
+    };
+    (!visible).then_some(exe)
+}
+
 fn write_bundle(
     dir: &Path,
     config: &ContainerConfig,
@@ -536,13 +553,7 @@ fn write_bundle(
     fs::create_dir_all(&rootfs)?;
     let source_root = config.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
     let host = spec::host_root_entries(&source_root, config.rootfs.is_some())?;
-    // In its own rootfs a container still needs the executor program the agent runs.
-    let executor: Option<PathBuf> = match &config.rootfs {
-        Some(root) => Some(PathBuf::from(&config.argv[0]))
-            .filter(|p| p.is_absolute() && p.is_file())
-            .filter(|p| !root.join(p.strip_prefix("/").unwrap_or(p)).exists()),
-        None => None,
-    };
+    let executor = executor_to_mount(config);
     for entry in &host {
         if let spec::HostEntry::Link(name, target) = entry {
             std::os::unix::fs::symlink(target, rootfs.join(name))?;
@@ -949,6 +960,37 @@ mod tests {
             termination_of(None, false, 64).reason.as_deref(),
             Some(REASON_EXIT_STATUS_UNKNOWN)
         );
+    }
+
+    /// An agora under `/tmp` (a CI checkout, say) is invisible in a container on the host's
+    /// root, which gets a private `/tmp`: it is mounted in; one under `/usr` is not.
+    #[test]
+    fn an_executor_under_a_private_directory_is_mounted() {
+        let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+        let exe = dir.path().join("agora");
+        std::fs::write(&exe, b"").unwrap();
+        let config = |argv0: &Path, rootfs: Option<PathBuf>| ContainerConfig {
+            id: "c1".into(),
+            sandbox: PathBuf::from("/w/s/c1"),
+            argv: vec![argv0.display().to_string(), "executor".into()],
+            env: vec![],
+            limits: Default::default(),
+            user: None,
+            isolated_network: false,
+            io_weight: None,
+            rootfs,
+        };
+        assert_eq!(executor_to_mount(&config(&exe, None)), Some(exe.clone()));
+        let sh = Path::new("/bin/sh");
+        assert_eq!(executor_to_mount(&config(sh, None)), None);
+        // An operator's rootfs without the program: mounted; relative names: never.
+        let image = dir.path().join("image");
+        std::fs::create_dir(&image).unwrap();
+        assert_eq!(
+            executor_to_mount(&config(sh, Some(image))),
+            Some(sh.to_path_buf())
+        );
+        assert_eq!(executor_to_mount(&config(Path::new("agora"), None)), None);
     }
 
     #[test]

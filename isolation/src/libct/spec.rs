@@ -30,6 +30,13 @@ const NOT_FROM_HOST: [&str; 7] = [
     "sandbox",
     ".agora-exec",
 ];
+/// Whether a host path (relative to `/`) is hidden inside a container on the host's root: its
+/// top directory is one the container gets its own of.
+pub(crate) fn hidden_from_container(rel: &Path) -> bool {
+    let top = rel.components().next();
+    top.is_some_and(|c| NOT_FROM_HOST.contains(&c.as_os_str().to_string_lossy().as_ref()))
+}
+
 /// Where an executor program the operator's rootfs lacks is bind-mounted (by file name). Not
 /// at its host path: that path's top directory (`/usr`, ...) is usually a read-only bind of
 /// the operator's, where the mount point cannot be created (and must not be: it is theirs).
