@@ -7,6 +7,7 @@
 //! instead of performing IO, so the same scheduler runs under the actix driver (`driver`) and in
 //! a simulator. The driver is an actix actor that owns the scheduler.
 
+pub(crate) mod client_link;
 pub mod command;
 pub mod driver;
 pub mod error;

@@ -48,7 +48,7 @@ fn lead_alone<S: RegistryStorage>(node: &mut RegistryNode<S>) {
 fn group_of_one_applies_and_recovers_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut n = RegistryNode::open(dir.path(), config(1, 1)).unwrap();
+        let mut n = reopen(|| RegistryNode::open(dir.path(), config(1, 1))).unwrap();
         lead_alone(&mut n);
         for i in 1..=50 {
             n.propose(&admit(i)).unwrap();
@@ -58,7 +58,7 @@ fn group_of_one_applies_and_recovers_from_disk() {
         }
         assert_eq!(n.state().agents.len(), 50);
     }
-    let mut n = RegistryNode::open(dir.path(), config(1, 1)).unwrap();
+    let mut n = reopen(|| RegistryNode::open(dir.path(), config(1, 1))).unwrap();
     assert_eq!(n.state().agents.len(), 50, "state comes back from sled");
     lead_alone(&mut n);
     n.propose(&admit(51)).unwrap();
@@ -108,22 +108,22 @@ fn state_machine_limits_and_removed_frameworks() {
 #[test]
 fn another_cluster_node_or_peer_list_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    drop(RegistryNode::open(dir.path(), config(1, 3)).unwrap());
+    drop(reopen(|| RegistryNode::open(dir.path(), config(1, 3))).unwrap());
     let mut c = config(1, 3);
     c.identity.cluster = "other".into();
     assert!(matches!(
-        RegistryNode::open(dir.path(), c).err(),
+        reopen(|| RegistryNode::open(dir.path(), c.clone())).err(),
         Some(RegistryError::OtherCluster { .. })
     ));
     assert!(matches!(
-        RegistryNode::open(dir.path(), config(2, 3)).err(),
+        reopen(|| RegistryNode::open(dir.path(), config(2, 3))).err(),
         Some(RegistryError::OtherNode {
             stored: 1,
             given: 2
         })
     ));
     assert!(matches!(
-        RegistryNode::open(dir.path(), config(1, 5)).err(),
+        reopen(|| RegistryNode::open(dir.path(), config(1, 5))).err(),
         Some(RegistryError::PeersChanged { .. })
     ));
     let mut c = config(4, 3);
@@ -139,7 +139,7 @@ fn another_cluster_node_or_peer_list_is_refused() {
 fn truncated_log_is_reported_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut n = RegistryNode::open(dir.path(), config(1, 1)).unwrap();
+        let mut n = reopen(|| RegistryNode::open(dir.path(), config(1, 1))).unwrap();
         lead_alone(&mut n);
         for i in 1..=5 {
             n.propose(&admit(i)).unwrap();
@@ -148,13 +148,15 @@ fn truncated_log_is_reported_as_corrupt() {
     }
     {
         // Cut the log's tail behind raft's back, as a lost write or a bad copy would.
-        let db = sled::open(dir.path()).unwrap();
+        let db = reopen(|| sled::open(dir.path())).unwrap();
         let log = db.open_tree("raft_log").unwrap();
         let (k, _) = log.last().unwrap().unwrap();
         log.remove(k).unwrap();
         db.flush().unwrap();
     }
-    let err = RegistryNode::open(dir.path(), config(1, 1)).err().unwrap();
+    let err = reopen(|| RegistryNode::open(dir.path(), config(1, 1)))
+        .err()
+        .unwrap();
     assert!(matches!(err, RegistryError::Corrupt(_)), "{err}");
     assert!(err.to_string().contains("truncated"), "{err}");
 }
@@ -344,7 +346,7 @@ fn kill9_in_a_loop_never_loses_or_corrupts_the_registry() {
         std::thread::sleep(std::time::Duration::from_millis(300 + 37 * round));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let n = RegistryNode::open(dir.path(), config(1, 1))
+        let n = reopen(|| RegistryNode::open(dir.path(), config(1, 1)))
             .unwrap_or_else(|e| panic!("round {round}: reopening after kill -9: {e}"));
         let agents = &n.state().agents;
         // Applied ops form a gap-free prefix a-1..a-k that never shrinks.
@@ -552,7 +554,7 @@ fn priorities_removed_agents_and_lost_tasks_are_recorded() {
 fn maintenance_is_replicated_through_the_log_and_back_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut n = RegistryNode::open(dir.path(), config(1, 1)).unwrap();
+        let mut n = reopen(|| RegistryNode::open(dir.path(), config(1, 1))).unwrap();
         lead_alone(&mut n);
         // Enough entries to pass `compact_after_entries`: the state comes back by snapshot.
         for i in 1..=30 {
@@ -569,7 +571,7 @@ fn maintenance_is_replicated_through_the_log_and_back_from_disk() {
         .unwrap();
         n.drive().unwrap();
     }
-    let n = RegistryNode::open(dir.path(), config(1, 1)).unwrap();
+    let n = reopen(|| RegistryNode::open(dir.path(), config(1, 1))).unwrap();
     let m = n.state().maintenance[&aid("a-1")];
     assert_eq!(m.mode, agora_actors::MaintenanceMode::Draining);
     assert_eq!(m.window.map(|w| w.start_ms), Some(7));
@@ -618,4 +620,22 @@ fn mem_storage_keeps_what_was_flushed_and_loses_the_rest() {
     assert_eq!(n.state().agents.len(), 51);
     let other = MemStorage::open(disk.clone(), &config(2, 3).identity).err();
     assert!(matches!(other, Some(RegistryError::OtherNode { .. })));
+}
+
+/// Opens a database this process had open a moment ago: sled lets go of its file lock only when
+/// its flusher thread drops the last reference, shortly after the database itself is dropped.
+/// (A restarted master never waits: the old process is gone.) Other errors return at once.
+fn reopen<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e)
+                if e.to_string().contains("acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            done => return done,
+        }
+    }
 }

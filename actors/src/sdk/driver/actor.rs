@@ -1,10 +1,11 @@
 //! The actix shell of the scheduler driver: dials the master, feeds the core, performs its actions.
 
 use super::{DriverAction, DriverTimer, SchedulerDriverConfig, SchedulerDriverCore};
-use crate::messages::{Hello, Message, NodeKind};
+use crate::messages::{Hello, NodeKind};
+use crate::sdk::client_link::{ClientLink, LinkEvent};
 use crate::sdk::{Scheduler, SchedulerCtx, SdkError};
 use crate::time::MonoClock;
-use crate::transport::{Backoff, ConnHandle, Link, NetEvent, Transport};
+use crate::transport::{Backoff, ConnHandle, NetEvent, Transport};
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, MessageResult};
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 /// How long the driver keeps the connection open after deciding to stop, so that the last calls
 /// (e.g. a `Teardown`) are flushed before the link is closed.
@@ -89,10 +90,7 @@ pub struct SchedulerDriver<S: Scheduler> {
     hello: Hello,
     backoff: Backoff,
     clock: MonoClock,
-    link: Option<Box<dyn Link>>,
-    conn: Option<ConnHandle>,
-    exit: Option<oneshot::Sender<i32>>,
-    stopping: bool,
+    client: ClientLink,
 }
 
 impl<S: Scheduler> SchedulerDriver<S> {
@@ -161,10 +159,7 @@ impl<S: Scheduler> SchedulerDriver<S> {
             hello: Hello::new(cluster, NodeKind::Scheduler, &name),
             backoff,
             clock: MonoClock::new(),
-            link: None,
-            conn: None,
-            exit: Some(tx),
-            stopping: false,
+            client: ClientLink::new(tx, NodeKind::Master),
         };
         Ok((driver.start(), exit))
     }
@@ -175,23 +170,20 @@ impl<S: Scheduler> SchedulerDriver<S> {
         let link =
             self.transport
                 .connect(self.masters.clone(), self.hello.clone(), self.backoff, sink);
-        self.link = Some(link);
+        self.client.set_link(link);
     }
 
     fn perform(&mut self, actions: Vec<DriverAction>, ctx: &mut Context<Self>) {
         for action in actions {
             match action {
-                DriverAction::Send(msg) => self.send(msg),
+                DriverAction::Send(msg) => self.client.send(msg),
                 DriverAction::SetTimer { timer, at } => {
                     ctx.run_later(self.clock.until(at), move |act, ctx| {
                         act.fire(timer, ctx);
                     });
                 }
                 DriverAction::Reconnect => {
-                    if let Some(link) = self.link.take() {
-                        link.close();
-                    }
-                    self.conn = None;
+                    self.client.drop_link();
                     self.dial(ctx);
                 }
                 DriverAction::Stop { code } => self.shut_down(code, ctx),
@@ -204,56 +196,19 @@ impl<S: Scheduler> SchedulerDriver<S> {
         self.perform(actions, ctx);
     }
 
-    fn send(&self, msg: Message) {
-        let kind = msg.kind();
-        match &self.conn {
-            Some(conn) => {
-                if let Err(e) = conn.send(msg) {
-                    warn!(kind, error = %e, "could not send to the master");
-                }
-            }
-            None => debug!(kind, "not connected; message dropped"),
-        }
-    }
-
     /// Flushes and closes the connection, then ends the actor after a short linger.
     fn shut_down(&mut self, code: i32, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if !self.client.begin_stop(code, "scheduler driver") {
             return;
         }
-        self.stopping = true;
-        info!(code, "scheduler driver stopping");
-        if let Some(conn) = self.conn.take() {
-            conn.close(None);
-        }
         ctx.run_later(Duration::from_millis(STOP_LINGER_MS), move |act, ctx| {
-            if let Some(link) = act.link.take() {
-                link.close();
-            }
-            act.resolve(code);
+            act.client.finish(code);
             ctx.stop();
         });
     }
 
-    fn resolve(&mut self, code: i32) {
-        if let Some(tx) = self.exit.take() {
-            // The receiver may be gone (nobody waits for the code); that is fine.
-            let _ = tx.send(code);
-        }
-    }
-
     fn on_connected(&mut self, peer: Hello, handle: ConnHandle, ctx: &mut Context<Self>) {
-        if self.stopping {
-            handle.close(None);
-            return;
-        }
-        if peer.node_kind != NodeKind::Master {
-            warn!(peer = %handle.peer_addr, kind = ?peer.node_kind, "the peer is not a master; closing");
-            handle.close(None);
-            return;
-        }
         info!(master = %peer.node_id, addr = %handle.peer_addr, "connected to the master");
-        self.conn = Some(handle);
         let actions = self.core.handle_connected(self.clock.now());
         self.perform(actions, ctx);
     }
@@ -267,12 +222,9 @@ impl<S: Scheduler> Actor for SchedulerDriver<S> {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Some(link) = self.link.take() {
-            link.close();
-        }
         // Stopped without a decision (the system is shutting down): report the core's code or 1.
         let code = self.core.stopped().unwrap_or(1);
-        self.resolve(code);
+        self.client.finish(code);
     }
 }
 
@@ -280,27 +232,17 @@ impl<S: Scheduler> Handler<NetEvent> for SchedulerDriver<S> {
     type Result = ();
 
     fn handle(&mut self, ev: NetEvent, ctx: &mut Context<Self>) {
-        let current = self.conn.as_ref().map(|c| c.conn);
-        match ev {
-            NetEvent::Connected { peer, handle, .. } => self.on_connected(peer, handle, ctx),
-            NetEvent::Frame { conn, msg } if Some(conn) == current => {
-                let actions = self.core.handle_message(self.clock.now(), msg);
-                self.perform(actions, ctx);
+        let actions = match self.client.route(ev) {
+            Some(LinkEvent::Connected(peer, handle)) => {
+                return self.on_connected(peer, handle, ctx)
             }
-            NetEvent::Closed { conn, reason } if Some(conn) == current => {
-                self.conn = None;
-                let actions = self.core.handle_disconnected(self.clock.now(), &reason);
-                self.perform(actions, ctx);
+            Some(LinkEvent::Frame(msg)) => self.core.handle_message(self.clock.now(), msg),
+            Some(LinkEvent::Closed(reason)) => {
+                self.core.handle_disconnected(self.clock.now(), &reason)
             }
-            NetEvent::Frame { conn, msg } => {
-                debug!(
-                    conn,
-                    kind = msg.kind(),
-                    "frame from a stale connection ignored"
-                )
-            }
-            NetEvent::Closed { conn, .. } => debug!(conn, "stale connection closed"),
-        }
+            None => return,
+        };
+        self.perform(actions, ctx);
     }
 }
 

@@ -1,16 +1,16 @@
 //! The actix shell of the executor driver.
 
 use super::{ExecAction, ExecTimer, ExecutorDriverConfig, ExecutorDriverCore, ExecutorEnv};
-use crate::messages::{Hello, Message, NodeKind};
+use crate::messages::{Hello, NodeKind};
+use crate::sdk::client_link::{ClientLink, LinkEvent};
 use crate::sdk::driver::{process_seed, DriverExit, STOP_LINGER_MS};
 use crate::sdk::{Executor, ExecutorCtx};
 use crate::time::MonoClock;
-use crate::transport::{Backoff, ConnHandle, Link, NetEvent, Transport};
+use crate::transport::{Backoff, NetEvent, Transport};
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, MessageResult};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 /// See [`ExecutorDriverOptions::after_step`].
 pub type AfterStep<E> = Box<dyn FnMut(&mut E)>;
@@ -71,11 +71,8 @@ pub struct ExecutorDriver<E: Executor> {
     hello: Hello,
     backoff: Backoff,
     clock: MonoClock,
-    link: Option<Box<dyn Link>>,
-    conn: Option<ConnHandle>,
-    exit: Option<oneshot::Sender<i32>>,
+    client: ClientLink,
     after_step: Option<AfterStep<E>>,
-    exiting: bool,
 }
 
 impl<E: Executor> ExecutorDriver<E> {
@@ -104,11 +101,8 @@ impl<E: Executor> ExecutorDriver<E> {
             hello: Hello::new(&env.cluster, NodeKind::Executor, env.executor_id.as_str()),
             backoff: options.backoff,
             clock: MonoClock::new(),
-            link: None,
-            conn: None,
-            exit: Some(tx),
+            client: ClientLink::new(tx, NodeKind::Agent),
             after_step: options.after_step,
-            exiting: false,
         };
         (driver.start(), exit)
     }
@@ -119,7 +113,7 @@ impl<E: Executor> ExecutorDriver<E> {
         }
         for action in actions {
             match action {
-                ExecAction::Send(msg) => self.send(msg),
+                ExecAction::Send(msg) => self.client.send(msg),
                 ExecAction::SetTimer { timer, at } => {
                     ctx.run_later(self.clock.until(at), move |act, ctx| act.fire(timer, ctx));
                 }
@@ -133,51 +127,14 @@ impl<E: Executor> ExecutorDriver<E> {
         self.perform(actions, ctx);
     }
 
-    fn send(&self, msg: Message) {
-        let kind = msg.kind();
-        match &self.conn {
-            Some(conn) => {
-                if let Err(e) = conn.send(msg) {
-                    warn!(kind, error = %e, "could not send to the agent");
-                }
-            }
-            None => debug!(kind, "not connected to the agent; message dropped"),
-        }
-    }
-
     fn exit(&mut self, code: i32, ctx: &mut Context<Self>) {
-        if self.exiting {
+        if !self.client.begin_stop(code, "executor driver") {
             return;
-        }
-        self.exiting = true;
-        info!(code, "executor driver exiting");
-        if let Some(conn) = self.conn.take() {
-            conn.close(None);
         }
         ctx.run_later(Duration::from_millis(STOP_LINGER_MS), move |act, ctx| {
-            if let Some(link) = act.link.take() {
-                link.close();
-            }
-            if let Some(tx) = act.exit.take() {
-                let _ = tx.send(code);
-            }
+            act.client.finish(code);
             ctx.stop();
         });
-    }
-
-    fn on_connected(&mut self, peer: Hello, handle: ConnHandle, ctx: &mut Context<Self>) {
-        if self.exiting {
-            handle.close(None);
-            return;
-        }
-        if peer.node_kind != NodeKind::Agent {
-            warn!(peer = %handle.peer_addr, kind = ?peer.node_kind, "the peer is not an agent; closing");
-            handle.close(None);
-            return;
-        }
-        self.conn = Some(handle);
-        let actions = self.core.handle_connected(self.clock.now());
-        self.perform(actions, ctx);
     }
 }
 
@@ -193,18 +150,13 @@ impl<E: Executor> Actor for ExecutorDriver<E> {
             self.backoff,
             sink,
         );
-        self.link = Some(link);
+        self.client.set_link(link);
         let actions = self.core.handle_start(self.clock.now());
         self.perform(actions, ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Some(link) = self.link.take() {
-            link.close();
-        }
-        if let Some(tx) = self.exit.take() {
-            let _ = tx.send(self.core.exited().unwrap_or(1));
-        }
+        self.client.finish(self.core.exited().unwrap_or(1));
     }
 }
 
@@ -212,27 +164,14 @@ impl<E: Executor> Handler<NetEvent> for ExecutorDriver<E> {
     type Result = ();
 
     fn handle(&mut self, ev: NetEvent, ctx: &mut Context<Self>) {
-        let current = self.conn.as_ref().map(|c| c.conn);
-        match ev {
-            NetEvent::Connected { peer, handle, .. } => self.on_connected(peer, handle, ctx),
-            NetEvent::Frame { conn, msg } if Some(conn) == current => {
-                let actions = self.core.handle_message(self.clock.now(), msg);
-                self.perform(actions, ctx);
-            }
-            NetEvent::Closed { conn, reason } if Some(conn) == current => {
-                self.conn = None;
-                let actions = self.core.handle_disconnected(self.clock.now(), &reason);
-                self.perform(actions, ctx);
-            }
-            NetEvent::Frame { conn, msg } => {
-                debug!(
-                    conn,
-                    kind = msg.kind(),
-                    "frame from a stale connection ignored"
-                )
-            }
-            NetEvent::Closed { conn, .. } => debug!(conn, "stale connection closed"),
-        }
+        let now = self.clock.now();
+        let actions = match self.client.route(ev) {
+            Some(LinkEvent::Connected(..)) => self.core.handle_connected(now),
+            Some(LinkEvent::Frame(msg)) => self.core.handle_message(now, msg),
+            Some(LinkEvent::Closed(reason)) => self.core.handle_disconnected(now, &reason),
+            None => return,
+        };
+        self.perform(actions, ctx);
     }
 }
 
