@@ -320,11 +320,18 @@ fn leader_killed_then_frozen_then_all_restarted() {
         });
         assert_eq!(s["leader"], g.https[l1].as_str());
         assert_eq!(s["raft_role"], "follower");
-        let err = http_get::get(&g.https[i], "/anything")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("307"), "{err}");
+        for path in ["/anything", "/weights", "/roles", "/reservations"] {
+            let err = http_get::get(&g.https[i], path).unwrap_err().to_string();
+            assert!(err.contains("307"), "{path}: {err}");
+        }
     }
+    // The operator CLI given a standby first reaches the leader's allocator.
+    let standby = (0..3).find(|i| *i != l1).unwrap();
+    let list = format!("{},{}", g.https[standby], g.https[l1]);
+    let (code, out) = run_agora(&["weights", "--master", &list, "set", "ads=2"]);
+    assert_eq!(code, 0, "{out}");
+    let weights = get_json(&g.https[l1], "/weights").expect("leader /weights");
+    assert_eq!(weights["ads"], 2.0, "{weights}");
     g.add_agent(1);
     g.add_agent(2);
     wait_until("agents at the leader", Duration::from_secs(20), || {

@@ -72,6 +72,9 @@ pub(super) struct Starving {
 impl Starving {
     /// An allocation run made these offers.
     pub(super) fn offered(&mut self, now: Time, allocations: &[crate::Allocation]) {
+        if self.since.is_empty() {
+            return; // the rule is off, or nobody waits: no lookup per offer
+        }
         for a in allocations {
             if let Some(t) = self.since.get_mut(&a.framework_id) {
                 *t = now;

@@ -150,6 +150,11 @@ impl RaftShell {
         })
     }
 
+    /// The leader's HTTP address, if known.
+    pub(crate) fn leader_http(&self) -> Option<String> {
+        self.view.leader.clone()
+    }
+
     pub fn view(&self) -> HaView {
         let mut v = self.view.clone();
         v.peer_errors += self.peer_errors;

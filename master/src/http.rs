@@ -157,32 +157,73 @@ async fn raft(addr: web::Data<Addr<MasterActor>>) -> HttpResponse {
     }
 }
 
+/// Where requests that only the leader serves belong: `None` when this master leads (or runs
+/// without a registry), else the leader's HTTP address if one is known. Cheap: no snapshot.
+#[derive(actix::Message)]
+#[rtype(result = "Option<Option<String>>")]
+pub(crate) struct LeaderElsewhere;
+
+impl actix::Handler<LeaderElsewhere> for MasterActor {
+    type Result = Option<Option<String>>;
+    fn handle(&mut self, _: LeaderElsewhere, _: &mut actix::Context<Self>) -> Self::Result {
+        match &self.raft {
+            Some(r) if !self.leading => Some(r.leader_http()),
+            _ => None,
+        }
+    }
+}
+
+/// A standby's answer to a request for the leader: `307` to the same path there, or `503`
+/// when no leader is known. `None` when this master leads.
+async fn standby_answer(addr: &Addr<MasterActor>, path: &str) -> Option<HttpResponse> {
+    let leader = match addr.send(LeaderElsewhere).await {
+        Ok(l) => l?,
+        Err(e) => {
+            let body = format!("master not answering: {e}\n");
+            return Some(HttpResponse::ServiceUnavailable().body(body));
+        }
+    };
+    Some(match leader {
+        Some(leader) => HttpResponse::TemporaryRedirect()
+            .insert_header(("Location", format!("http://{leader}{path}")))
+            .body(format!("not the leader; the leader is {leader}\n")),
+        None => HttpResponse::ServiceUnavailable().body("not the leader; no leader is known\n"),
+    })
+}
+
+fn path_and_query(req: &actix_web::HttpRequest) -> &str {
+    req.uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+}
+
 /// Any path the master does not serve itself: on a standby, `307` to the same path on the
 /// leader, or `503` when no leader is known; on the leader, `404`.
 pub(crate) async fn elsewhere(
     req: actix_web::HttpRequest,
     addr: web::Data<Addr<MasterActor>>,
 ) -> HttpResponse {
-    let s = match snapshot(&addr).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
-    match s.ha.as_ref() {
-        Some(ha) if ha.raft_role != "leader" => match &ha.leader {
-            Some(leader) => {
-                let path = req
-                    .uri()
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/");
-                HttpResponse::TemporaryRedirect()
-                    .insert_header(("Location", format!("http://{leader}{path}")))
-                    .body(format!("not the leader; the leader is {leader}\n"))
+    standby_answer(&addr, path_and_query(&req))
+        .await
+        .unwrap_or_else(|| HttpResponse::NotFound().body("not found\n"))
+}
+
+/// The operator endpoints act on the leader's allocator and books; a standby has neither (its
+/// allocator is not running, its core is empty), so it sends them on to the leader rather than
+/// answering from its idle state. One check for every such path, before any handler runs.
+async fn leader_only(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if crate::operator_http::is_operator_path(req.path()) {
+        if let Some(addr) = req.app_data::<web::Data<Addr<MasterActor>>>().cloned() {
+            if let Some(resp) = standby_answer(&addr, path_and_query(req.request())).await {
+                return Ok(req.into_response(resp).map_into_right_body());
             }
-            None => HttpResponse::ServiceUnavailable().body("not the leader; no leader is known\n"),
-        },
-        _ => HttpResponse::NotFound().body("not found\n"),
+        }
     }
+    next.call(req).await.map(|r| r.map_into_left_body())
 }
 
 /// Binds the HTTP server and runs it on the current actix system. Returns the bound address.
@@ -191,6 +232,7 @@ pub fn serve(addr: Addr<MasterActor>, bind: &str) -> std::io::Result<String> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(leader_only))
             .route("/health", web::get().to(health))
             .route("/state", web::get().to(state))
             .route("/metrics", web::get().to(metrics))

@@ -42,6 +42,24 @@ use std::collections::BTreeMap;
 const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Adds the routes to the master's HTTP app.
+/// The paths below: served by the leader only (a standby answers `307`/`503`, see
+/// `crate::http::leader_only`).
+const OPERATOR_PATHS: [&str; 9] = [
+    "/allocator",
+    "/weights",
+    "/priorities",
+    "/roles",
+    "/quota",
+    "/reserve",
+    "/unreserve",
+    "/reservations",
+    "/maintenance",
+];
+
+pub(crate) fn is_operator_path(path: &str) -> bool {
+    OPERATOR_PATHS.contains(&path)
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES))
         .route("/allocator", web::get().to(get_allocator))

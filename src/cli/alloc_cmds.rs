@@ -119,8 +119,10 @@ pub enum SetAction {
     },
 }
 
-fn first_master(list: &str) -> anyhow::Result<String> {
-    Ok(super::parse_masters(list)?.remove(0))
+/// Every master of the list: requests go to the first that answers and follow a standby's
+/// `307` to the leader (the allocator and its books live on the leader only).
+fn masters(list: &str) -> anyhow::Result<Vec<String>> {
+    super::parse_masters(list)
 }
 
 /// `ROLE=VALUE` pairs into a JSON object.
@@ -141,17 +143,17 @@ fn pairs(values: &[String]) -> anyhow::Result<BTreeMap<String, f64>> {
 }
 
 pub fn allocator(a: OperatorArgs) -> anyhow::Result<i32> {
-    let m = first_master(&a.master)?;
+    let m = masters(&a.master)?;
     let body = match &a.action {
         Some(SetAction::Set { values }) => {
             let [name] = values.as_slice() else {
                 anyhow::bail!("usage: agora allocator set NAME (drf, priority or lottery)");
             };
             let req = serde_json::json!({ "name": name }).to_string();
-            super::http_get::put_json(&m, "/allocator", &req)?;
-            super::http_get::get(&m, "/allocator")?
+            super::http_get::to_leader("PUT", &m, "/allocator", Some(&req))?;
+            super::http_get::to_leader("GET", &m, "/allocator", None)?
         }
-        None => super::http_get::get(&m, "/allocator")?,
+        None => super::http_get::to_leader("GET", &m, "/allocator", None)?,
     };
     let v: Value = serde_json::from_str(&body).context("the master's answer is not JSON")?;
     if a.json {
@@ -163,12 +165,12 @@ pub fn allocator(a: OperatorArgs) -> anyhow::Result<i32> {
 }
 
 pub fn weights(a: OperatorArgs) -> anyhow::Result<i32> {
-    let m = first_master(&a.master)?;
+    let m = masters(&a.master)?;
     if let Some(SetAction::Set { values }) = &a.action {
         let req = serde_json::to_string(&pairs(values)?)?;
-        super::http_get::put_json(&m, "/weights", &req)?;
+        super::http_get::to_leader("PUT", &m, "/weights", Some(&req))?;
     }
-    let body = super::http_get::get(&m, "/weights")?;
+    let body = super::http_get::to_leader("GET", &m, "/weights", None)?;
     let v: BTreeMap<String, f64> =
         serde_json::from_str(&body).context("the master's /weights is not a role map")?;
     if a.json {
@@ -184,7 +186,7 @@ pub fn weights(a: OperatorArgs) -> anyhow::Result<i32> {
 }
 
 pub fn priorities(a: OperatorArgs) -> anyhow::Result<i32> {
-    let m = first_master(&a.master)?;
+    let m = masters(&a.master)?;
     let Some(SetAction::Set { values }) = &a.action else {
         return roles(a);
     };
@@ -197,13 +199,14 @@ pub fn priorities(a: OperatorArgs) -> anyhow::Result<i32> {
             Ok((r, l as u32))
         })
         .collect::<anyhow::Result<_>>()?;
-    super::http_get::put_json(&m, "/priorities", &serde_json::to_string(&levels)?)?;
+    let body = serde_json::to_string(&levels)?;
+    super::http_get::to_leader("PUT", &m, "/priorities", Some(&body))?;
     roles(OperatorArgs { action: None, ..a })
 }
 
 pub fn roles(a: OperatorArgs) -> anyhow::Result<i32> {
-    let m = first_master(&a.master)?;
-    let body = super::http_get::get(&m, "/roles")?;
+    let m = masters(&a.master)?;
+    let body = super::http_get::to_leader("GET", &m, "/roles", None)?;
     let v: Value = serde_json::from_str(&body).context("the master's /roles is not JSON")?;
     if a.json {
         println!("{v}");
@@ -287,7 +290,7 @@ pub enum QuotaAction {
 }
 
 pub fn quota(a: QuotaArgs) -> anyhow::Result<i32> {
-    let m = first_master(&a.master)?;
+    let m = masters(&a.master)?;
     let req = match &a.action {
         Some(QuotaAction::Set {
             role,
@@ -303,9 +306,9 @@ pub fn quota(a: QuotaArgs) -> anyhow::Result<i32> {
         None => None,
     };
     if let Some(req) = req {
-        super::http_get::put_json(&m, "/quota", &req.to_string())?;
+        super::http_get::to_leader("PUT", &m, "/quota", Some(&req.to_string()))?;
     }
-    let body = super::http_get::get(&m, "/quota")?;
+    let body = super::http_get::to_leader("GET", &m, "/quota", None)?;
     let v: Value = serde_json::from_str(&body).context("the master's /quota is not JSON")?;
     if a.json {
         println!("{v}");
@@ -348,14 +351,14 @@ pub struct ReserveArgs {
 
 /// `agora reserve` / `agora unreserve`: prints the agent's dynamic reservations after it.
 pub fn reserve(a: ReserveArgs, unreserve: bool) -> anyhow::Result<i32> {
-    let m = first_master(&a.master)?;
+    let m = masters(&a.master)?;
     let req = serde_json::json!({
         "agent_id": a.agent,
         "role": a.role,
         "resources": a.resources,
     });
     let path = if unreserve { "/unreserve" } else { "/reserve" };
-    let body = super::http_get::post_json(&m, path, &req.to_string())?;
+    let body = super::http_get::to_leader("POST", &m, path, Some(&req.to_string()))?;
     let v: Value = serde_json::from_str(&body).context("the master's answer is not JSON")?;
     let now = v.get("reserved").and_then(Value::as_str).unwrap_or("");
     println!(

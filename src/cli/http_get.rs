@@ -1,5 +1,5 @@
-//! A tiny HTTP/1.1 GET client for the CLI's read-only commands (no TLS, loopback or LAN only),
-//! so the binary needs no HTTP client stack.
+//! A tiny HTTP/1.1 client for the CLI: GETs, and JSON PUT/POST sent on to the leader (no TLS,
+//! loopback or LAN only), so the binary needs no HTTP client stack.
 
 use anyhow::{bail, Context as _};
 use std::io::{Read, Write};
@@ -12,16 +12,6 @@ const MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 /// GETs `http://{addr}{path}` and returns the body of a 200 answer.
 pub fn get(addr: &str, path: &str) -> anyhow::Result<String> {
     request("GET", addr, path, None)
-}
-
-/// PUTs a JSON body to `http://{addr}{path}` and returns the body of a 200 answer.
-pub fn put_json(addr: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    request("PUT", addr, path, Some(body))
-}
-
-/// POSTs a JSON body to `http://{addr}{path}` and returns the body of a 200 answer.
-pub fn post_json(addr: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    request("POST", addr, path, Some(body))
 }
 
 fn request(method: &str, addr: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
